@@ -1,0 +1,69 @@
+import type { Migration } from './migration.js';
+
+/*
+ * Times are milliseconds since the epoch, money is nano-USD; both fit
+ * SQLite's 64-bit INTEGER. STRICT makes SQLite refuse a value of the wrong type.
+ */
+export const SQLITE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'ledger',
+    sql: `
+      CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL UNIQUE,
+        balance_nano INTEGER NOT NULL,
+        spend_cap_nano INTEGER,
+        max_sessions INTEGER,
+        price_multiplier_ppm INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        model TEXT NOT NULL,
+        upstream TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'settled', 'recovered')),
+        spend_nano INTEGER NOT NULL DEFAULT 0,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        end_reason TEXT
+      ) STRICT;
+      CREATE INDEX sessions_open_by_instance ON sessions (instance_id) WHERE status = 'open';
+
+      CREATE TABLE charges (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        kind TEXT NOT NULL CHECK (kind IN ('response', 'transcription')),
+        item_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        cost_nano INTEGER NOT NULL,
+        usage_json TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (session_id, kind, item_id)
+      ) STRICT;
+      CREATE INDEX charges_by_key_time ON charges (key_id, created_at);
+      CREATE INDEX charges_by_time ON charges (created_at);
+
+      CREATE TABLE settlements (
+        session_id TEXT PRIMARY KEY REFERENCES sessions (id),
+        status TEXT NOT NULL CHECK (status IN ('settled', 'recovered')),
+        total_nano INTEGER NOT NULL,
+        charge_count INTEGER NOT NULL,
+        end_reason TEXT NOT NULL,
+        summary_json TEXT NOT NULL,
+        settled_at INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        heartbeat_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+];

@@ -1,0 +1,459 @@
+import pg from 'pg';
+import { randomUUID } from 'node:crypto';
+import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
+import { fromJsonText, toJsonText } from './json.js';
+import { generateKey, hashKey, hashMatches } from './key-material.js';
+import type { Migration } from './migrations/migration.js';
+import { POSTGRES_MIGRATIONS } from './migrations/postgres.js';
+import { assertStaleAfter, recoverySettlement } from './recovery.js';
+import type {
+  ChargeInput,
+  ChargeKind,
+  ChargeResult,
+  KeyRecord,
+  Ledger,
+  NewKey,
+  RecoveredSession,
+  SessionOpen,
+  SettlementInput,
+  SettlementResult,
+  UsageQuery,
+  UsageRow,
+} from './types.js';
+import { assertCost, assertTopUp, validateNewKey } from './validate.js';
+
+export interface PostgresLedgerOptions {
+  /** How long to wait for a connection before reporting ledger_unavailable. */
+  connectTimeoutMs?: number;
+  /** How long one query may take before reporting ledger_unavailable. */
+  queryTimeoutMs?: number;
+  /** Most connections this process holds. */
+  maxConnections?: number;
+}
+
+const INT8_OID = 20;
+
+/*
+ * int8 (BIGINT, COUNT) parses to bigint for this pool's clients only; pg's
+ * global parser, shared with any other pool in the process, is left alone.
+ */
+const BIGINT_TYPES: pg.CustomTypesConfig = {
+  getTypeParser(oid, format) {
+    if (oid === INT8_OID && format !== 'binary') return (text: string) => BigInt(text);
+    return pg.types.getTypeParser(oid, format);
+  },
+};
+
+interface KeyRow {
+  id: string;
+  name: string;
+  key_hash: string;
+  balance_nano: bigint;
+  spend_cap_nano: bigint | null;
+  max_sessions: number | null;
+  price_multiplier_ppm: number;
+  disabled: boolean;
+  created_at: Date;
+}
+
+interface UsageDbRow {
+  created_at: Date;
+  key_name: string;
+  session_id: string;
+  kind: ChargeKind;
+  item_id: string;
+  model: string;
+  cost_nano: bigint;
+  usage_json: string;
+}
+
+/** SQLSTATE classes that mean the server cannot serve us, as opposed to a bad request. */
+const UNAVAILABLE_SQLSTATE = /^(08|28|53|57|58|3D)/;
+
+/** Picks one key by id or by name; an id wins if a name happens to equal it. */
+const KEY_BY_REF = 'SELECT id FROM keys WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1';
+
+export async function openPostgresLedger(databaseUrl: string, options: PostgresLedgerOptions = {}): Promise<Ledger> {
+  const location = describeLocation(databaseUrl);
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+    query_timeout: options.queryTimeoutMs ?? 15_000,
+    max: options.maxConnections ?? 10,
+    keepAlive: true,
+    types: BIGINT_TYPES,
+  });
+  // An idle client whose connection drops emits 'error' on the pool, which
+  // would otherwise crash the process. The pool discards that client and the
+  // next query reports ledger_unavailable, so there is nothing more to do here.
+  pool.on('error', function poolOnIdleClientError() {});
+  try {
+    await migrate(pool, POSTGRES_MIGRATIONS);
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw translate(error, location);
+  }
+  return new PostgresLedger(pool, location);
+}
+
+/** host:port/database, never the user or password. */
+function describeLocation(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    return `PostgreSQL at ${url.hostname}:${url.port || '5432'}${url.pathname}`;
+  } catch {
+    return 'PostgreSQL (DATABASE_URL is not a valid URL)';
+  }
+}
+
+async function migrate(pool: pg.Pool, migrations: readonly Migration[]): Promise<void> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    // Two processes starting at once would otherwise race to create the
+    // same tables; the lock is per schema, so separate schemas do not wait.
+    await client.query(`SELECT pg_advisory_lock(hashtext('realtime-relay ledger migrations ' || current_schema()))`);
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version INTEGER PRIMARY KEY,
+      applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
+    const applied = new Set(rows.map((row) => row.version));
+    for (const migration of [...migrations].sort((a, b) => a.version - b.version)) {
+      if (applied.has(migration.version)) continue;
+      await client.query('BEGIN');
+      try {
+        await client.query(migration.sql);
+        await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [migration.version]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => (broken = true));
+        throw error;
+      }
+    }
+    await client.query(`SELECT pg_advisory_unlock(hashtext('realtime-relay ledger migrations ' || current_schema()))`);
+  } catch (error) {
+    broken = true;
+    throw error;
+  } finally {
+    // A broken client is destroyed, which also releases its advisory lock.
+    client.release(broken);
+  }
+}
+
+function translate(error: unknown, location: string): unknown {
+  if (error instanceof LedgerError) return error;
+  if (error instanceof pg.DatabaseError && !UNAVAILABLE_SQLSTATE.test(error.code ?? '')) return error;
+  const reason = error instanceof Error ? error.message || error.name : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  return new LedgerError(
+    'ledger_unavailable',
+    `${location} is unavailable: ${reason}${typeof code === 'string' ? ` (${code})` : ''}`,
+    { cause: error },
+  );
+}
+
+function isUniqueViolation(error: unknown, constraint: string): boolean {
+  return error instanceof pg.DatabaseError && error.code === '23505' && error.constraint === constraint;
+}
+
+function toKeyRecord(row: KeyRow): KeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    balanceNano: row.balance_nano,
+    spendCapNano: row.spend_cap_nano,
+    maxSessions: row.max_sessions,
+    priceMultiplierPpm: row.price_multiplier_ppm,
+    disabled: row.disabled,
+    createdAt: row.created_at,
+  };
+}
+
+function toUsageRow(row: UsageDbRow): UsageRow {
+  return {
+    at: row.created_at,
+    keyName: row.key_name,
+    sessionId: row.session_id,
+    kind: row.kind,
+    itemId: row.item_id,
+    model: row.model,
+    costNano: row.cost_nano,
+    usage: fromJsonText(row.usage_json),
+  };
+}
+
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+/*
+ * Lock order, so that concurrent transactions cannot deadlock: a charge locks
+ * its session row, then its key row; a settlement locks only the session row.
+ * Locking the session first also means a settlement waits for a charge in
+ * flight and then counts it.
+ */
+class PostgresLedger implements Ledger {
+  readonly kind = 'postgres' as const;
+  private closed = false;
+  private readonly pool: pg.Pool;
+  private readonly location: string;
+
+  constructor(pool: pg.Pool, location: string) {
+    this.pool = pool;
+    this.location = location;
+  }
+
+  async createKey(input: NewKey): Promise<{ key: string; record: KeyRecord }> {
+    const valid = validateNewKey(input);
+    const key = generateKey();
+    try {
+      const { rows } = await this.query<KeyRow>(
+        `INSERT INTO keys (id, name, key_hash, balance_nano, spend_cap_nano, max_sessions, price_multiplier_ppm)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
+        [randomUUID(), valid.name, hashKey(key), valid.balanceNano, valid.spendCapNano, valid.maxSessions, valid.priceMultiplierPpm],
+      );
+      return { key, record: toKeyRecord(rows[0]) };
+    } catch (error) {
+      if (isUniqueViolation(error, 'keys_name_unique')) {
+        throw new LedgerError('key_name_taken', `A key named "${valid.name}" already exists.`);
+      }
+      throw error;
+    }
+  }
+
+  async authenticate(plaintextKey: string): Promise<KeyRecord | null> {
+    const keyHash = hashKey(plaintextKey);
+    const { rows } = await this.query<KeyRow>('SELECT * FROM keys WHERE key_hash = $1', [keyHash]);
+    const row = rows[0];
+    return row !== undefined && hashMatches(row.key_hash, keyHash) ? toKeyRecord(row) : null;
+  }
+
+  async getKey(idOrName: string): Promise<KeyRecord | null> {
+    const { rows } = await this.query<KeyRow>(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`, [idOrName]);
+    return rows[0] === undefined ? null : toKeyRecord(rows[0]);
+  }
+
+  async listKeys(): Promise<KeyRecord[]> {
+    const { rows } = await this.query<KeyRow>('SELECT * FROM keys ORDER BY created_at, name');
+    return rows.map(toKeyRecord);
+  }
+
+  async topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord> {
+    assertTopUp(amountNano);
+    const { rows } = await this.query<KeyRow>(
+      `UPDATE keys SET balance_nano = balance_nano + $2 WHERE id = (${KEY_BY_REF}) RETURNING *`,
+      [idOrName, amountNano],
+    );
+    return toKeyRecord(rows[0] ?? keyNotFound(idOrName));
+  }
+
+  async setDisabled(idOrName: string, disabled: boolean): Promise<KeyRecord> {
+    const { rows } = await this.query<KeyRow>(
+      `UPDATE keys SET disabled = $2 WHERE id = (${KEY_BY_REF}) RETURNING *`,
+      [idOrName, disabled],
+    );
+    return toKeyRecord(rows[0] ?? keyNotFound(idOrName));
+  }
+
+  async openSession(session: SessionOpen): Promise<void> {
+    await this.transaction(async (client) => {
+      const key = await client.query('SELECT 1 FROM keys WHERE id = $1', [session.keyId]);
+      if (key.rowCount === 0) keyNotFound(session.keyId);
+      await client.query(
+        `INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
+        [session.id, session.keyId, session.model, session.upstream, session.instanceId, session.startedAt],
+      );
+      // An instance that opens a session is alive, even before its first heartbeat.
+      await upsertHeartbeat(client, session.instanceId);
+    });
+  }
+
+  async recordCharge(charge: ChargeInput): Promise<ChargeResult> {
+    assertCost(charge.costNano);
+    return this.transaction(async (client) => {
+      const session = await client.query<{ key_id: string; spend_nano: bigint }>(
+        'SELECT key_id, spend_nano FROM sessions WHERE id = $1 FOR NO KEY UPDATE',
+        [charge.sessionId],
+      );
+      const row = session.rows[0] ?? sessionNotFound(charge.sessionId);
+      if (row.key_id !== charge.keyId) chargeKeyMismatch(charge.sessionId, charge.keyId);
+      const inserted = await client.query(
+        `INSERT INTO charges (session_id, key_id, kind, item_id, model, cost_nano, usage_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (session_id, kind, item_id) DO NOTHING RETURNING id`,
+        [charge.sessionId, charge.keyId, charge.kind, charge.itemId, charge.model, charge.costNano, toJsonText(charge.usage)],
+      );
+      if (inserted.rowCount === 0) {
+        const key = await client.query<{ balance_nano: bigint }>('SELECT balance_nano FROM keys WHERE id = $1', [charge.keyId]);
+        return { applied: false, balanceNano: key.rows[0].balance_nano, sessionSpendNano: row.spend_nano };
+      }
+      // One atomic UPDATE: concurrent debits of the same key queue on its row
+      // lock and each subtracts from the balance the previous one left.
+      const key = await client.query<{ balance_nano: bigint }>(
+        'UPDATE keys SET balance_nano = balance_nano - $1 WHERE id = $2 RETURNING balance_nano',
+        [charge.costNano, charge.keyId],
+      );
+      const spent = await client.query<{ spend_nano: bigint }>(
+        'UPDATE sessions SET spend_nano = spend_nano + $1 WHERE id = $2 RETURNING spend_nano',
+        [charge.costNano, charge.sessionId],
+      );
+      return { applied: true, balanceNano: key.rows[0].balance_nano, sessionSpendNano: spent.rows[0].spend_nano };
+    });
+  }
+
+  async settleSession(settlement: SettlementInput): Promise<SettlementResult> {
+    return this.transaction((client) => settle(client, settlement));
+  }
+
+  async heartbeat(instanceId: string): Promise<void> {
+    await this.run((client) => upsertHeartbeat(client, instanceId));
+  }
+
+  async recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]> {
+    assertStaleAfter(options.staleAfterMs);
+    // Staleness is judged by the database clock, the one every instance's
+    // heartbeat was written with.
+    const { rows } = await this.query<{ id: string; instance_id: string; heartbeat_at: Date | null }>(
+      `SELECT s.id, s.instance_id, i.heartbeat_at
+       FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
+       WHERE s.status = 'open'
+         AND (s.instance_id = $1 OR i.heartbeat_at IS NULL OR i.heartbeat_at < now() - $2::bigint * interval '1 millisecond')
+       ORDER BY s.started_at, s.id`,
+      [options.instanceId, options.staleAfterMs],
+    );
+    const now = new Date();
+    const recovered: RecoveredSession[] = [];
+    for (const orphan of rows) {
+      const settlement = recoverySettlement(
+        { sessionId: orphan.id, instanceId: orphan.instance_id, lastHeartbeatAt: orphan.heartbeat_at },
+        options.instanceId,
+        now,
+      );
+      const result = await this.transaction((client) => settle(client, settlement));
+      if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano });
+    }
+    return recovered;
+  }
+
+  async usage(query: UsageQuery): Promise<UsageRow[]> {
+    const conditions: string[] = [];
+    const params: unknown[] = [];
+    if (query.key !== undefined) {
+      const key = await this.getKey(query.key);
+      params.push((key ?? keyNotFound(query.key)).id);
+      conditions.push(`c.key_id = $${params.length}`);
+    }
+    if (query.since !== undefined) {
+      params.push(query.since);
+      conditions.push(`c.created_at >= $${params.length}`);
+    }
+    const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
+    const { rows } = await this.query<UsageDbRow>(
+      `SELECT c.created_at, k.name AS key_name, c.session_id, c.kind, c.item_id, c.model, c.cost_nano, c.usage_json
+       FROM charges c JOIN keys k ON k.id = c.key_id ${where}
+       ORDER BY c.created_at, c.id`,
+      params,
+    );
+    return rows.map(toUsageRow);
+  }
+
+  async sessionSpend(sessionId: string): Promise<bigint> {
+    const { rows } = await this.query<{ spend_nano: bigint }>('SELECT spend_nano FROM sessions WHERE id = $1', [sessionId]);
+    return (rows[0] ?? sessionNotFound(sessionId)).spend_nano;
+  }
+
+  async ping(): Promise<void> {
+    await this.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+
+  private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    text: string,
+    params: unknown[] = [],
+  ): Promise<pg.QueryResult<R>> {
+    return this.run((client) => client.query<R>(text, params));
+  }
+
+  /** One statement on a pooled connection, outside an explicit transaction. */
+  private async run<T>(work: (client: Queryable) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    try {
+      return await work(this.pool);
+    } catch (error) {
+      throw translate(error, this.location);
+    }
+  }
+
+  private async transaction<T>(work: (client: Queryable) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      throw translate(error, this.location);
+    }
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      // If even ROLLBACK fails the connection is gone; destroy it rather than
+      // hand a half-open transaction to the next caller.
+      await client.query('ROLLBACK').catch(() => (broken = true));
+      throw translate(error, this.location);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new LedgerError('ledger_unavailable', `${this.location} is closed.`);
+  }
+}
+
+async function upsertHeartbeat(client: Queryable, instanceId: string): Promise<void> {
+  await client.query(
+    `INSERT INTO instances (id, heartbeat_at) VALUES ($1, now())
+     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+    [instanceId],
+  );
+}
+
+/** Runs inside a transaction. */
+async function settle(client: Queryable, settlement: SettlementInput): Promise<SettlementResult> {
+  // Waits for any charge of this session still in flight, so the sum below includes it.
+  const session = await client.query('SELECT 1 FROM sessions WHERE id = $1 FOR NO KEY UPDATE', [settlement.sessionId]);
+  if (session.rowCount === 0) sessionNotFound(settlement.sessionId);
+  const totals = await client.query<{ total_nano: bigint; charge_count: number }>(
+    `SELECT COALESCE(SUM(cost_nano), 0)::bigint AS total_nano, COUNT(*)::integer AS charge_count
+     FROM charges WHERE session_id = $1`,
+    [settlement.sessionId],
+  );
+  const { total_nano, charge_count } = totals.rows[0];
+  const inserted = await client.query(
+    `INSERT INTO settlements (session_id, status, total_nano, charge_count, end_reason, summary_json)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (session_id) DO NOTHING RETURNING session_id`,
+    [settlement.sessionId, settlement.status, total_nano, charge_count, settlement.endReason, toJsonText(settlement.summary)],
+  );
+  if (inserted.rowCount === 0) {
+    const existing = await client.query<{ total_nano: bigint; charge_count: number }>(
+      'SELECT total_nano, charge_count FROM settlements WHERE session_id = $1',
+      [settlement.sessionId],
+    );
+    return { applied: false, totalNano: existing.rows[0].total_nano, chargeCount: existing.rows[0].charge_count };
+  }
+  await client.query('UPDATE sessions SET status = $2, ended_at = $3, end_reason = $4 WHERE id = $1', [
+    settlement.sessionId,
+    settlement.status,
+    settlement.endedAt,
+    settlement.endReason,
+  ]);
+  return { applied: true, totalNano: total_nano, chargeCount: charge_count };
+}

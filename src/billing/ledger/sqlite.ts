@@ -1,0 +1,408 @@
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
+import { fromJsonText, toJsonText } from './json.js';
+import { generateKey, hashKey, hashMatches } from './key-material.js';
+import type { Migration } from './migrations/migration.js';
+import { SQLITE_MIGRATIONS } from './migrations/sqlite.js';
+import { assertStaleAfter, recoverySettlement } from './recovery.js';
+import type {
+  ChargeInput,
+  ChargeKind,
+  ChargeResult,
+  KeyRecord,
+  Ledger,
+  NewKey,
+  RecoveredSession,
+  SessionOpen,
+  SettlementInput,
+  SettlementResult,
+  UsageQuery,
+  UsageRow,
+} from './types.js';
+import { assertCost, assertTopUp, validateNewKey } from './validate.js';
+
+export const DEFAULT_SQLITE_PATH = './data/ledger.db';
+
+/** How long a writer waits for another connection's write lock before giving up. */
+const BUSY_TIMEOUT_MS = 5_000;
+
+/*
+ * Every integer comes back as a bigint (defaultSafeIntegers), so money never
+ * passes through a double; the row mappers turn the small integers (times,
+ * counts, limits) back into numbers.
+ */
+interface KeyRow {
+  id: string;
+  name: string;
+  key_hash: string;
+  balance_nano: bigint;
+  spend_cap_nano: bigint | null;
+  max_sessions: bigint | null;
+  price_multiplier_ppm: bigint;
+  disabled: bigint;
+  created_at: bigint;
+}
+
+interface UsageDbRow {
+  created_at: bigint;
+  key_name: string;
+  session_id: string;
+  kind: ChargeKind;
+  item_id: string;
+  model: string;
+  cost_nano: bigint;
+  usage_json: string;
+}
+
+/** SQLite codes that mean the file cannot be used, as opposed to a bad request. */
+const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|CANTOPEN|FULL|PERM|NOTADB|CORRUPT|PROTOCOL)/;
+
+export function openSqliteLedger(path: string = DEFAULT_SQLITE_PATH): Ledger {
+  const location = resolve(path);
+  let db: Database.Database | undefined;
+  try {
+    mkdirSync(dirname(location), { recursive: true });
+    db = new Database(location, { timeout: BUSY_TIMEOUT_MS });
+    // WAL with synchronous=NORMAL syncs the log only at checkpoints. A commit
+    // is in the WAL file (the OS page cache) before it returns, so it survives
+    // the process dying, kill -9 included; only an OS crash or power loss can
+    // lose the last commits. That is the durability we promise.
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    db.defaultSafeIntegers(true);
+    migrate(db, SQLITE_MIGRATIONS);
+    return new SqliteLedger(db, location);
+  } catch (error) {
+    db?.close();
+    throw translate(error, location);
+  }
+}
+
+function migrate(db: Database.Database, migrations: readonly Migration[]): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+  ) STRICT`);
+  const isApplied = db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').pluck();
+  const record = db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)');
+  for (const migration of [...migrations].sort((a, b) => a.version - b.version)) {
+    // IMMEDIATE takes the write lock first, so a second process opening the
+    // same file waits here and then sees the version as applied.
+    db.transaction(() => {
+      if (isApplied.get(migration.version) !== undefined) return;
+      db.exec(migration.sql);
+      record.run(migration.version, Date.now());
+    }).immediate();
+  }
+}
+
+function translate(error: unknown, location: string): unknown {
+  if (error instanceof LedgerError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  const isFileError = typeof code === 'string' && (UNAVAILABLE_CODES.test(code) || /^E[A-Z]+$/.test(code));
+  if (!isFileError) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new LedgerError('ledger_unavailable', `SQLite ledger at ${location} cannot be used: ${reason} (${code})`, {
+    cause: error,
+  });
+}
+
+function toKeyRecord(row: KeyRow): KeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    balanceNano: row.balance_nano,
+    spendCapNano: row.spend_cap_nano,
+    maxSessions: row.max_sessions === null ? null : Number(row.max_sessions),
+    priceMultiplierPpm: Number(row.price_multiplier_ppm),
+    disabled: row.disabled !== 0n,
+    createdAt: new Date(Number(row.created_at)),
+  };
+}
+
+function toUsageRow(row: UsageDbRow): UsageRow {
+  return {
+    at: new Date(Number(row.created_at)),
+    keyName: row.key_name,
+    sessionId: row.session_id,
+    kind: row.kind,
+    itemId: row.item_id,
+    model: row.model,
+    costNano: row.cost_nano,
+    usage: fromJsonText(row.usage_json),
+  };
+}
+
+/** Picks one key by id or by name; an id wins if a name happens to equal it. */
+const KEY_BY_REF = 'SELECT id FROM keys WHERE id = @ref OR name = @ref ORDER BY id = @ref DESC LIMIT 1';
+
+/*
+ * better-sqlite3 is synchronous: each method runs to completion on the event
+ * loop, and writes run in IMMEDIATE transactions so that another process
+ * writing the same file waits (busy_timeout) instead of failing mid-transaction.
+ */
+class SqliteLedger implements Ledger {
+  readonly kind = 'sqlite' as const;
+  private closed = false;
+  private readonly db: Database.Database;
+  private readonly location: string;
+  private readonly statements;
+
+  constructor(db: Database.Database, location: string) {
+    this.db = db;
+    this.location = location;
+    this.statements = {
+      ping: db.prepare('SELECT 1'),
+      insertKey: db.prepare(`INSERT INTO keys
+        (id, name, key_hash, balance_nano, spend_cap_nano, max_sessions, price_multiplier_ppm, disabled, created_at)
+        VALUES (@id, @name, @keyHash, @balanceNano, @spendCapNano, @maxSessions, @priceMultiplierPpm, 0, @createdAt)
+        RETURNING *`),
+      keyByName: db.prepare('SELECT 1 FROM keys WHERE name = ?'),
+      keyByHash: db.prepare('SELECT * FROM keys WHERE key_hash = ?'),
+      keyById: db.prepare('SELECT * FROM keys WHERE id = ?'),
+      keyByRef: db.prepare(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`),
+      listKeys: db.prepare('SELECT * FROM keys ORDER BY created_at, name'),
+      topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount WHERE id = (${KEY_BY_REF}) RETURNING *`),
+      setDisabled: db.prepare(`UPDATE keys SET disabled = @disabled WHERE id = (${KEY_BY_REF}) RETURNING *`),
+      insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at)
+        VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt)
+        ON CONFLICT (id) DO NOTHING`),
+      sessionById: db.prepare('SELECT key_id, spend_nano FROM sessions WHERE id = ?'),
+      insertCharge: db.prepare(`INSERT INTO charges
+        (session_id, key_id, kind, item_id, model, cost_nano, usage_json, created_at)
+        VALUES (@sessionId, @keyId, @kind, @itemId, @model, @costNano, @usageJson, @createdAt)
+        ON CONFLICT (session_id, kind, item_id) DO NOTHING`),
+      debitKey: db.prepare('UPDATE keys SET balance_nano = balance_nano - @costNano WHERE id = @keyId RETURNING balance_nano'),
+      addSpend: db.prepare('UPDATE sessions SET spend_nano = spend_nano + @costNano WHERE id = @sessionId RETURNING spend_nano'),
+      balanceOf: db.prepare('SELECT balance_nano FROM keys WHERE id = ?').pluck(),
+      settlementOf: db.prepare('SELECT total_nano, charge_count FROM settlements WHERE session_id = ?'),
+      chargeTotals: db.prepare(
+        'SELECT COALESCE(SUM(cost_nano), 0) AS total_nano, COUNT(*) AS charge_count FROM charges WHERE session_id = ?',
+      ),
+      insertSettlement: db.prepare(`INSERT INTO settlements
+        (session_id, status, total_nano, charge_count, end_reason, summary_json, settled_at)
+        VALUES (@sessionId, @status, @totalNano, @chargeCount, @endReason, @summaryJson, @settledAt)`),
+      endSession: db.prepare(
+        'UPDATE sessions SET status = @status, ended_at = @endedAt, end_reason = @endReason WHERE id = @sessionId',
+      ),
+      heartbeat: db.prepare(`INSERT INTO instances (id, heartbeat_at) VALUES (@id, @now)
+        ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`),
+      orphanedSessions: db.prepare(`SELECT s.id, s.instance_id, i.heartbeat_at
+        FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
+        WHERE s.status = 'open'
+          AND (s.instance_id = @instanceId OR i.heartbeat_at IS NULL OR i.heartbeat_at < @cutoff)
+        ORDER BY s.started_at, s.id`),
+    };
+  }
+
+  async createKey(input: NewKey): Promise<{ key: string; record: KeyRecord }> {
+    const valid = validateNewKey(input);
+    const key = generateKey();
+    const row = this.write(() => {
+      if (this.statements.keyByName.get(valid.name) !== undefined) {
+        throw new LedgerError('key_name_taken', `A key named "${valid.name}" already exists.`);
+      }
+      return this.statements.insertKey.get({
+        ...valid,
+        id: randomUUID(),
+        keyHash: hashKey(key),
+        createdAt: Date.now(),
+      }) as KeyRow;
+    });
+    return { key, record: toKeyRecord(row) };
+  }
+
+  async authenticate(plaintextKey: string): Promise<KeyRecord | null> {
+    const keyHash = hashKey(plaintextKey);
+    const row = this.read(() => this.statements.keyByHash.get(keyHash) as KeyRow | undefined);
+    return row !== undefined && hashMatches(row.key_hash, keyHash) ? toKeyRecord(row) : null;
+  }
+
+  async getKey(idOrName: string): Promise<KeyRecord | null> {
+    const row = this.read(() => this.statements.keyByRef.get({ ref: idOrName }) as KeyRow | undefined);
+    return row === undefined ? null : toKeyRecord(row);
+  }
+
+  async listKeys(): Promise<KeyRecord[]> {
+    return this.read(() => this.statements.listKeys.all() as KeyRow[]).map(toKeyRecord);
+  }
+
+  async topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord> {
+    assertTopUp(amountNano);
+    const row = this.write(() => this.statements.topUp.get({ ref: idOrName, amount: amountNano }) as KeyRow | undefined);
+    return toKeyRecord(row ?? keyNotFound(idOrName));
+  }
+
+  async setDisabled(idOrName: string, disabled: boolean): Promise<KeyRecord> {
+    const row = this.write(
+      () => this.statements.setDisabled.get({ ref: idOrName, disabled: disabled ? 1 : 0 }) as KeyRow | undefined,
+    );
+    return toKeyRecord(row ?? keyNotFound(idOrName));
+  }
+
+  async openSession(session: SessionOpen): Promise<void> {
+    this.write(() => {
+      if (this.statements.keyById.get(session.keyId) === undefined) keyNotFound(session.keyId);
+      this.statements.insertSession.run({ ...session, startedAt: session.startedAt.getTime() });
+      // An instance that opens a session is alive, even before its first heartbeat.
+      this.statements.heartbeat.run({ id: session.instanceId, now: Date.now() });
+    });
+  }
+
+  async recordCharge(charge: ChargeInput): Promise<ChargeResult> {
+    assertCost(charge.costNano);
+    return this.write(() => {
+      const session = this.statements.sessionById.get(charge.sessionId) as { key_id: string; spend_nano: bigint } | undefined;
+      if (session === undefined) sessionNotFound(charge.sessionId);
+      if (session.key_id !== charge.keyId) chargeKeyMismatch(charge.sessionId, charge.keyId);
+      const inserted = this.statements.insertCharge.run({
+        sessionId: charge.sessionId,
+        keyId: charge.keyId,
+        kind: charge.kind,
+        itemId: charge.itemId,
+        model: charge.model,
+        costNano: charge.costNano,
+        usageJson: toJsonText(charge.usage),
+        createdAt: Date.now(),
+      });
+      if (inserted.changes === 0) {
+        return {
+          applied: false,
+          balanceNano: this.statements.balanceOf.get(charge.keyId) as bigint,
+          sessionSpendNano: session.spend_nano,
+        };
+      }
+      const params = { costNano: charge.costNano, keyId: charge.keyId, sessionId: charge.sessionId };
+      const { balance_nano } = this.statements.debitKey.get(params) as { balance_nano: bigint };
+      const { spend_nano } = this.statements.addSpend.get(params) as { spend_nano: bigint };
+      return { applied: true, balanceNano: balance_nano, sessionSpendNano: spend_nano };
+    });
+  }
+
+  async settleSession(settlement: SettlementInput): Promise<SettlementResult> {
+    return this.write(() => this.settle(settlement));
+  }
+
+  async heartbeat(instanceId: string): Promise<void> {
+    this.write(() => this.statements.heartbeat.run({ id: instanceId, now: Date.now() }));
+  }
+
+  async recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]> {
+    assertStaleAfter(options.staleAfterMs);
+    const now = new Date();
+    const orphans = this.read(
+      () =>
+        this.statements.orphanedSessions.all({
+          instanceId: options.instanceId,
+          cutoff: now.getTime() - options.staleAfterMs,
+        }) as Array<{ id: string; instance_id: string; heartbeat_at: bigint | null }>,
+    );
+    const recovered: RecoveredSession[] = [];
+    for (const orphan of orphans) {
+      const settlement = recoverySettlement(
+        {
+          sessionId: orphan.id,
+          instanceId: orphan.instance_id,
+          lastHeartbeatAt: orphan.heartbeat_at === null ? null : new Date(Number(orphan.heartbeat_at)),
+        },
+        options.instanceId,
+        now,
+      );
+      const result = this.write(() => this.settle(settlement));
+      if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano });
+    }
+    return recovered;
+  }
+
+  async usage(query: UsageQuery): Promise<UsageRow[]> {
+    return this.read(() => {
+      const conditions: string[] = [];
+      const params: Record<string, unknown> = {};
+      if (query.key !== undefined) {
+        const key = this.statements.keyByRef.get({ ref: query.key }) as KeyRow | undefined;
+        params.keyId = (key ?? keyNotFound(query.key)).id;
+        conditions.push('c.key_id = @keyId');
+      }
+      if (query.since !== undefined) {
+        params.since = query.since.getTime();
+        conditions.push('c.created_at >= @since');
+      }
+      const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
+      const rows = this.db
+        .prepare(`SELECT c.created_at, k.name AS key_name, c.session_id, c.kind, c.item_id, c.model, c.cost_nano, c.usage_json
+          FROM charges c JOIN keys k ON k.id = c.key_id ${where}
+          ORDER BY c.created_at, c.id`)
+        .all(params) as UsageDbRow[];
+      return rows.map(toUsageRow);
+    });
+  }
+
+  async sessionSpend(sessionId: string): Promise<bigint> {
+    const session = this.read(() => this.statements.sessionById.get(sessionId) as { spend_nano: bigint } | undefined);
+    return (session ?? sessionNotFound(sessionId)).spend_nano;
+  }
+
+  async ping(): Promise<void> {
+    this.read(() => this.statements.ping.get());
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  /** Runs inside a write transaction. */
+  private settle(settlement: SettlementInput): SettlementResult {
+    if (this.statements.sessionById.get(settlement.sessionId) === undefined) sessionNotFound(settlement.sessionId);
+    const existing = this.statements.settlementOf.get(settlement.sessionId) as
+      | { total_nano: bigint; charge_count: bigint }
+      | undefined;
+    if (existing !== undefined) {
+      return { applied: false, totalNano: existing.total_nano, chargeCount: Number(existing.charge_count) };
+    }
+    const totals = this.statements.chargeTotals.get(settlement.sessionId) as { total_nano: bigint; charge_count: bigint };
+    this.statements.insertSettlement.run({
+      sessionId: settlement.sessionId,
+      status: settlement.status,
+      totalNano: totals.total_nano,
+      chargeCount: totals.charge_count,
+      endReason: settlement.endReason,
+      summaryJson: toJsonText(settlement.summary),
+      settledAt: Date.now(),
+    });
+    this.statements.endSession.run({
+      sessionId: settlement.sessionId,
+      status: settlement.status,
+      endedAt: settlement.endedAt.getTime(),
+      endReason: settlement.endReason,
+    });
+    return { applied: true, totalNano: totals.total_nano, chargeCount: Number(totals.charge_count) };
+  }
+
+  private read<T>(work: () => T): T {
+    this.assertOpen();
+    try {
+      return work();
+    } catch (error) {
+      throw translate(error, this.location);
+    }
+  }
+
+  private write<T>(work: () => T): T {
+    this.assertOpen();
+    try {
+      return this.db.transaction(work).immediate();
+    } catch (error) {
+      throw translate(error, this.location);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new LedgerError('ledger_unavailable', `SQLite ledger at ${this.location} is closed.`);
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * The billing ledger: keys with balances, sessions, per-item charges and one
+ * settlement per session. Money is nano-USD (1 USD = 1e9) held as bigint.
+ *
+ * A session is charged as its usage arrives (`recordCharge`, exactly once per
+ * item) and settled when it ends (`settleSession`), which only records what
+ * the charges already debited.
+ */
+
+export interface KeyRecord {
+  id: string;
+  name: string;
+  balanceNano: bigint;
+  /** Most one session of this key may spend; null = no cap. */
+  spendCapNano: bigint | null;
+  /** Most concurrent sessions of this key; null = no limit. */
+  maxSessions: number | null;
+  /** Price multiplier in parts per million: 1_000_000 = 1x. */
+  priceMultiplierPpm: number;
+  disabled: boolean;
+  createdAt: Date;
+}
+
+export interface NewKey {
+  name: string;
+  balanceNano: bigint;
+  spendCapNano?: bigint | null;
+  maxSessions?: number | null;
+  priceMultiplierPpm?: number;
+}
+
+export type ChargeKind = 'response' | 'transcription';
+
+export interface ChargeInput {
+  sessionId: string;
+  keyId: string;
+  kind: ChargeKind;
+  /** The response id, or the transcription's conversation item id. */
+  itemId: string;
+  model: string;
+  costNano: bigint;
+  /** The provider's usage object, stored as JSON text. */
+  usage: unknown;
+}
+
+export interface ChargeResult {
+  /** False when (sessionId, kind, itemId) had already been charged. */
+  applied: boolean;
+  /** The key's balance after this call. */
+  balanceNano: bigint;
+  /** This session's charges so far. */
+  sessionSpendNano: bigint;
+}
+
+export interface SessionOpen {
+  id: string;
+  keyId: string;
+  model: string;
+  upstream: string;
+  instanceId: string;
+  startedAt: Date;
+}
+
+export type SettlementStatus = 'settled' | 'recovered';
+
+export interface SettlementInput {
+  sessionId: string;
+  endedAt: Date;
+  endReason: string;
+  status: SettlementStatus;
+  summary: unknown;
+}
+
+export interface SettlementResult {
+  /** False if this session had already been settled. */
+  applied: boolean;
+  /** The sum of the session's charges when it was settled. */
+  totalNano: bigint;
+  chargeCount: number;
+}
+
+export interface RecoveredSession {
+  sessionId: string;
+  totalNano: bigint;
+}
+
+export interface UsageQuery {
+  /** A key id or name. */
+  key?: string;
+  since?: Date;
+}
+
+export interface UsageRow {
+  at: Date;
+  keyName: string;
+  sessionId: string;
+  kind: ChargeKind;
+  itemId: string;
+  model: string;
+  costNano: bigint;
+  usage: unknown;
+}
+
+export interface Ledger {
+  readonly kind: 'sqlite' | 'postgres';
+  /** `key` is the plaintext, shown once; only its SHA-256 is stored. */
+  createKey(input: NewKey): Promise<{ key: string; record: KeyRecord }>;
+  /** Finds a key by its plaintext. Disabled keys are returned too: the caller decides. */
+  authenticate(plaintextKey: string): Promise<KeyRecord | null>;
+  getKey(idOrName: string): Promise<KeyRecord | null>;
+  listKeys(): Promise<KeyRecord[]>;
+  topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord>;
+  setDisabled(idOrName: string, disabled: boolean): Promise<KeyRecord>;
+  /** Idempotent on the session id. Also counts as a heartbeat of its instance. */
+  openSession(session: SessionOpen): Promise<void>;
+  /**
+   * Inserts the charge and, only if it is new, debits the key and adds to the
+   * session's spend, in one transaction. The balance may go negative: an
+   * overdraft is recorded, never dropped.
+   */
+  recordCharge(charge: ChargeInput): Promise<ChargeResult>;
+  /** Records the session's totals and ends it. Never debits. Idempotent. */
+  settleSession(settlement: SettlementInput): Promise<SettlementResult>;
+  heartbeat(instanceId: string): Promise<void>;
+  /**
+   * Settles as 'recovered' every open session of an instance whose heartbeat
+   * is older than `staleAfterMs` (or missing), and every open session of
+   * `instanceId` itself (a restarted process). Returns the sessions this call
+   * settled; safe to run from several processes at once.
+   */
+  recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]>;
+  usage(query: UsageQuery): Promise<UsageRow[]>;
+  sessionSpend(sessionId: string): Promise<bigint>;
+  /** A cheap liveness check. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

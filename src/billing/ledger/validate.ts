@@ -1,0 +1,50 @@
+import { LedgerError } from './errors.js';
+import type { NewKey } from './types.js';
+
+export const DEFAULT_PRICE_MULTIPLIER_PPM = 1_000_000;
+
+/** The largest value a signed 64-bit column holds. */
+const INT64_MAX = 2n ** 63n - 1n;
+
+export interface ValidNewKey {
+  name: string;
+  balanceNano: bigint;
+  spendCapNano: bigint | null;
+  maxSessions: number | null;
+  priceMultiplierPpm: number;
+}
+
+export function validateNewKey(input: NewKey): ValidNewKey {
+  const name = input.name.trim();
+  if (name === '') throw new LedgerError('invalid_input', 'A key needs a non-empty name.');
+  assertNano(input.balanceNano, 'balanceNano', { allowZero: true });
+  const spendCapNano = input.spendCapNano ?? null;
+  if (spendCapNano !== null) assertNano(spendCapNano, 'spendCapNano', { allowZero: false });
+  const maxSessions = input.maxSessions ?? null;
+  if (maxSessions !== null) assertPositiveInt32(maxSessions, 'maxSessions');
+  const priceMultiplierPpm = input.priceMultiplierPpm ?? DEFAULT_PRICE_MULTIPLIER_PPM;
+  assertPositiveInt32(priceMultiplierPpm, 'priceMultiplierPpm');
+  return { name, balanceNano: input.balanceNano, spendCapNano, maxSessions, priceMultiplierPpm };
+}
+
+export function assertTopUp(amountNano: bigint): void {
+  assertNano(amountNano, 'A top-up', { allowZero: false });
+}
+
+export function assertCost(costNano: bigint): void {
+  assertNano(costNano, 'A charge', { allowZero: true });
+}
+
+function assertNano(value: bigint, what: string, { allowZero }: { allowZero: boolean }): void {
+  if (typeof value !== 'bigint') throw new LedgerError('invalid_amount', `${what} must be a bigint of nano-USD.`);
+  const min = allowZero ? 0n : 1n;
+  if (value < min || value > INT64_MAX) {
+    throw new LedgerError('invalid_amount', `${what} must be ${allowZero ? '>= 0' : '> 0'} nano-USD (got ${value}).`);
+  }
+}
+
+function assertPositiveInt32(value: number, what: string): void {
+  if (!Number.isInteger(value) || value < 1 || value > 2 ** 31 - 1) {
+    throw new LedgerError('invalid_input', `${what} must be a positive integer (got ${value}).`);
+  }
+}

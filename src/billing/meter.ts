@@ -1,0 +1,160 @@
+import { RelayError } from '../errors.js';
+import type { ChargeVerdict, ResponseDone, SessionMeter, SessionSummary, TranscriptionCompleted } from '../server/ports.js';
+import type { WriteBacklog } from './backlog.js';
+import { priceTranscription, priceUsage } from './cost.js';
+import type { ChargeInput, KeyRecord, Ledger } from './ledger/index.js';
+import { resolveModel, type PriceTable, type RealtimePrice, type TranscriptionPrice } from './prices.js';
+import { normalizeResponseUsage, normalizeTranscriptionUsage, type UsageAnomaly } from './usage.js';
+
+export interface MeterHooks {
+  /** A usage broke the protocol's invariants: logged once per session, counted every time. */
+  anomaly(sessionId: string, anomalies: UsageAnomaly[], firstInSession: boolean): void;
+  charged(model: string, costNano: bigint, ms: number): void;
+  chargeFailed(error: unknown): void;
+}
+
+export interface MeterOptions {
+  sessionId: string;
+  key: KeyRecord;
+  model: string;
+  ledger: Ledger;
+  prices: PriceTable;
+  /** Balance a key must keep for a response to be asked for. */
+  reserveNano: bigint;
+  backlog: WriteBacklog;
+  hooks: MeterHooks;
+}
+
+/** The most expensive transcription price: what an unknown transcription model is billed at. */
+function dearestTranscription(prices: PriceTable): TranscriptionPrice | null {
+  let best: TranscriptionPrice | null = null;
+  let bestRate = -1n;
+  for (const [family, rates] of Object.entries(prices.transcription)) {
+    const rate = (rates.tokens ? rates.tokens.audioInput + rates.tokens.textOutput : 0n) + (rates.perSecond ?? 0n);
+    if (rate > bestRate) {
+      best = { family, kind: 'transcription', rates };
+      bestRate = rate;
+    }
+  }
+  return best;
+}
+
+/**
+ * One session's bill. Each response is charged as its `response.done`
+ * arrives, once (the ledger is idempotent on the response id); the
+ * settlement at the end only records the totals and never debits again.
+ */
+export class LedgerMeter implements SessionMeter {
+  private servedModel: string;
+  private price: RealtimePrice | null;
+  private transcriptionModel: string | null = null;
+  private balanceNano: bigint;
+  private spentNano = 0n;
+  private anomalySeen = false;
+  /** Charges that could not be written: kept for the settlement and the recovery path. */
+  private readonly unwritten: ChargeInput[] = [];
+
+  constructor(private readonly options: MeterOptions) {
+    this.servedModel = options.model;
+    this.balanceNano = options.key.balanceNano;
+    const resolved = resolveModel(options.model, options.prices);
+    this.price = resolved?.kind === 'realtime' ? resolved : null;
+  }
+
+  opened(info: { upstream: string; servedModel: string }): void {
+    this.servedModel = info.servedModel;
+    const resolved = resolveModel(info.servedModel, this.options.prices);
+    if (resolved?.kind === 'realtime') this.price = resolved;
+  }
+
+  configured(session: { transcriptionModel: string | null }): void {
+    this.transcriptionModel = session.transcriptionModel;
+  }
+
+  async admitResponse(): Promise<void> {
+    const { key, ledger, reserveNano } = this.options;
+    // A fresh read: another session (or instance) may have spent the balance meanwhile.
+    const current = await ledger.getKey(key.id).catch(() => null);
+    if (current) this.balanceNano = current.balanceNano;
+    if (this.balanceNano < reserveNano || this.balanceNano <= 0n) throw new RelayError('insufficient_quota');
+    if (key.spendCapNano !== null && this.spentNano >= key.spendCapNano) throw new RelayError('session_spend_cap_exceeded');
+  }
+
+  async chargeResponse(response: ResponseDone): Promise<ChargeVerdict> {
+    const usage = normalizeResponseUsage(response.usage);
+    this.noteAnomalies(usage.anomalies);
+    const price = this.price;
+    // An unpriced model never gets this far (refused before the upgrade); billing zero would be a silent loss.
+    if (!price) throw new RelayError('billing_unavailable', `No price for model "${this.servedModel}".`);
+    const costNano = priceUsage(usage, price, this.options.key.priceMultiplierPpm);
+    return this.charge({ kind: 'response', itemId: response.id, costNano, usage: response.usage ?? null });
+  }
+
+  async chargeTranscription(event: TranscriptionCompleted): Promise<ChargeVerdict> {
+    const usage = normalizeTranscriptionUsage(event.usage);
+    this.noteAnomalies(usage.anomalies);
+    const model = event.model ?? this.transcriptionModel;
+    const resolved = model ? resolveModel(model, this.options.prices) : null;
+    const price = resolved?.kind === 'transcription' ? resolved : dearestTranscription(this.options.prices);
+    if (!price) throw new RelayError('billing_unavailable', 'No transcription price is configured.');
+    const costNano = priceTranscription(usage, price, this.options.key.priceMultiplierPpm);
+    return this.charge({ kind: 'transcription', itemId: `${event.itemId}:${event.contentIndex}`, costNano, usage: event.usage ?? null, model: price.family });
+  }
+
+  private async charge(item: { kind: ChargeInput['kind']; itemId: string; costNano: bigint; usage: unknown; model?: string }): Promise<ChargeVerdict> {
+    const { ledger, key, sessionId, hooks } = this.options;
+    const charge: ChargeInput = { sessionId, keyId: key.id, kind: item.kind, itemId: item.itemId, model: item.model ?? this.servedModel, costNano: item.costNano, usage: item.usage };
+    const began = Date.now();
+    let result;
+    try {
+      result = await ledger.recordCharge(charge);
+    } catch (error) {
+      hooks.chargeFailed(error);
+      this.unwritten.push(charge);
+      throw new RelayError('billing_unavailable', undefined, { cause: error });
+    }
+    hooks.charged(charge.model, item.costNano, Date.now() - began);
+    this.balanceNano = result.balanceNano;
+    this.spentNano = result.sessionSpendNano;
+    if (result.balanceNano <= 0n) return { stop: 'insufficient_quota' };
+    if (key.spendCapNano !== null && result.sessionSpendNano >= key.spendCapNano) return { stop: 'spend_cap' };
+    return {};
+  }
+
+  private noteAnomalies(anomalies: UsageAnomaly[]): void {
+    if (anomalies.length === 0) return;
+    this.options.hooks.anomaly(this.options.sessionId, anomalies, !this.anomalySeen);
+    this.anomalySeen = true;
+  }
+
+  spendNano(): bigint {
+    return this.spentNano;
+  }
+
+  /**
+   * Writes what is still owed, then the settlement. When the ledger is down
+   * both go to the backlog, which retries until it answers (and survives a
+   * restart through its spool file).
+   */
+  async settle(summary: SessionSummary): Promise<void> {
+    const { ledger, backlog, sessionId } = this.options;
+    const settlement = { sessionId, endedAt: summary.endedAt, endReason: summary.endReason, status: 'settled' as const, summary: toJson(summary) };
+    const owed = this.unwritten.splice(0);
+    let written = 0;
+    try {
+      for (const charge of owed) {
+        await ledger.recordCharge(charge);
+        written++;
+      }
+      await ledger.settleSession(settlement);
+    } catch {
+      for (const charge of owed.slice(written)) backlog.add({ kind: 'charge', charge });
+      backlog.add({ kind: 'settlement', settlement });
+    }
+  }
+}
+
+/** The summary as JSON-safe data (bigints as strings). */
+function toJson(summary: SessionSummary): unknown {
+  return JSON.parse(JSON.stringify(summary, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value)));
+}

@@ -1,0 +1,94 @@
+import { RelayError } from '../errors.js';
+import type { SessionInfo, SessionMeter } from '../server/ports.js';
+import { WriteBacklog } from './backlog.js';
+import { isLedgerError, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
+import { LedgerMeter, type MeterHooks } from './meter.js';
+import { resolveModel, type PriceTable } from './prices.js';
+
+export interface BillingOptions {
+  ledger: Ledger;
+  prices: PriceTable;
+  /** Identifies this process's sessions, so another instance never recovers them while it lives. */
+  instanceId: string;
+  reserveNano: bigint;
+  /** Where writes that could not be made wait across a restart; null keeps them in memory only. */
+  spoolPath: string | null;
+  /** An instance whose heartbeat is older than this is presumed dead and its open sessions recovered. */
+  staleAfterMs: number;
+  heartbeatMs: number;
+  hooks?: Partial<MeterHooks>;
+}
+
+const NO_HOOKS: MeterHooks = { anomaly: () => undefined, charged: () => undefined, chargeFailed: () => undefined };
+
+function unavailable(error: unknown): never {
+  if (error instanceof RelayError) throw error;
+  throw new RelayError('billing_unavailable', isLedgerError(error) ? `The ledger is unavailable: ${error.message}` : undefined, { cause: error });
+}
+
+/**
+ * Money for the relay: who may open a session, what each response costs,
+ * and the record of every session, exactly once.
+ */
+export class Billing {
+  readonly backlog: WriteBacklog;
+  private readonly hooks: MeterHooks;
+  private heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: BillingOptions) {
+    this.hooks = { ...NO_HOOKS, ...options.hooks };
+    this.backlog = new WriteBacklog(options.ledger, options.spoolPath);
+  }
+
+  get ledger(): Ledger {
+    return this.options.ledger;
+  }
+
+  get prices(): PriceTable {
+    return this.options.prices;
+  }
+
+  /** Known model (by the price table), valid enabled key, and a balance left. Throws a RelayError. */
+  async authorize(plaintextKey: string | undefined, model: string): Promise<KeyRecord> {
+    if (plaintextKey === undefined || plaintextKey === '') throw new RelayError('missing_api_key');
+    const key = await this.options.ledger.authenticate(plaintextKey).catch(unavailable);
+    if (!key) throw new RelayError('invalid_api_key');
+    if (key.disabled) throw new RelayError('key_disabled');
+    if (!resolveModel(model, this.options.prices)) throw new RelayError('model_not_found', `The model "${model}" does not exist or is not priced by this relay.`);
+    if (key.balanceNano <= 0n) throw new RelayError('insufficient_quota');
+    return key;
+  }
+
+  /** Opens the session's ledger row before the upgrade completes. */
+  async openMeter(session: SessionInfo, key: KeyRecord): Promise<SessionMeter> {
+    const { ledger, prices, instanceId, reserveNano } = this.options;
+    await ledger
+      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt })
+      .catch(unavailable);
+    return new LedgerMeter({ sessionId: session.sessionId, key, model: session.model, ledger, prices, reserveNano, backlog: this.backlog, hooks: this.hooks });
+  }
+
+  /**
+   * Settles sessions a crashed process left open (from the charges they
+   * recorded; nothing is charged again) and replays writes it spooled.
+   */
+  async recover(): Promise<{ sessions: RecoveredSession[]; replayed: number }> {
+    const replayed = await this.backlog.replaySpool();
+    await this.options.ledger.heartbeat(this.options.instanceId);
+    const sessions = await this.options.ledger.recoverOpenSessions({ instanceId: this.options.instanceId, staleAfterMs: this.options.staleAfterMs });
+    this.heartbeat = setInterval(() => {
+      void this.options.ledger.heartbeat(this.options.instanceId).catch(() => undefined);
+      if (this.backlog.size > 0) void this.backlog.flush();
+    }, this.options.heartbeatMs);
+    this.heartbeat.unref();
+    return { sessions, replayed };
+  }
+
+  async close(): Promise<void> {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    await this.backlog.flush().catch(() => undefined);
+    this.backlog.close();
+    await this.options.ledger.close();
+  }
+}

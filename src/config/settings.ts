@@ -1,0 +1,154 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * Every setting, in one place: its environment variable, its key in the
+ * optional JSON config file, its default and what it means. `relay --help`
+ * and the README's configuration table are generated from this list.
+ */
+interface SettingSpec<T> {
+  env: string;
+  schema: z.ZodType<T>;
+  default: T;
+  /** How the default reads in help text. */
+  shown?: string;
+  description: string;
+}
+
+const port = z.coerce.number().int().min(0).max(65535);
+const millis = z.coerce.number().int().min(1).max(7 * 24 * 3600 * 1000);
+const bytes = z.coerce.number().int().min(1024).max(1024 * 1024 * 1024);
+const flag = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off'])]).transform((v) => v === true || v === '1' || v === 'true' || v === 'yes' || v === 'on');
+const optionalString = z.string().min(1).optional();
+const url = (protocols: string[]) =>
+  z.string().refine((value) => {
+    try {
+      return protocols.includes(new URL(value).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+const usd = z
+  .union([z.string(), z.number()])
+  .transform(String)
+  .refine((v) => /^\d+(\.\d{1,9})?$/.test(v), 'must be a non-negative amount in USD such as 10 or 0.05');
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+const csv = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean));
+
+function setting<T>(spec: SettingSpec<T>): SettingSpec<T> {
+  return spec;
+}
+
+export const SETTINGS = {
+  port: setting({ env: 'PORT', schema: port, default: 8080, description: 'Port to listen on (0 picks a free port).' }),
+  host: setting({ env: 'HOST', schema: z.string().min(1), default: '127.0.0.1', description: 'Address to listen on.' }),
+  openaiApiKey: setting({ env: 'OPENAI_API_KEY', schema: optionalString, default: undefined, shown: '(none)', description: 'Key for the upstream. Without it (and without an upstreams file) the relay starts its built-in upstream simulator.' }),
+  openaiBaseUrl: setting({ env: 'OPENAI_BASE_URL', schema: url(['https:', 'http:', 'wss:', 'ws:']).optional(), default: undefined, shown: 'https://api.openai.com/v1', description: 'Base URL of the upstream, as the openai SDK names it; the Realtime endpoint is <base>/realtime.' }),
+  upstreamsFile: setting({ env: 'RELAY_UPSTREAMS_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'JSON file listing upstreams (OpenAI, Azure, compatible) with models, deployments and priorities.' }),
+  databaseUrl: setting({ env: 'DATABASE_URL', schema: url(['postgres:', 'postgresql:']).optional(), default: undefined, shown: '(none)', description: 'PostgreSQL ledger. Without it the ledger is SQLite under RELAY_DATA_DIR.' }),
+  dataDir: setting({ env: 'RELAY_DATA_DIR', schema: z.string().min(1), default: './data', description: 'Folder of the embedded SQLite ledger.' }),
+  redisUrl: setting({ env: 'REDIS_URL', schema: url(['redis:', 'rediss:']).optional(), default: undefined, shown: '(none)', description: 'Redis for limits shared across instances. Without it limits are per instance.' }),
+  tlsCertFile: setting({ env: 'TLS_CERT_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'PEM certificate: with TLS_KEY_FILE the port serves https:// and wss://.' }),
+  tlsKeyFile: setting({ env: 'TLS_KEY_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'PEM private key for TLS_CERT_FILE.' }),
+  adminToken: setting({ env: 'ADMIN_TOKEN', schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, shown: '(none)', description: 'Enables /admin (API and live sessions page) for this bearer token.' }),
+  logLevel: setting({ env: 'LOG_LEVEL', schema: logLevel, default: 'info', description: 'fatal, error, warn, info, debug, trace or silent.' }),
+  configFile: setting({ env: 'RELAY_CONFIG_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'Optional JSON file with any of these settings by key; environment variables win.' }),
+  priceFile: setting({ env: 'RELAY_PRICE_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'JSON price file that overrides or extends the built-in prices.' }),
+  connectTimeoutMs: setting({ env: 'RELAY_CONNECT_TIMEOUT_MS', schema: millis, default: 10_000, description: 'Deadline for the upstream to answer, failover included.' }),
+  drainTimeoutMs: setting({ env: 'RELAY_DRAIN_TIMEOUT_MS', schema: millis, default: 10_000, description: 'How long a closing session waits for the response in flight to finish, so it can be billed.' }),
+  pingIntervalMs: setting({ env: 'RELAY_PING_INTERVAL_MS', schema: millis, default: 15_000, description: 'Ping both peers this often; a peer that misses a pong is closed.' }),
+  idleTimeoutMs: setting({ env: 'RELAY_IDLE_TIMEOUT_MS', schema: millis, default: 600_000, description: 'Close a session after this long without a client frame.' }),
+  maxSessionMs: setting({ env: 'RELAY_MAX_SESSION_MS', schema: millis, default: 3_600_000, description: 'Maximum session duration.' }),
+  closeTimeoutMs: setting({ env: 'RELAY_CLOSE_TIMEOUT_MS', schema: millis, default: 5_000, description: 'After sending a close frame, terminate a socket that has not closed within this time.' }),
+  maxPayloadBytes: setting({ env: 'RELAY_MAX_PAYLOAD_BYTES', schema: bytes, default: 16 * 1024 * 1024, shown: '16777216 (16 MiB)', description: 'Largest client frame; bigger frames close the session with 1009.' }),
+  highWaterBytes: setting({ env: 'RELAY_HIGH_WATER_BYTES', schema: bytes, default: 4 * 1024 * 1024, shown: '4194304 (4 MiB)', description: 'Pause reading one side while the other has this much unsent.' }),
+  stallTimeoutMs: setting({ env: 'RELAY_STALL_TIMEOUT_MS', schema: millis, default: 30_000, description: 'A session paused by backpressure this long is cancelled (close 1011).' }),
+  connectQueueFrames: setting({ env: 'RELAY_CONNECT_QUEUE_FRAMES', schema: z.coerce.number().int().min(1).max(100_000), default: 512, description: 'Client frames held while the upstream is dialled; more closes the session with 1008.' }),
+  connectQueueBytes: setting({ env: 'RELAY_CONNECT_QUEUE_BYTES', schema: bytes, default: 8 * 1024 * 1024, shown: '8388608 (8 MiB)', description: 'Client bytes held while the upstream is dialled.' }),
+  headerTimeoutMs: setting({ env: 'RELAY_HEADER_TIMEOUT_MS', schema: millis, default: 10_000, description: 'Drop connections whose request headers take longer than this (slowloris).' }),
+  shutdownTimeoutMs: setting({ env: 'RELAY_SHUTDOWN_TIMEOUT_MS', schema: millis, default: 30_000, description: 'On SIGTERM, exit after at most this long even if sessions are still draining.' }),
+  responseReserveUsd: setting({ env: 'RELAY_RESPONSE_RESERVE_USD', schema: usd, default: '0.01', description: 'Balance a key must have left for a response.create to be forwarded.' }),
+  demoBalanceUsd: setting({ env: 'RELAY_DEMO_BALANCE_USD', schema: usd, default: '5', description: 'Balance of the demo key created on the first start of an empty ledger (0 disables it).' }),
+  allowedOrigins: setting({ env: 'RELAY_ALLOWED_ORIGINS', schema: csv, default: [] as string[], shown: '(any)', description: 'Comma-separated Origin allowlist for browser clients; other origins get 403.' }),
+  allowInsecureSubprotocolKey: setting({ env: 'RELAY_ALLOW_INSECURE_SUBPROTOCOL_KEY', schema: flag, default: false, description: 'Accept keys in subprotocols over plain ws:// from non-loopback addresses.' }),
+  maxSessionsPerKey: setting({ env: 'RELAY_MAX_SESSIONS_PER_KEY', schema: z.coerce.number().int().min(0), default: 0, shown: '0 (unlimited)', description: 'Default concurrent sessions per key (a key may set its own).' }),
+  sessionsPerMinute: setting({ env: 'RELAY_SESSIONS_PER_MINUTE', schema: z.coerce.number().int().min(0), default: 0, shown: '0 (unlimited)', description: 'New sessions per key per minute (token bucket).' }),
+  handshakesPerMinutePerIp: setting({ env: 'RELAY_HANDSHAKES_PER_MINUTE_PER_IP', schema: z.coerce.number().int().min(0), default: 0, shown: '0 (unlimited)', description: 'Upgrade attempts per client address per minute.' }),
+  inspect: setting({ env: 'RELAY_INSPECT', schema: flag, default: false, description: 'Send every session actor to a Stately inspector (also --inspect).' }),
+  inspectUrl: setting({ env: 'RELAY_INSPECT_URL', schema: url(['ws:', 'wss:']), default: 'ws://127.0.0.1:8081', description: 'WebSocket endpoint of the inspector.' }),
+} as const;
+
+export type SettingKey = keyof typeof SETTINGS;
+export type Settings = { [K in SettingKey]: z.output<(typeof SETTINGS)[K]['schema']> };
+
+export class ConfigError extends Error {
+  constructor(readonly setting: string, problem: string) {
+    super(`${setting}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError('RELAY_CONFIG_FILE', `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError('RELAY_CONFIG_FILE', `${path} is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError('RELAY_CONFIG_FILE', `${path} must hold a JSON object`);
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!(key in SETTINGS)) throw new ConfigError('RELAY_CONFIG_FILE', `${path}: unknown setting "${key}"`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Reads every setting from the environment, then the config file, then the
+ * default. Throws a ConfigError naming the first wrong setting.
+ */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Settings> = {}): Settings {
+  const configPath = overrides.configFile ?? env.RELAY_CONFIG_FILE;
+  const file = configPath ? readConfigFile(configPath) : {};
+  const result: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(SETTINGS) as Array<[SettingKey, SettingSpec<unknown>]>) {
+    if (key in overrides) {
+      result[key] = (overrides as Record<string, unknown>)[key];
+      continue;
+    }
+    const fromEnv = env[spec.env];
+    const raw = fromEnv !== undefined && fromEnv !== '' ? fromEnv : file[key];
+    if (raw === undefined) {
+      result[key] = spec.default;
+      continue;
+    }
+    const parsed = spec.schema.safeParse(raw);
+    if (!parsed.success) {
+      const source = fromEnv !== undefined && fromEnv !== '' ? spec.env : `${key} in ${configPath}`;
+      throw new ConfigError(source, parsed.error.issues[0]?.message ?? 'invalid value');
+    }
+    result[key] = parsed.data;
+  }
+  const settings = result as Settings;
+  if (Boolean(settings.tlsCertFile) !== Boolean(settings.tlsKeyFile)) {
+    throw new ConfigError(settings.tlsCertFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE', 'TLS_CERT_FILE and TLS_KEY_FILE must be set together');
+  }
+  return settings;
+}
+
+/** Rows for `relay --help` and the README: variable, default, meaning. */
+export function settingsTable(): Array<{ env: string; key: string; default: string; description: string }> {
+  return (Object.entries(SETTINGS) as Array<[SettingKey, SettingSpec<unknown>]>).map(([key, spec]) => ({
+    env: spec.env,
+    key,
+    default: spec.shown ?? (Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default)),
+    description: spec.description,
+  }));
+}

@@ -1,0 +1,108 @@
+import type { AnyStateMachine, AnyStateNode } from 'xstate';
+
+/** One transition of the machine, as a reader (or a diagram) sees it. */
+export interface TransitionInfo {
+  source: string;
+  /** The event name; delays read `after <delay>`, invocations `done <id>` / `error <id>`, eventless ones `always`. */
+  event: string;
+  target: string;
+  guard: string | null;
+  actions: string[];
+}
+
+export interface MachineDescription {
+  id: string;
+  initial: string;
+  states: Array<{ name: string; final: boolean; entry: string[]; invokes: string[]; delays: string[] }>;
+  events: string[];
+  transitions: TransitionInfo[];
+}
+
+function actionName(action: unknown): string {
+  if (typeof action === 'string') return action;
+  if (action && typeof action === 'object' && 'type' in action) return String((action as { type: unknown }).type);
+  return 'inline';
+}
+
+function guardName(guard: unknown): string | null {
+  if (!guard) return null;
+  if (typeof guard === 'string') return guard;
+  if (typeof guard === 'object' && 'type' in guard) return String((guard as { type: unknown }).type);
+  return 'inline';
+}
+
+function eventName(descriptor: string, source: AnyStateNode): string {
+  if (descriptor.startsWith('xstate.after.')) {
+    const delayed = source.after.find((t) => t.eventType === descriptor);
+    const delay = delayed?.delay;
+    return `after ${typeof delay === 'string' ? delay : String(delay)}`;
+  }
+  if (descriptor.startsWith('xstate.done.actor.')) return `done ${descriptor.slice('xstate.done.actor.'.length)}`;
+  if (descriptor.startsWith('xstate.error.actor.')) return `error ${descriptor.slice('xstate.error.actor.'.length)}`;
+  return descriptor;
+}
+
+function stateName(node: AnyStateNode): string {
+  return node.path.join('.') || node.machine.id;
+}
+
+/** Every transition of the machine, including root-level and eventless ones, in a stable order. */
+export function describeMachine(machine: AnyStateMachine): MachineDescription {
+  const transitions: TransitionInfo[] = [];
+  const states: MachineDescription['states'] = [];
+  const events = new Set<string>();
+  const visit = (node: AnyStateNode) => {
+    const name = stateName(node);
+    if (node !== machine.root) {
+      states.push({
+        name,
+        final: node.type === 'final',
+        // Built-in actions (the timers behind `after`) are not part of the picture.
+        entry: node.entry.map(actionName).filter((name) => name !== 'inline'),
+        invokes: node.invoke.map((i) => String(i.src)),
+        delays: node.after.map((t) => String(t.delay)),
+      });
+    }
+    for (const [descriptor, list] of node.transitions) {
+      for (const transition of list) {
+        const event = eventName(descriptor, node);
+        if (!descriptor.startsWith('xstate.')) events.add(descriptor);
+        const targets = transition.target?.map(stateName) ?? [name];
+        for (const target of targets) {
+          transitions.push({ source: name, event, target, guard: guardName(transition.guard), actions: transition.actions.map(actionName) });
+        }
+      }
+    }
+    for (const transition of node.always ?? []) {
+      const targets = transition.target?.map(stateName) ?? [name];
+      for (const target of targets) {
+        transitions.push({ source: name, event: 'always', target, guard: guardName(transition.guard), actions: transition.actions.map(actionName) });
+      }
+    }
+    for (const child of Object.values(node.states)) visit(child);
+  };
+  visit(machine.root);
+  return {
+    id: machine.id,
+    initial: String(machine.root.initial?.target?.[0] ? stateName(machine.root.initial.target[0]) : ''),
+    states,
+    events: [...events].sort(),
+    transitions,
+  };
+}
+
+/** The machine as a Mermaid state diagram: the README's picture is this output. */
+export function toMermaid(machine: AnyStateMachine): string {
+  const description = describeMachine(machine);
+  const lines = ['stateDiagram-v2', `  [*] --> ${description.initial}`];
+  for (const t of description.transitions) {
+    const source = t.source === description.id ? description.states.filter((s) => !s.final).map((s) => s.name) : [t.source];
+    const label = `${t.event}${t.guard ? ` [${t.guard}]` : ''}`;
+    for (const from of source) {
+      if (from === t.target && t.source !== description.id) lines.push(`  ${from} --> ${from} : ${label}`);
+      else lines.push(`  ${from} --> ${t.target} : ${label}`);
+    }
+  }
+  for (const state of description.states) if (state.final) lines.push(`  ${state.name} --> [*]`);
+  return lines.join('\n');
+}

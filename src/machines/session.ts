@@ -1,0 +1,270 @@
+import { assign, fromCallback, fromPromise, setup } from 'xstate';
+import type { ErrorCode } from '../errors.js';
+
+/** Why a session was cancelled from outside its sockets. */
+export type CancelReason =
+  | 'shutdown'
+  | 'operator'
+  | 'idle_timeout'
+  | 'max_duration'
+  | 'insufficient_quota'
+  | 'spend_cap'
+  | 'backpressure_stall';
+
+/** The error each cancel reason is reported to the client as. */
+export const CANCEL_ERRORS: Record<CancelReason, ErrorCode> = {
+  shutdown: 'server_shutting_down',
+  operator: 'session_cancelled',
+  idle_timeout: 'idle_timeout',
+  max_duration: 'session_expired',
+  insufficient_quota: 'insufficient_quota',
+  spend_cap: 'session_spend_cap_exceeded',
+  backpressure_stall: 'backpressure_stall',
+};
+
+/** A serialisable error, so the machine's context stays inspectable. */
+export interface ErrorInfo {
+  code: ErrorCode;
+  message: string;
+  closeCode: number;
+}
+
+export type Side = 'client' | 'upstream' | 'relay';
+
+export interface CloseInfo {
+  code: number;
+  reason: string;
+}
+
+export type SessionEvent =
+  | { type: 'CLIENT_CLOSED'; code: number; reason: string }
+  | { type: 'TARGET_CLOSED'; code: number; reason: string }
+  | { type: 'ERROR'; source: Side; error: ErrorInfo }
+  | { type: 'CANCEL'; reason: CancelReason }
+  | { type: 'RESPONSE_REQUESTED' }
+  | { type: 'RESPONSE_CREATED'; responseId: string }
+  | { type: 'RESPONSE_DONE'; responseId: string };
+
+/** The first fact that ended relaying; it decides what each side is told. */
+export type EndCause =
+  | { kind: 'client_closed'; code: number; reason: string }
+  | { kind: 'target_closed'; code: number; reason: string }
+  | { kind: 'error'; source: Side; error: ErrorInfo }
+  | { kind: 'cancelled'; reason: CancelReason }
+  | { kind: 'dial_failed'; error: ErrorInfo }
+  | { kind: 'connect_timeout' };
+
+export type DrainOutcome = 'response_done' | 'nothing_in_flight' | 'timeout' | 'target_closed' | 'error';
+
+export interface SessionOutcome {
+  cause: EndCause;
+  drain: DrainOutcome | null;
+  clientClosed: CloseInfo | null;
+  targetClosed: CloseInfo | null;
+  /** Whether the upstream ever answered (the dial completed). */
+  upstreamOpened: boolean;
+}
+
+/**
+ * What a session machine needs from the world. The server implements it over
+ * real sockets; the machine never touches a socket itself.
+ */
+export interface SessionPorts {
+  /** Dial the upstream; resolve once it has sent its first frame. Abort on `signal`. */
+  dialUpstream(signal: AbortSignal): Promise<void>;
+  /** Forward client frames (queued until the upstream answers) and report lifecycle facts. Returns the disposer. */
+  readClient(report: (event: SessionEvent) => void): () => void;
+  /** Forward upstream frames and report lifecycle facts. Returns the disposer. */
+  readUpstream(report: (event: SessionEvent) => void): () => void;
+  /** Ping both peers, watch for idleness and stalls. Returns the disposer. */
+  keepAlive(report: (event: SessionEvent) => void): () => void;
+  /** Stop forwarding client frames: the session is winding down. */
+  stopClientForwarding(): void;
+  /** Ask the upstream to cancel the response in flight. */
+  cancelResponse(): void;
+  /** Close both sockets as the outcome says and clear every timer. */
+  release(outcome: SessionOutcome): void;
+  /** Record the session's end. Called exactly once per session. */
+  settle(outcome: SessionOutcome): void;
+}
+
+export interface SessionTimings {
+  connectTimeoutMs: number;
+  drainTimeoutMs: number;
+  maxDurationMs: number;
+}
+
+export interface SessionInput {
+  sessionId: string;
+  ports: SessionPorts;
+  timings: SessionTimings;
+}
+
+export interface SessionContext extends SessionInput {
+  /** A response was requested or created and its `response.done` has not arrived. */
+  responseInFlight: boolean;
+  responseId: string | null;
+  cause: EndCause | null;
+  drain: DrainOutcome | null;
+  clientClosed: CloseInfo | null;
+  targetClosed: CloseInfo | null;
+  upstreamOpened: boolean;
+}
+
+/** Causes after which nobody will receive, or nobody may pay for, the response in flight. */
+export function cancelsResponse(cause: EndCause | null): boolean {
+  if (!cause) return false;
+  if (cause.kind === 'client_closed') return true;
+  if (cause.kind === 'cancelled') return cause.reason !== 'shutdown' && cause.reason !== 'max_duration';
+  return false;
+}
+
+export function outcomeOf(context: SessionContext): SessionOutcome {
+  return {
+    cause: context.cause ?? { kind: 'error', source: 'relay', error: { code: 'internal_error', message: 'session ended without a cause', closeCode: 1011 } },
+    drain: context.drain,
+    clientClosed: context.clientClosed,
+    targetClosed: context.targetClosed,
+    upstreamOpened: context.upstreamOpened,
+  };
+}
+
+function dialErrorInfo(error: unknown): ErrorInfo {
+  const candidate = error as Partial<ErrorInfo> | undefined;
+  if (candidate && typeof candidate.code === 'string' && typeof candidate.closeCode === 'number') {
+    return { code: candidate.code, message: candidate.message ?? '', closeCode: candidate.closeCode };
+  }
+  return { code: 'upstream_error', message: error instanceof Error ? error.message : String(error), closeCode: 1011 };
+}
+
+type PortsInput = { ports: SessionPorts };
+
+export const sessionMachine = setup({
+  types: {
+    context: {} as SessionContext,
+    events: {} as SessionEvent,
+    input: {} as SessionInput,
+  },
+  actors: {
+    dialUpstream: fromPromise<void, PortsInput>(({ input, signal }) => input.ports.dialUpstream(signal)),
+    clientRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.readClient(sendBack)),
+    upstreamRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.readUpstream(sendBack)),
+    keepAlive: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.keepAlive(sendBack)),
+  },
+  guards: {
+    responseInFlight: ({ context }) => context.responseInFlight,
+    nothingInFlight: ({ context }) => !context.responseInFlight,
+  },
+  delays: {
+    connectTimeout: ({ context }) => context.timings.connectTimeoutMs,
+    drainTimeout: ({ context }) => context.timings.drainTimeoutMs,
+    maxDuration: ({ context }) => context.timings.maxDurationMs,
+  },
+  actions: {
+    markUpstreamOpened: assign({ upstreamOpened: true }),
+    recordDialFailure: assign({
+      cause: ({ event }) => ({ kind: 'dial_failed' as const, error: dialErrorInfo((event as unknown as { error: unknown }).error) }),
+    }),
+    recordConnectTimeout: assign({ cause: { kind: 'connect_timeout' as const } }),
+    recordClientClosed: assign(({ context, event }) => {
+      if (event.type !== 'CLIENT_CLOSED') return {};
+      const closed = { code: event.code, reason: event.reason };
+      return { clientClosed: closed, cause: context.cause ?? { kind: 'client_closed' as const, ...closed } };
+    }),
+    recordTargetClosed: assign(({ context, event }) => {
+      if (event.type !== 'TARGET_CLOSED') return {};
+      const closed = { code: event.code, reason: event.reason };
+      return { targetClosed: closed, cause: context.cause ?? { kind: 'target_closed' as const, ...closed } };
+    }),
+    recordError: assign(({ context, event }) => {
+      if (event.type !== 'ERROR') return {};
+      return { cause: context.cause ?? { kind: 'error' as const, source: event.source, error: event.error } };
+    }),
+    recordCancel: assign(({ context, event }) => {
+      if (event.type !== 'CANCEL') return {};
+      return { cause: context.cause ?? { kind: 'cancelled' as const, reason: event.reason } };
+    }),
+    recordMaxDuration: assign(({ context }) => ({ cause: context.cause ?? { kind: 'cancelled' as const, reason: 'max_duration' as const } })),
+    noteResponseRequested: assign({ responseInFlight: true }),
+    noteResponseCreated: assign(({ event }) => (event.type === 'RESPONSE_CREATED' ? { responseInFlight: true, responseId: event.responseId } : {})),
+    noteResponseDone: assign({ responseInFlight: false, responseId: null }),
+    recordDrain: assign((_, params: { outcome: DrainOutcome }) => ({ drain: params.outcome })),
+    stopClientForwarding: ({ context }) => context.ports.stopClientForwarding(),
+    cancelInFlightResponse: ({ context }) => {
+      if (context.responseInFlight && cancelsResponse(context.cause)) context.ports.cancelResponse();
+    },
+    releaseSockets: ({ context }) => context.ports.release(outcomeOf(context)),
+    settle: ({ context }) => context.ports.settle(outcomeOf(context)),
+  },
+}).createMachine({
+  id: 'session',
+  context: ({ input }) => ({
+    ...input,
+    responseInFlight: false,
+    responseId: null,
+    cause: null,
+    drain: null,
+    clientClosed: null,
+    targetClosed: null,
+    upstreamOpened: false,
+  }),
+  invoke: { id: 'clientRead', src: 'clientRead', input: ({ context }) => ({ ports: context.ports }) },
+  initial: 'connecting',
+  states: {
+    connecting: {
+      invoke: {
+        id: 'dial',
+        src: 'dialUpstream',
+        input: ({ context }) => ({ ports: context.ports }),
+        onDone: { target: 'relaying', actions: 'markUpstreamOpened' },
+        onError: { target: 'closed', actions: 'recordDialFailure' },
+      },
+      after: { connectTimeout: { target: 'closed', actions: 'recordConnectTimeout' } },
+      on: {
+        RESPONSE_REQUESTED: { actions: 'noteResponseRequested' },
+        CLIENT_CLOSED: { target: 'closed', actions: 'recordClientClosed' },
+        ERROR: { target: 'closed', actions: 'recordError' },
+        CANCEL: { target: 'closed', actions: 'recordCancel' },
+      },
+    },
+    relaying: {
+      invoke: [
+        { id: 'upstreamRead', src: 'upstreamRead', input: ({ context }) => ({ ports: context.ports }) },
+        { id: 'keepAlive', src: 'keepAlive', input: ({ context }) => ({ ports: context.ports }) },
+      ],
+      after: { maxDuration: { target: 'draining', actions: 'recordMaxDuration' } },
+      on: {
+        RESPONSE_REQUESTED: { actions: 'noteResponseRequested' },
+        RESPONSE_CREATED: { actions: 'noteResponseCreated' },
+        RESPONSE_DONE: { actions: 'noteResponseDone' },
+        CLIENT_CLOSED: [
+          { guard: 'responseInFlight', target: 'draining', actions: 'recordClientClosed' },
+          { target: 'closed', actions: 'recordClientClosed' },
+        ],
+        TARGET_CLOSED: { target: 'closed', actions: 'recordTargetClosed' },
+        ERROR: { target: 'closed', actions: 'recordError' },
+        CANCEL: { target: 'draining', actions: 'recordCancel' },
+      },
+    },
+    draining: {
+      entry: ['stopClientForwarding', 'cancelInFlightResponse'],
+      invoke: { id: 'upstreamRead', src: 'upstreamRead', input: ({ context }) => ({ ports: context.ports }) },
+      always: { guard: 'nothingInFlight', target: 'closed', actions: { type: 'recordDrain', params: { outcome: 'nothing_in_flight' } } },
+      after: { drainTimeout: { target: 'closed', actions: { type: 'recordDrain', params: { outcome: 'timeout' } } } },
+      on: {
+        // The cancel may have reached the upstream before its response existed.
+        RESPONSE_CREATED: { actions: ['noteResponseCreated', 'cancelInFlightResponse'] },
+        RESPONSE_DONE: { target: 'closed', actions: ['noteResponseDone', { type: 'recordDrain', params: { outcome: 'response_done' } }] },
+        CLIENT_CLOSED: { actions: 'recordClientClosed' },
+        TARGET_CLOSED: { target: 'closed', actions: ['recordTargetClosed', { type: 'recordDrain', params: { outcome: 'target_closed' } }] },
+        ERROR: { target: 'closed', actions: ['recordError', { type: 'recordDrain', params: { outcome: 'error' } }] },
+      },
+    },
+    closed: {
+      type: 'final',
+      entry: ['releaseSockets', 'settle'],
+    },
+  },
+});
+
+export type SessionMachine = typeof sessionMachine;

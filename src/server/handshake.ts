@@ -1,0 +1,109 @@
+import type { IncomingMessage } from 'node:http';
+import type { Context, MiddlewareHandler } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import { RelayError } from '../errors.js';
+import { parseOfferedProtocols, type OfferedProtocols } from '../protocol/subprotocols.js';
+import type { Admission, Gatekeeper, HandshakeAttempt } from './ports.js';
+import type { UpgradeEnv } from './upgrade.js';
+
+export interface Handshake {
+  attempt: HandshakeAttempt;
+  protocols: OfferedProtocols;
+  /** The client speaks the beta interface (header or subprotocol). */
+  beta: boolean;
+  /** A browser cannot read a refused handshake: it is told after the upgrade instead. */
+  browser: boolean;
+}
+
+export type HandshakeEnv = UpgradeEnv & {
+  Variables: { handshake: Handshake; admission: Admission; refusal: RelayError | undefined };
+};
+
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+function bearer(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const match = /^Bearer\s+(.+)$/i.exec(header.trim());
+  return match ? match[1]!.trim() : undefined;
+}
+
+export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessage): Handshake {
+  const protocols = parseOfferedProtocols(c.req.header('sec-websocket-protocol'));
+  // A header key always wins: a subprotocol list must never override it.
+  const headerKey = bearer(c.req.header('authorization')) ?? c.req.header('api-key') ?? undefined;
+  const key = headerKey ?? protocols.key;
+  const intent = c.req.query('intent') === 'transcription' ? 'transcription' : undefined;
+  const trustedTransport = Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(incoming.socket.remoteAddress);
+  const betaHeader = (c.req.header('openai-beta') ?? '').split(',').some((v) => v.trim() === 'realtime=v1');
+  return {
+    protocols,
+    beta: betaHeader || protocols.beta,
+    browser: headerKey === undefined && protocols.offersRealtime,
+    attempt: {
+      key,
+      keySource: headerKey !== undefined ? 'header' : protocols.key !== undefined ? 'subprotocol' : 'none',
+      model: c.req.query('model') ?? (intent ? 'gpt-4o-transcribe' : undefined),
+      intent,
+      ip: incoming.socket.remoteAddress ?? 'unknown',
+      origin: c.req.header('origin'),
+      trustedTransport,
+    },
+  };
+}
+
+function refuse(c: Context<HandshakeEnv>, error: RelayError): Response {
+  const headers: Record<string, string> = {};
+  if (error.status === 429) headers['Retry-After'] = String(retryAfterSeconds(error));
+  return c.json(error.toBody(), error.status as 400, headers);
+}
+
+function retryAfterSeconds(error: RelayError): number {
+  const cause = error.cause as { retryAfterSeconds?: number } | undefined;
+  return cause?.retryAfterSeconds ?? 1;
+}
+
+export interface HandshakeOptions {
+  gatekeeper: Gatekeeper;
+  allowInsecureSubprotocolKey: boolean;
+  allowedOrigins: string[];
+  isShuttingDown(): boolean;
+}
+
+/**
+ * Everything decided before the 101: who the caller is, which model, whether
+ * they may open a session now. Header-authenticated clients get the real HTTP
+ * status and OpenAI's JSON error body; browser clients, which cannot read a
+ * refused handshake, get the upgrade followed by an `error` event and a close
+ * code they can read.
+ */
+export function handshake(options: HandshakeOptions): MiddlewareHandler<HandshakeEnv> {
+  return createMiddleware<HandshakeEnv>(async function handshakeMiddleware(c, next) {
+    if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') {
+      return c.json({ error: { message: 'This endpoint speaks WebSocket: send an Upgrade request.', type: 'invalid_request_error', code: 'upgrade_required', param: null } }, 426);
+    }
+    if (options.isShuttingDown()) return refuse(c, new RelayError('server_shutting_down'));
+    const shake = readHandshake(c, c.env.incoming);
+    c.set('handshake', shake);
+    const { attempt, protocols } = shake;
+    // A browser that does not offer `realtime` would abort on our answer anyway.
+    if (protocols.key !== undefined && !protocols.offersRealtime) return refuse(c, new RelayError('subprotocol_required'));
+    if (attempt.origin && options.allowedOrigins.length > 0 && !options.allowedOrigins.includes(attempt.origin)) {
+      return refuse(c, new RelayError('origin_not_allowed'));
+    }
+    try {
+      if (attempt.keySource === 'subprotocol' && !attempt.trustedTransport && !options.allowInsecureSubprotocolKey) {
+        throw new RelayError('insecure_key_transport');
+      }
+      if (attempt.model === undefined) throw new RelayError('missing_model');
+      c.set('admission', await options.gatekeeper.admit(attempt));
+    } catch (error) {
+      const relayError = error instanceof RelayError ? error : new RelayError('internal_error', undefined, { cause: error });
+      if (!shake.browser) return refuse(c, relayError);
+      c.set('refusal', relayError);
+    }
+    await next();
+  });
+}

@@ -1,0 +1,103 @@
+/**
+ * What the wire layer needs from the rest of the relay. Billing, limits and
+ * upstream selection implement these; the server only calls them.
+ */
+
+export interface HandshakeAttempt {
+  key: string | undefined;
+  keySource: 'header' | 'subprotocol' | 'none';
+  model: string | undefined;
+  intent: 'transcription' | undefined;
+  ip: string;
+  origin: string | undefined;
+  /** The connection is TLS or comes from loopback. */
+  trustedTransport: boolean;
+}
+
+export interface Caller {
+  keyId: string;
+  keyName: string;
+}
+
+export interface UsageRecord {
+  kind: 'response' | 'transcription';
+  id: string;
+  model: string;
+  usage: unknown;
+  /** Set once the charge is written. */
+  costNano: bigint | null;
+}
+
+export interface SessionSummary {
+  sessionId: string;
+  caller: Caller;
+  model: string;
+  servedModel: string | null;
+  upstream: string | null;
+  startedAt: Date;
+  endedAt: Date;
+  endReason: string;
+  drain: string | null;
+  clientCloseCode: number | null;
+  upstreamCloseCode: number | null;
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  usage: UsageRecord[];
+}
+
+/** Stops the session after a charge: the balance or the session's cap is spent. */
+export type ChargeVerdict = { stop?: 'insufficient_quota' | 'spend_cap' };
+
+export interface ResponseDone {
+  id: string;
+  status: string;
+  usage: unknown;
+}
+
+export interface TranscriptionCompleted {
+  itemId: string;
+  contentIndex: number;
+  usage: unknown;
+  model: string | null;
+}
+
+/** Per-session billing. Every method may be called from one session only. */
+export interface SessionMeter {
+  /** The session's upstream is known: the model actually served is what gets priced. */
+  opened(info: { upstream: string; servedModel: string }): void;
+  /** The upstream's session object changed (session.created / session.updated). */
+  configured(session: { transcriptionModel: string | null }): void;
+  /** Before a `response.create` is forwarded. Rejects with a RelayError to refuse it. */
+  admitResponse(): void | Promise<void>;
+  /** Persist the charge for a `response.done` before it is forwarded. Rejection fails the session closed. */
+  chargeResponse(response: ResponseDone): Promise<ChargeVerdict>;
+  chargeTranscription(event: TranscriptionCompleted): Promise<ChargeVerdict>;
+  /** Spend so far, for the live sessions page. */
+  spendNano(): bigint;
+  /** Called exactly once when the session has ended. Never debits: charges already did. */
+  settle(summary: SessionSummary): Promise<void>;
+}
+
+export interface SessionInfo {
+  sessionId: string;
+  caller: Caller;
+  model: string;
+  intent: 'transcription' | undefined;
+  startedAt: Date;
+}
+
+export interface Admission {
+  caller: Caller;
+  model: string;
+  /** Opens the session's meter (and its ledger row). Rejects with a RelayError. */
+  openMeter(session: SessionInfo): Promise<SessionMeter>;
+  /** Frees what admission took (concurrency leases). Called once, when the session is gone. */
+  release(): void;
+}
+
+/** Decides who may open a session. Rejects with a RelayError: its code decides the status. */
+export interface Gatekeeper {
+  admit(attempt: HandshakeAttempt): Promise<Admission>;
+}

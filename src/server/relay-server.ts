@@ -1,0 +1,246 @@
+import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
+import { Hono } from 'hono';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { createActor, type InspectionEvent, type Observer } from 'xstate';
+import { RelayError } from '../errors.js';
+import { sessionMachine, type SessionEvent } from '../machines/session.js';
+import { truncateCloseReason } from '../protocol/close-codes.js';
+import { selectProtocol } from '../protocol/subprotocols.js';
+import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
+import type { Gatekeeper } from './ports.js';
+import { SessionRegistry } from './registry.js';
+import { SessionLink, type FrameTranslator, type LinkObserver, type LinkTimings } from './session-link.js';
+import { routeUpgrades, type UpgradeEnv } from './upgrade.js';
+import type { Upstream } from './upstream.js';
+
+export interface RelayServerOptions {
+  host: string;
+  port: number;
+  tls?: { cert: Buffer; key: Buffer };
+  timings: LinkTimings & { drainTimeoutMs: number; maxSessionMs: number; headerTimeoutMs: number; shutdownTimeoutMs: number };
+  maxPayloadBytes: number;
+  allowedOrigins: string[];
+  allowInsecureSubprotocolKey: boolean;
+  gatekeeper: Gatekeeper;
+  /** Upstreams that serve `model`, in the order they are tried. */
+  upstreamsFor(model: string): Upstream[];
+  translatorFor?(handshake: Handshake): FrameTranslator | undefined;
+  observer?: LinkObserver;
+  /** Lifecycle hooks for logs and metrics, never per frame. */
+  sessionStarted?(link: SessionLink): void;
+  /** Inspection of every session actor (Stately inspector); undefined costs nothing. */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Extra routes (health, admin, metrics) mounted on the same app. */
+  routes?(app: Hono<UpgradeEnv>, relay: RelayServer): void;
+  /** Ready means: accepting, and the ledger answers. */
+  ready?(): Promise<boolean>;
+}
+
+export interface RelayServer {
+  readonly server: Server;
+  readonly registry: SessionRegistry;
+  readonly shuttingDown: boolean;
+  url(): string;
+  listen(): Promise<AddressInfo>;
+  /** Stop accepting, drain and settle every session, then close. Resolves when done or the deadline passed. */
+  shutdown(): Promise<{ drained: boolean }>;
+  /** Close at once: every session is cancelled and sockets terminated after the close timeout. */
+  close(): Promise<void>;
+}
+
+export function createRelayServer(options: RelayServerOptions): RelayServer {
+  const registry = new SessionRegistry();
+  let shuttingDown = false;
+  const app = new Hono<UpgradeEnv>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    maxPayload: options.maxPayloadBytes,
+    handleProtocols: selectProtocol,
+  });
+
+  const timings = options.timings;
+
+  function startSession(client: WebSocket, shake: Handshake, admission: HandshakeEnv['Variables']['admission'], meter: Awaited<ReturnType<HandshakeEnv['Variables']['admission']['openMeter']>>, sessionId: string): void {
+    const link = new SessionLink({
+      sessionId,
+      client,
+      caller: admission.caller,
+      model: admission.model,
+      intent: shake.attempt.intent,
+      upstreams: options.upstreamsFor(admission.model),
+      meter,
+      timings,
+      translator: options.translatorFor?.(shake),
+      observer: options.observer,
+      onReleased: () => {
+        registry.remove(sessionId);
+        admission.release();
+      },
+    });
+    const actor = createActor(sessionMachine, {
+      input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxDurationMs: timings.maxSessionMs } },
+      ...(options.inspect ? { inspect: options.inspect } : {}),
+    });
+    actor.subscribe({
+      next: (snapshot) => {
+        link.state = String(snapshot.value);
+      },
+      error: () => undefined,
+    });
+    registry.add({ link, actor });
+    options.sessionStarted?.(link);
+    actor.start();
+  }
+
+  function tellBrowser(client: WebSocket, error: RelayError): void {
+    client.on('error', () => undefined);
+    client.send(error.toEvent(`event_relay_${randomUUID()}`));
+    client.close(error.closeCode, truncateCloseReason(error.code));
+    const timer = setTimeout(() => client.terminate(), timings.closeTimeoutMs);
+    client.once('close', () => clearTimeout(timer));
+  }
+
+  const realtime = new Hono<HandshakeEnv>();
+  realtime.get(
+    '/',
+    handshake({
+      gatekeeper: options.gatekeeper,
+      allowInsecureSubprotocolKey: options.allowInsecureSubprotocolKey,
+      allowedOrigins: options.allowedOrigins,
+      isShuttingDown: () => shuttingDown,
+    }),
+    async (c) => {
+      const shake = c.get('handshake');
+      const refusal = c.get('refusal');
+      if (refusal) {
+        c.env.accept = (client) => tellBrowser(client, refusal);
+        return c.body(null, 200);
+      }
+      const admission = c.get('admission');
+      const sessionId = `sess_${randomUUID().replaceAll('-', '')}`;
+      let meter;
+      try {
+        // The session row exists before the 101, so a crash from here on leaves something to recover.
+        meter = await admission.openMeter({ sessionId, caller: admission.caller, model: admission.model, intent: shake.attempt.intent, startedAt: new Date() });
+      } catch (error) {
+        admission.release();
+        const relayError = error instanceof RelayError ? error : new RelayError('billing_unavailable', undefined, { cause: error });
+        if (shake.browser) {
+          c.env.accept = (client) => tellBrowser(client, relayError);
+          return c.body(null, 200);
+        }
+        return c.json(relayError.toBody(), relayError.status as 503);
+      }
+      const opened = meter;
+      let accepted = false;
+      c.env.accept = (client) => {
+        accepted = true;
+        startSession(client, shake, admission, opened, sessionId);
+      };
+      // If the client vanishes before the 101, nothing will ever start: settle the empty session.
+      c.env.incoming.socket.once('close', () => {
+        if (accepted) return;
+        admission.release();
+        void opened.settle(emptySummary(sessionId, admission)).catch(() => undefined);
+      });
+      return c.body(null, 200);
+    },
+  );
+  app.route('/v1/realtime', realtime as unknown as Hono<UpgradeEnv>);
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', async (c) => {
+    if (shuttingDown) return c.json({ status: 'shutting_down' }, 503);
+    const ready = options.ready ? await options.ready().catch(() => false) : true;
+    return ready ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready' }, 503);
+  });
+
+  const listener = getRequestListener(app.fetch);
+  const server: Server = options.tls
+    ? (createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, listener) as unknown as Server)
+    : createHttpServer(listener);
+  // Slow or stalled request headers (slowloris) are dropped after this long.
+  server.headersTimeout = timings.headerTimeoutMs;
+  server.requestTimeout = Math.max(timings.headerTimeoutMs, 30_000);
+  routeUpgrades(server, app, wss);
+
+  const relay: RelayServer = {
+    server,
+    registry,
+    get shuttingDown() {
+      return shuttingDown;
+    },
+    url() {
+      const address = server.address() as AddressInfo;
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      return `${options.tls ? 'wss' : 'ws'}://${host}:${address.port}`;
+    },
+    listen() {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(options.port, options.host, () => {
+          server.off('error', reject);
+          resolve(server.address() as AddressInfo);
+        });
+      });
+    },
+    async shutdown() {
+      shuttingDown = true;
+      registry.cancelAll('shutdown');
+      let deadline: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        registry.empty().then(() => true),
+        new Promise<boolean>((resolve) => {
+          deadline = setTimeout(() => resolve(false), timings.shutdownTimeoutMs);
+        }),
+      ]);
+      clearTimeout(deadline);
+      await closeServer(server);
+      return { drained };
+    },
+    async close() {
+      shuttingDown = true;
+      registry.cancelAll('shutdown');
+      for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: 1001 } } satisfies SessionEvent);
+      await registry.empty();
+      await closeServer(server);
+    },
+  };
+  options.routes?.(app, relay);
+  return relay;
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+function emptySummary(sessionId: string, admission: HandshakeEnv['Variables']['admission']) {
+  const now = new Date();
+  return {
+    sessionId,
+    caller: admission.caller,
+    model: admission.model,
+    servedModel: null,
+    upstream: null,
+    startedAt: now,
+    endedAt: now,
+    endReason: 'handshake_aborted',
+    drain: null,
+    clientCloseCode: null,
+    upstreamCloseCode: null,
+    framesIn: 0,
+    framesOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    usage: [],
+  };
+}

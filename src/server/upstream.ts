@@ -1,0 +1,166 @@
+import type { IncomingMessage } from 'node:http';
+import WebSocket from 'ws';
+import { RelayError, type ErrorCode } from '../errors.js';
+
+/** One upstream the relay can dial. */
+export interface Upstream {
+  name: string;
+  kind: 'openai' | 'azure' | 'azure-preview';
+  /** e.g. https://api.openai.com/v1, https://res.openai.azure.com, ws://127.0.0.1:9000/v1 */
+  baseUrl: string;
+  apiKey: string;
+  /** Models this upstream serves; empty means any. */
+  models: string[];
+  /** Model → the name this upstream knows it by (an Azure deployment, say). Billing prices the model. */
+  deployments: Record<string, string>;
+  /** Azure preview only. */
+  apiVersion?: string;
+  /** Lower is tried first. */
+  priority: number;
+}
+
+export interface DialRequest {
+  model: string;
+  intent?: 'transcription';
+}
+
+/** The URL and headers a dial to `upstream` uses. The client's own headers are never copied. */
+export function upstreamRequest(upstream: Upstream, request: DialRequest): { url: string; headers: Record<string, string>; servedModel: string } {
+  const servedModel = request.model;
+  const deployment = upstream.deployments[request.model] ?? request.model;
+  const base = new URL(upstream.baseUrl);
+  base.protocol = base.protocol === 'http:' || base.protocol === 'ws:' ? 'ws:' : 'wss:';
+  const root = base.pathname.replace(/\/+$/, '');
+  const params = new URLSearchParams();
+  let path: string;
+  const headers: Record<string, string> = {};
+  if (upstream.kind === 'openai') {
+    path = `${root}/realtime`;
+    if (request.intent === 'transcription') params.set('intent', 'transcription');
+    else params.set('model', deployment);
+    headers.Authorization = `Bearer ${upstream.apiKey}`;
+  } else if (upstream.kind === 'azure') {
+    path = `${root}/openai/v1/realtime`;
+    if (request.intent === 'transcription') params.set('intent', 'transcription');
+    params.set('model', deployment);
+    headers['api-key'] = upstream.apiKey;
+  } else {
+    path = `${root}/openai/realtime`;
+    params.set('api-version', upstream.apiVersion ?? '2025-04-01-preview');
+    params.set('deployment', deployment);
+    if (request.intent === 'transcription') params.set('intent', 'transcription');
+    headers['api-key'] = upstream.apiKey;
+  }
+  base.pathname = path;
+  base.search = params.toString();
+  return { url: base.toString(), headers, servedModel };
+}
+
+export interface DialedUpstream {
+  socket: WebSocket;
+  upstream: Upstream;
+  servedModel: string;
+  /** Frames that arrived before a reader took over, the first one included. */
+  early: Buffer[];
+  /** Stops collecting early frames; the caller's own listener takes over. */
+  takeOver(): Buffer[];
+}
+
+const MAX_ERROR_BODY = 16 * 1024;
+
+function statusError(status: number, body: string): RelayError {
+  let message = body.trim();
+  try {
+    const parsed = JSON.parse(body) as { error?: { message?: string } };
+    if (parsed?.error?.message) message = parsed.error.message;
+  } catch {
+    // A plain-text body is reported as it is.
+  }
+  const code: ErrorCode =
+    status === 401 || status === 403 ? 'upstream_auth_failed' : status === 429 ? 'upstream_rate_limited' : status >= 500 ? 'upstream_unavailable' : 'upstream_rejected';
+  const detail = message ? `: ${message.slice(0, 300)}` : '';
+  return new RelayError(code, `The upstream answered HTTP ${status}${detail}`, { status: status >= 500 ? 502 : status });
+}
+
+function readBody(response: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = () => resolve(Buffer.concat(chunks).toString('utf8'));
+    response.on('data', (chunk: Buffer) => {
+      if (size < MAX_ERROR_BODY) chunks.push(chunk);
+      size += chunk.length;
+    });
+    response.once('end', finish);
+    response.once('error', finish);
+    response.once('close', finish);
+  });
+}
+
+/** Whether a failed dial may be retried on another upstream (the client has seen nothing yet). */
+export function isFailoverable(error: RelayError): boolean {
+  return error.code === 'upstream_unavailable' || error.code === 'upstream_timeout' || error.code === 'upstream_rate_limited' || error.code === 'upstream_error' || error.code === 'upstream_auth_failed';
+}
+
+/**
+ * Opens a socket to one upstream and resolves when its first frame arrives,
+ * which is when the session is known to be live (and failover stops).
+ * Rejects with a RelayError carrying the upstream's status and message.
+ */
+export function dialOnce(upstream: Upstream, request: DialRequest, signal: AbortSignal): Promise<DialedUpstream> {
+  const { url, headers, servedModel } = upstreamRequest(upstream, request);
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, { headers, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, followRedirects: false });
+    const early: Buffer[] = [];
+    let settled = false;
+
+    const collect = (data: WebSocket.RawData) => {
+      early.push(data as Buffer);
+      if (!settled) {
+        settled = true;
+        cleanupDial();
+        resolve({
+          socket,
+          upstream,
+          servedModel,
+          early,
+          takeOver() {
+            socket.off('message', collect);
+            return early.splice(0);
+          },
+        });
+      }
+    };
+    const fail = (error: RelayError) => {
+      if (settled) return;
+      settled = true;
+      cleanupDial();
+      socket.off('message', collect);
+      socket.on('error', ignore);
+      socket.terminate();
+      reject(error);
+    };
+    const onUnexpectedResponse = (_req: unknown, response: IncomingMessage) => {
+      void readBody(response).then((body) => fail(statusError(response.statusCode ?? 502, body)));
+    };
+    const onError = (error: Error) => fail(new RelayError('upstream_unavailable', `The upstream could not be reached: ${error.message}`, { cause: error }));
+    const onClose = (code: number, reason: Buffer) =>
+      fail(new RelayError('upstream_rejected', `The upstream closed the connection before answering (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
+    const onAbort = () => fail(new RelayError('upstream_timeout'));
+    const cleanupDial = () => {
+      socket.off('unexpected-response', onUnexpectedResponse);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      signal.removeEventListener('abort', onAbort);
+    };
+
+    socket.on('message', collect);
+    socket.on('unexpected-response', onUnexpectedResponse);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function ignore(): void {}

@@ -1,0 +1,15 @@
+/** An upstream that speaks OpenAI's GA Realtime protocol, deterministically, with faults on demand. */
+export { startSimulator } from './server.js';
+export { simulatedUsage, simulatedTranscriptionUsage, SIMULATED_TRANSCRIPT } from './usage.js';
+export type { RealtimeUsage, TranscriptionUsage, UsageInputs } from './usage.js';
+export { FUNCTION_CALL_ARGUMENTS } from './response.js';
+export type {
+  FaultSpec,
+  FaultTiming,
+  HandshakeFault,
+  HandshakeRecord,
+  SessionFault,
+  Simulator,
+  SimulatorOptions,
+  TimedSessionFault,
+} from './types.js';

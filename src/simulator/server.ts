@@ -1,0 +1,175 @@
+/**
+ * The simulator's HTTP server: records every upgrade request, applies
+ * handshake faults, refuses what OpenAI or Azure would refuse, and hands each
+ * accepted WebSocket to its own SimulatedSession. It owns every socket and
+ * session it accepted and releases them all in close().
+ */
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
+import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
+import { SimulatedSession, faultProblem } from './session.js';
+import type { SessionSettings } from './session.js';
+import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
+
+/**
+ * `{kind:'silence'}` names both a handshake fault (no session.created) and a
+ * session fault; without a `when` it is read as the handshake fault.
+ */
+function isHandshakeFault(fault: FaultSpec): fault is HandshakeFault {
+  return fault.kind === 'refuse' || fault.kind === 'hang' || (fault.kind === 'silence' && !('when' in fault && fault.when !== undefined));
+}
+
+function checkHandshakeFault(fault: HandshakeFault): void {
+  if (fault.kind === 'refuse' && !(Number.isInteger(fault.status) && fault.status >= 300 && fault.status <= 599)) {
+    throw new RangeError(`refuse fault: status must be an HTTP status from 300 to 599, got ${String(fault.status)}`);
+  }
+}
+
+function checkSessionFault(fault: TimedSessionFault): void {
+  const problem = faultProblem(fault);
+  if (problem !== null) throw new RangeError(`session fault: ${problem}`);
+}
+
+function countOption(name: string, value: number | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${String(value)}`);
+  return value;
+}
+
+export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simulator> {
+  const host = opts.host ?? '127.0.0.1';
+  const policy = { azure: opts.azure ?? false, apiKey: opts.apiKey };
+  const audioChunkBytes = countOption('audioChunkBytes', opts.audioChunkBytes, 960, 1);
+  const chunkIntervalMs = countOption('chunkIntervalMs', opts.chunkIntervalMs, 20, 0);
+  const textDeltas = countOption('textDeltas', opts.textDeltas, 4, 0);
+  const audioChunks = countOption('audioChunks', opts.audioChunks, 5, 0);
+  const defaultFault = opts.fault;
+  if (defaultFault !== undefined) {
+    if (isHandshakeFault(defaultFault)) checkHandshakeFault(defaultFault);
+    else checkSessionFault(defaultFault);
+  }
+
+  const handshakes: HandshakeRecord[] = [];
+  const handshakeFaults: Array<{ fault: HandshakeFault; remaining: number }> = [];
+  const sessionFaults: TimedSessionFault[] = [];
+  const sockets = new Set<Duplex>();
+  const sessions = new Set<SimulatedSession>();
+  let connections = 0;
+  let responseSeq = 0;
+  const nextResponseId = (): string => `resp_${++responseSeq}`;
+
+  function takeHandshakeFault(): HandshakeFault | undefined {
+    const head = handshakeFaults[0];
+    if (head !== undefined) {
+      if (--head.remaining === 0) handshakeFaults.shift();
+      return head.fault;
+    }
+    return defaultFault !== undefined && isHandshakeFault(defaultFault) ? defaultFault : undefined;
+  }
+
+  function takeSessionFault(): TimedSessionFault | undefined {
+    const queued = sessionFaults.shift();
+    if (queued !== undefined) return queued;
+    return defaultFault !== undefined && !isHandshakeFault(defaultFault) ? defaultFault : undefined;
+  }
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    // Pings are answered by each session, so that a silenced one can stop.
+    autoPong: false,
+    // Select `realtime` as OpenAI does; never echo a key-bearing entry.
+    handleProtocols: (protocols: Set<string>) => (protocols.has('realtime') ? 'realtime' : false),
+  });
+
+  function serverOnRequest(req: IncomingMessage, res: ServerResponse): void {
+    const body = JSON.stringify({ error: { message: `Invalid URL (${req.method ?? 'GET'} ${req.url ?? '/'})`, type: 'invalid_request_error', param: null, code: null } });
+    res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
+  }
+
+  function serverOnConnection(socket: Socket): void {
+    sockets.add(socket);
+    // Refused and hanging upgrades leave the socket without the HTTP server's error handler.
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  }
+
+  function serverOnUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const record = recordHandshake(req);
+    handshakes.push(record);
+    const fault = takeHandshakeFault();
+    if (fault?.kind === 'hang') return; // the socket stays in `sockets` until the peer or close() ends it
+    if (fault?.kind === 'refuse') {
+      writeRefusal(socket, fault.status, fault.body ?? defaultRefusalBody(fault.status));
+      return;
+    }
+    const verdict = judgeHandshake(record, policy);
+    if (!verdict.accept) {
+      writeRefusal(socket, verdict.status, verdict.body);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      connections++;
+      const settings: SessionSettings = { number: connections, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId };
+      const session = new SimulatedSession(ws, settings, verdict);
+      sessions.add(session);
+      ws.once('close', () => sessions.delete(session));
+      session.open(verdict, fault?.kind === 'silence', takeSessionFault());
+    });
+  }
+
+  const server = createServer(serverOnRequest);
+  server.on('connection', serverOnConnection);
+  server.on('upgrade', serverOnUpgrade);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('simulator: server has no TCP address');
+  const port = address.port;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+
+  let closing: Promise<void> | undefined;
+  return {
+    url: `ws://${urlHost}:${port}`,
+    port,
+    queueHandshakeFault(f: HandshakeFault, count = 1): void {
+      checkHandshakeFault(f);
+      if (!Number.isInteger(count) || count < 1) throw new RangeError(`count must be a positive integer, got ${String(count)}`);
+      handshakeFaults.push({ fault: f, remaining: count });
+    },
+    queueSessionFault(f: TimedSessionFault): void {
+      checkSessionFault(f);
+      sessionFaults.push(f);
+    },
+    get connections() {
+      return connections;
+    },
+    get handshakes() {
+      return handshakes;
+    },
+    get openSockets() {
+      return sockets.size;
+    },
+    close(): Promise<void> {
+      closing ??= new Promise<void>((resolve) => {
+        for (const session of sessions) session.dispose();
+        for (const socket of sockets) socket.destroy();
+        wss.close();
+        // 'close' is emitted before libuv has released the listening handle; two
+        // turns of the loop pass its close phase, so no handle outlives the promise.
+        server.close(() => setImmediate(() => setImmediate(resolve)));
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,90 @@
+/** Options and fault shapes of the upstream simulator. */
+
+export interface SimulatorOptions {
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 0 (an ephemeral port). */
+  port?: number;
+  /**
+   * When set, the handshake must carry this key: `Authorization: Bearer <key>`
+   * (or the browser subprotocol `openai-insecure-api-key.<key>`) when posing as
+   * OpenAI, `api-key: <key>` (or a Bearer token) when posing as Azure. When
+   * unset any non-empty credential is accepted. A missing one is refused 401.
+   */
+  apiKey?: string;
+  /**
+   * Pose as Azure OpenAI: accept only `/openai/v1/realtime?model=<deployment>`
+   * and `/openai/realtime?api-version=<v>&deployment=<dep>`, anything else 404.
+   * Default: OpenAI's `/v1/realtime?model=<m>` or `?intent=transcription`.
+   */
+  azure?: boolean;
+  /** Raw PCM16 bytes per output audio delta (sent base64). Default 960: 20 ms at 24 kHz. */
+  audioChunkBytes?: number;
+  /** Delay between deltas. Default 20; 0 streams as fast as possible, still asynchronously. */
+  chunkIntervalMs?: number;
+  /** Text deltas per text response. Default 4. */
+  textDeltas?: number;
+  /** Audio deltas per audio response. Default 5. */
+  audioChunks?: number;
+  /** Applied to every handshake or connection. Default none. */
+  fault?: FaultSpec;
+}
+
+export type HandshakeFault =
+  /** Answer the upgrade with this HTTP status and, by default, a body in OpenAI's error envelope. */
+  | { kind: 'refuse'; status: number; body?: unknown }
+  /** Accept the TCP connection and never answer the upgrade. */
+  | { kind: 'hang' }
+  /** Complete the upgrade, then never send anything (no session.created, no pongs). */
+  | { kind: 'silence' };
+
+export type SessionFault =
+  /** A non-JSON text frame; the session then goes on. */
+  | { kind: 'garbage' }
+  /** Destroy the TCP socket without a close frame. */
+  | { kind: 'drop' }
+  | { kind: 'close'; code: number; reason?: string }
+  /** An `error` event with code `session_expired`, then close 1001, as at OpenAI's 60-minute cap. */
+  | { kind: 'session_expired' }
+  /** Stop sending anything, pongs included. */
+  | { kind: 'silence' }
+  /** Stop reading the socket, so the peer's bufferedAmount grows. */
+  | { kind: 'slow_reader' }
+  /** The next response sends `response.created`, then nothing until `response.cancel`. */
+  | { kind: 'stall_response' };
+
+/**
+ * When a session fault strikes: `open` right after `session.created` (or, in
+ * band, at once); `mid-response` right after the first delta of the current
+ * or next response.
+ */
+export type FaultTiming = 'open' | 'mid-response';
+
+export type TimedSessionFault = SessionFault & { when?: FaultTiming };
+
+export type FaultSpec = HandshakeFault | TimedSessionFault;
+
+export interface HandshakeRecord {
+  path: string;
+  query: Record<string, string>;
+  /** Lower-case names; repeated headers joined with ", ". */
+  headers: Record<string, string | undefined>;
+}
+
+export interface Simulator {
+  /** `ws://host:port`, without a path. */
+  readonly url: string;
+  readonly port: number;
+  /** Applies `f` to the next `count` (default 1) handshakes. */
+  queueHandshakeFault(f: HandshakeFault, count?: number): void;
+  /** Applies `f` to the next accepted connection. */
+  queueSessionFault(f: TimedSessionFault): void;
+  /** WebSocket connections accepted so far. */
+  readonly connections: number;
+  /** Every upgrade request seen, in order. */
+  readonly handshakes: Array<HandshakeRecord>;
+  /** Server-side TCP sockets currently open (upgraded, hanging or plain HTTP). */
+  readonly openSockets: number;
+  /** Clears every timer, terminates every socket and closes the server. */
+  close(): Promise<void>;
+}
