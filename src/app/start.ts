@@ -9,6 +9,7 @@ import type { Settings } from '../config/settings.js';
 import { loadUpstreamsFile, upstreamsServing, type UpstreamConfig } from '../config/upstreams.js';
 import type { Logger } from '../observability/logger.js';
 import { createRelayServer, type RelayServer } from '../server/relay-server.js';
+import { betaTranslator } from '../server/translators.js';
 import type { Upstream } from '../server/upstream.js';
 import { startSimulator, type Simulator } from '../simulator/index.js';
 import { createGatekeeper } from './gatekeeper.js';
@@ -99,6 +100,7 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
     gatekeeper: createGatekeeper(billing, config, null),
     upstreamsFor: (model) => upstreamsServing(config, model),
+    translatorFor: (handshake) => (handshake.beta ? betaTranslator : undefined),
     ready: async () => {
       await ledger.ping();
       return true;

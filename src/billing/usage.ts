@@ -11,7 +11,8 @@
  * contradiction by moving one side of it to meet the other:
  * - cached tokens of a modality above its input tokens: the cached tokens up
  *   to the input count get the cached rate, the excess is billed as uncached
- *   input at full price;
+ *   input at full price, of no known modality (it may be among input_tokens'
+ *   unexplained tokens, which are billed at the highest input rate);
  * - input_tokens above the sum of the modality details (or no details at
  *   all): the unexplained tokens are billed at the model's highest uncached
  *   input rate (audio, for every built-in family);
@@ -139,14 +140,14 @@ export function normalizeResponseUsage(usage: unknown): NormalizedUsage {
   const outputTotal = readCount(usage, 'output_tokens', flags);
   const cachedTotal = readCount(inputDetails, 'cached_tokens', flags);
 
-  // Input, per modality. A modality holds max(input, cached) tokens: cached up
-  // to its input count at the cached rate, any excess cached at full price.
+  // Input, per modality: of a modality's input tokens, the cached ones (never
+  // more than the input) get the cached rate.
   const modalities = ['text', 'audio', 'image'] as const;
   const input = { text: { uncached: 0, cached: 0 }, audio: { uncached: 0, cached: 0 }, image: { uncached: 0, cached: 0 } };
   let reportedInputSum = 0;
   let reportedCachedSum = 0;
-  let attributedInput = 0;
   let attributedCached = 0;
+  let excessCached = 0;
   let inputDetailsPresent = false;
   let cachedDetailsPresent = false;
   for (const modality of modalities) {
@@ -156,13 +157,17 @@ export function normalizeResponseUsage(usage: unknown): NormalizedUsage {
     cachedDetailsPresent ||= reportedCached !== undefined;
     const tokens = reported ?? 0;
     const cached = reportedCached ?? 0;
-    if (cached > tokens) flags.add('cached_exceeds_input');
-    const held = Math.max(tokens, cached);
     const discounted = Math.min(tokens, cached);
-    input[modality] = { uncached: held - discounted, cached: discounted };
+    if (cached > tokens) {
+      flags.add('cached_exceeds_input');
+      // The input figure or the cached one is wrong. If the excess tokens exist,
+      // they may be any of input_tokens' unexplained tokens: they are billed
+      // as uncached input of no known modality, never at the cached rate.
+      excessCached += cached - tokens;
+    }
+    input[modality] = { uncached: tokens - discounted, cached: discounted };
     reportedInputSum += tokens;
     reportedCachedSum += cached;
-    attributedInput += held;
     attributedCached += discounted;
   }
 
@@ -176,7 +181,7 @@ export function normalizeResponseUsage(usage: unknown): NormalizedUsage {
   // The input the upstream reported, before cached tokens are weighed against it.
   const reportedInput = Math.max(inputTotal ?? 0, reportedInputSum);
   // Cached tokens beyond every input count still happened: they raise the input.
-  const inputCount = Math.max(reportedInput, attributedInput, cachedTotal ?? 0);
+  const inputCount = Math.max(reportedInput, reportedInputSum + excessCached, cachedTotal ?? 0);
 
   let cachedUnattributed = 0;
   let notCached = 0;
@@ -207,7 +212,7 @@ export function normalizeResponseUsage(usage: unknown): NormalizedUsage {
     audio: { input: input.audio.uncached, cachedInput: input.audio.cached, output: output.audio },
     image: { input: input.image.uncached, cachedInput: input.image.cached },
     unattributed: {
-      input: inputCount - attributedInput,
+      input: inputCount - reportedInputSum,
       output: output.unattributed,
       either,
       cached: cachedUnattributed,

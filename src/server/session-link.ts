@@ -312,27 +312,29 @@ export class SessionLink implements SessionPorts {
   private fromUpstream(frame: Buffer): void {
     const pipe = this.toClient!;
     const type = scanEventType(frame);
-    if (type === undefined || BULK_EVENT_TYPES.has(type)) {
-      // Bulk audio and anything the relay cannot read pass through untouched.
-      pipe.push(type && this.options.translator ? (this.options.translator.toClient(type, frame) ?? frame) : frame);
+    if (type === undefined) {
+      // What the relay cannot read still reaches the client, untouched.
+      pipe.push(frame);
       return;
     }
-    switch (type) {
-      case 'response.created':
-        this.onResponseCreated(frame);
-        break;
-      case 'session.created':
-      case 'session.updated':
-        this.onSessionObject(frame);
-        break;
-      case 'response.done':
-        pipe.pushDeferred(this.chargeResponse(frame));
-        return;
-      case 'conversation.item.input_audio_transcription.completed':
-        pipe.pushDeferred(this.chargeTranscription(frame));
-        return;
+    if (!BULK_EVENT_TYPES.has(type)) {
+      switch (type) {
+        case 'response.created':
+          this.onResponseCreated(frame);
+          break;
+        case 'session.created':
+        case 'session.updated':
+          this.onSessionObject(frame);
+          break;
+        case 'response.done':
+          pipe.pushDeferred(this.chargeResponse(frame));
+          return;
+        case 'conversation.item.input_audio_transcription.completed':
+          pipe.pushDeferred(this.chargeTranscription(frame));
+          return;
+      }
     }
-    const outgoing = this.options.translator ? this.options.translator.toClient(type, frame) : frame;
+    const outgoing = this.translateForClient(type, frame);
     if (outgoing !== null) pipe.push(outgoing);
   }
 

@@ -75,9 +75,17 @@ describe('response usage', () => {
     const usage = normalizeResponseUsage({
       input_token_details: { text_tokens: 100, cached_tokens_details: { text_tokens: 150 } },
     });
-    expect(usage.text).toEqual({ input: 50, cachedInput: 100, output: 0 });
-    expect(usage.unattributed).toEqual(noUnattributed);
+    expect(usage.text).toEqual({ input: 0, cachedInput: 100, output: 0 });
+    expect(usage.unattributed).toEqual({ ...noUnattributed, input: 50 });
     expect(usage.anomalies).toEqual(['cached_exceeds_input']);
+
+    // Within input_tokens, the excess is one of its unexplained tokens, not an extra one.
+    const within = normalizeResponseUsage({
+      input_tokens: 500,
+      input_token_details: { text_tokens: 100, cached_tokens_details: { text_tokens: 150 } },
+    });
+    expect(within.text).toEqual({ input: 0, cachedInput: 100, output: 0 });
+    expect(within.unattributed).toEqual({ ...noUnattributed, input: 400 });
   });
 
   it('raises the input to a cached total that exceeds it, without discounting the excess', () => {

@@ -49,6 +49,11 @@ const REWRITES: ReadonlyMap<string, Rewrite> = new Map(
   } satisfies Record<string, Rewrite>),
 );
 
+/** Whether a client event of this type may need rewriting; the rest pass without being read. */
+export function isTranslatedClientEvent(type: string): boolean {
+  return REWRITES.has(type);
+}
+
 function typeOf(frame: string): string | undefined {
   const type = readEventType(frame);
   if (type !== null) return type;
