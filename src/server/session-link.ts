@@ -29,7 +29,8 @@ export interface FrameTranslator {
 /** Lifecycle facts for metrics and logs. Never called per frame. */
 export interface LinkObserver {
   dialed?(link: SessionLink, upstream: string, ms: number): void;
-  dialFailed?(link: SessionLink, upstream: string, code: string): void;
+  /** One upstream failed before its first frame; the next one serving the model is tried, unless `error` forbids it. */
+  dialFailed?(link: SessionLink, upstream: string, error: RelayError): void;
   backpressure?(link: SessionLink): void;
   released?(link: SessionLink, summary: SessionSummary): void;
   usageAnomaly?(link: SessionLink, detail: string): void;
@@ -148,9 +149,13 @@ export class SessionLink implements SessionPorts {
     for (let i = 0; i < candidates.length; i++) {
       if (signal.aborted) throw new RelayError('upstream_timeout');
       const upstream = candidates[i]!;
-      // Later candidates must still get a chance inside the one connect deadline.
+      // Later candidates must still get a chance inside the one connect deadline; the last
+      // one has the rest of it, which the session machine's connect timer enforces.
+      const last = i === candidates.length - 1;
       const share = Math.max(1, Math.floor((deadline - Date.now()) / (candidates.length - i)));
-      const attempt = AbortSignal.any([signal, AbortSignal.timeout(share)]);
+      const attemptTimeout = new AbortController();
+      const attemptTimer = last ? undefined : setTimeout(() => attemptTimeout.abort(), share);
+      const attempt = last ? signal : AbortSignal.any([signal, attemptTimeout.signal]);
       const began = Date.now();
       try {
         const dialed = await dialOnce(upstream, { model: this.model, intent: this.options.intent }, attempt);
@@ -163,8 +168,12 @@ export class SessionLink implements SessionPorts {
         return;
       } catch (error) {
         lastError = asRelayError(error, 'upstream_error');
-        this.options.observer?.dialFailed?.(this, upstream.name, lastError.code);
+        // Once the session itself is cancelled, a failed attempt is not the upstream's fault.
+        if (signal.aborted) throw lastError;
+        this.options.observer?.dialFailed?.(this, upstream.name, lastError);
         if (!isFailoverable(lastError)) throw lastError;
+      } finally {
+        clearTimeout(attemptTimer);
       }
     }
     throw lastError;

@@ -11,5 +11,6 @@ export type {
   SessionFault,
   Simulator,
   SimulatorOptions,
+  SimulatorTap,
   TimedSessionFault,
 } from './types.js';

@@ -64,6 +64,14 @@ export class SimulatedResponse {
   }
 
   /** The output item and its content part, announced before the first delta. */
+  get kind(): ResponseKind {
+    return this.plan.kind;
+  }
+
+  get hasPrelude(): boolean {
+    return this.preludeSent;
+  }
+
   sendPrelude(): void {
     this.preludeSent = true;
     const { plan } = this;

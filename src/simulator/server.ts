@@ -20,7 +20,7 @@ import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOp
  * session fault; without a `when` it is read as the handshake fault.
  */
 function isHandshakeFault(fault: FaultSpec): fault is HandshakeFault {
-  return fault.kind === 'refuse' || fault.kind === 'hang' || (fault.kind === 'silence' && !('when' in fault && fault.when !== undefined));
+  return fault.kind === 'refuse' || fault.kind === 'hang' || fault.kind === 'hold' || (fault.kind === 'silence' && !('when' in fault && fault.when !== undefined));
 }
 
 function checkHandshakeFault(fault: HandshakeFault): void {
@@ -58,6 +58,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sessionFaults: TimedSessionFault[] = [];
   const sockets = new Set<Duplex>();
   const sessions = new Set<SimulatedSession>();
+  const held: Array<(fault: HandshakeFault | undefined) => void> = [];
   let connections = 0;
   let responseSeq = 0;
   const nextResponseId = (): string => `resp_${++responseSeq}`;
@@ -103,6 +104,16 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     const record = recordHandshake(req);
     handshakes.push(record);
     const fault = takeHandshakeFault();
+    if (fault?.kind === 'hold') {
+      held.push((release) => {
+        if (!socket.destroyed) answerUpgrade(req, socket, head, record, release);
+      });
+      return;
+    }
+    answerUpgrade(req, socket, head, record, fault);
+  }
+
+  function answerUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, record: HandshakeRecord, fault: HandshakeFault | undefined): void {
     if (fault?.kind === 'hang') return; // the socket stays in `sockets` until the peer or close() ends it
     if (fault?.kind === 'refuse') {
       writeRefusal(socket, fault.status, fault.body ?? defaultRefusalBody(fault.status));
@@ -115,7 +126,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       connections++;
-      const settings: SessionSettings = { number: connections, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId };
+      const settings: SessionSettings = { number: connections, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap };
       const session = new SimulatedSession(ws, settings, verdict);
       sessions.add(session);
       ws.once('close', () => sessions.delete(session));
@@ -150,6 +161,17 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     queueSessionFault(f: TimedSessionFault): void {
       checkSessionFault(f);
       sessionFaults.push(f);
+    },
+    releaseHeld(fault?: HandshakeFault): number {
+      if (fault !== undefined) checkHandshakeFault(fault);
+      const waiting = held.splice(0);
+      for (const answer of waiting) answer(fault);
+      return waiting.length;
+    },
+    strikeAll(f: TimedSessionFault): number {
+      checkSessionFault(f);
+      for (const session of sessions) session.applyFault(f);
+      return sessions.size;
     },
     get connections() {
       return connections;

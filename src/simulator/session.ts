@@ -17,7 +17,7 @@ import {
   transcriptionModel,
 } from './shapes.js';
 import type { Json } from './shapes.js';
-import type { SessionFault, TimedSessionFault } from './types.js';
+import type { SessionFault, SimulatorTap, TimedSessionFault } from './types.js';
 import { SIMULATED_TRANSCRIPT, simulatedTranscriptionUsage } from './usage.js';
 
 export interface SessionSettings {
@@ -29,6 +29,7 @@ export interface SessionSettings {
   audioChunks: number;
   /** Response ids are unique across the simulator, since a ledger may key on them. */
   nextResponseId: () => string;
+  tap?: SimulatorTap;
 }
 
 type AcceptedHandshake = Extract<HandshakeVerdict, { accept: true }>;
@@ -54,7 +55,7 @@ const SUPPORTED_EVENTS = [
   'response.cancel',
 ];
 
-const FAULT_KINDS = new Set(['garbage', 'drop', 'close', 'session_expired', 'silence', 'slow_reader', 'stall_response']);
+const FAULT_KINDS = new Set(['garbage', 'drop', 'close', 'session_expired', 'silence', 'slow_reader', 'stall_response', 'finish_response', 'delay_response']);
 
 /** Close codes a peer may put on the wire (1005, 1006 and 1015 are reserved for local reporting). */
 function isSendableCloseCode(code: number): boolean {
@@ -71,6 +72,9 @@ export function faultProblem(fault: unknown): string | null {
   }
   if (fault.when !== undefined && fault.when !== 'open' && fault.when !== 'mid-response') {
     return "fault.when must be 'open' or 'mid-response'";
+  }
+  if (fault.kind === 'delay_response' && !(typeof fault.ms === 'number' && Number.isInteger(fault.ms) && fault.ms > 0 && fault.ms <= 600_000)) {
+    return 'fault.ms must be a whole number of milliseconds from 1 to 600000';
   }
   if (fault.kind === 'close') {
     if (typeof fault.code !== 'number' || !isSendableCloseCode(fault.code)) return 'fault.code must be a close code that may be sent';
@@ -90,6 +94,8 @@ export class SimulatedSession {
   /** Sends nothing, pongs included, and ignores the client. */
   private silenced = false;
   private stallNextResponse = false;
+  private delayNextResponseMs = 0;
+  private delayTimer: NodeJS.Timeout | null = null;
   private readonly midResponseFaults: SessionFault[] = [];
   private response: SimulatedResponse | null = null;
   private stalled = false;
@@ -142,11 +148,14 @@ export class SimulatedSession {
     if (this.disposed) return;
     this.disposed = true;
     this.clearStreamTimer();
+    if (this.delayTimer !== null) clearTimeout(this.delayTimer);
+    this.delayTimer = null;
     this.socket.off('message', this.socketOnMessage);
     this.socket.off('ping', this.socketOnPing);
   }
 
   private readonly socketOnMessage = (data: RawData, isBinary: boolean): void => {
+    this.settings.tap?.received?.(data as Buffer, isBinary);
     if (this.silenced || this.disposed) return;
     if (isBinary) {
       this.sendError('invalid_event', 'Expected a text WebSocket message; binary frames are not supported.', null, null);
@@ -203,6 +212,15 @@ export class SimulatedSession {
       case 'conversation.item.delete':
         return this.touchItem(type, event, clientEventId);
       case 'response.create':
+        if (this.delayNextResponseMs > 0) {
+          const ms = this.delayNextResponseMs;
+          this.delayNextResponseMs = 0;
+          this.delayTimer = setTimeout(() => {
+            this.delayTimer = null;
+            if (!this.disposed && !this.silenced) this.createResponse(event, clientEventId);
+          }, ms);
+          return;
+        }
         return this.createResponse(event, clientEventId);
       case 'response.cancel':
         return this.cancelResponse(clientEventId);
@@ -381,6 +399,17 @@ export class SimulatedSession {
     this.scheduleStep();
   }
 
+  private resumeStalled(): void {
+    const response = this.response;
+    if (!this.stalled || response === null) return;
+    this.stalled = false;
+    if (!response.hasPrelude) {
+      response.sendPrelude();
+      this.remember({ id: response.itemId, type: response.kind === 'function_call' ? 'function_call' : 'message', role: 'assistant' });
+    }
+    this.scheduleStep();
+  }
+
   private cancelResponse(clientEventId: string | null): void {
     const response = this.response;
     if (response === null) {
@@ -478,6 +507,12 @@ export class SimulatedSession {
       case 'stall_response':
         this.stallNextResponse = true;
         return;
+      case 'delay_response':
+        this.delayNextResponseMs = fault.ms;
+        return;
+      case 'finish_response':
+        this.resumeStalled();
+        return;
     }
   }
 
@@ -505,6 +540,7 @@ export class SimulatedSession {
   /** Every server event starts with `type`, then `event_id`, as OpenAI's do. */
   private send(type: string, fields: Json): void {
     if (this.silenced || this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(JSON.stringify({ type, event_id: `event_${this.settings.number}_${++this.eventSeq}`, ...fields }));
+    const event = { type, event_id: `event_${this.settings.number}_${++this.eventSeq}`, ...fields };
+    this.socket.send(this.settings.tap?.serialize ? this.settings.tap.serialize(event) : JSON.stringify(event));
   }
 }

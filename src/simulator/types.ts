@@ -28,6 +28,16 @@ export interface SimulatorOptions {
   audioChunks?: number;
   /** Applied to every handshake or connection. Default none. */
   fault?: FaultSpec;
+  /** Frame-level hooks for tests and benchmarks; unset costs nothing. */
+  tap?: SimulatorTap;
+}
+
+/** Sees frames as they cross the wire; called once per frame. */
+export interface SimulatorTap {
+  /** Every frame a client sent, as received, before the session reads it. */
+  received?(frame: Buffer, isBinary: boolean): void;
+  /** Writes a server event as the text frame sent (default JSON.stringify): may respace or reorder keys, or stamp `event_id`. */
+  serialize?(event: Record<string, unknown>): string;
 }
 
 export type HandshakeFault =
@@ -36,7 +46,9 @@ export type HandshakeFault =
   /** Accept the TCP connection and never answer the upgrade. */
   | { kind: 'hang' }
   /** Complete the upgrade, then never send anything (no session.created, no pongs). */
-  | { kind: 'silence' };
+  | { kind: 'silence' }
+  /** Hold the upgrade unanswered until `releaseHeld()` answers it (normally, or with another fault). */
+  | { kind: 'hold' };
 
 export type SessionFault =
   /** A non-JSON text frame; the session then goes on. */
@@ -51,7 +63,11 @@ export type SessionFault =
   /** Stop reading the socket, so the peer's bufferedAmount grows. */
   | { kind: 'slow_reader' }
   /** The next response sends `response.created`, then nothing until `response.cancel`. */
-  | { kind: 'stall_response' };
+  | { kind: 'stall_response' }
+  /** A stalled response goes on streaming and completes (a no-op when nothing is stalled). */
+  | { kind: 'finish_response' }
+  /** The next `response.create` is answered only after `ms`: a response requested but not yet created. */
+  | { kind: 'delay_response'; ms: number };
 
 /**
  * When a session fault strikes: `open` right after `session.created` (or, in
@@ -85,6 +101,10 @@ export interface Simulator {
   readonly handshakes: Array<HandshakeRecord>;
   /** Server-side TCP sockets currently open (upgraded, hanging or plain HTTP). */
   readonly openSockets: number;
+  /** Answers every held handshake: normally, or with `fault`. */
+  releaseHeld(fault?: Exclude<HandshakeFault, { kind: 'hold' }>): number;
+  /** Strikes `fault` on every live session at once (for tests whose client is already gone). */
+  strikeAll(fault: TimedSessionFault): number;
   /** Clears every timer, terminates every socket and closes the server. */
   close(): Promise<void>;
 }
