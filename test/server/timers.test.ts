@@ -1,0 +1,130 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { TestClient } from '../helpers/client.js';
+import { TEST_KEY } from '../helpers/recording-billing.js';
+import { startStack, type Stack } from '../helpers/stack.js';
+
+let stack: Stack | undefined;
+afterEach(async () => {
+  await stack?.close();
+  stack = undefined;
+});
+
+function quietClient(url: string): TestClient {
+  // A client that never answers pings: what a half-open peer looks like.
+  return new TestClient(new WebSocket(url, { headers: { Authorization: `Bearer ${TEST_KEY}` }, autoPong: false }));
+}
+
+function rawSocketOf(client: TestClient): { pause(): void; resume(): void } {
+  return (client.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+}
+
+describe('session timers', () => {
+  it('closes a session with no client frame for the idle timeout, and not one that keeps talking', async () => {
+    stack = await startStack({ timings: { idleTimeoutMs: 300 } });
+    const talker = stack.connect();
+    const idler = stack.connect();
+    await talker.next('session.created');
+    await idler.next('session.created');
+    const chatter = setInterval(() => talker.send({ type: 'input_audio_buffer.clear' }), 100);
+    try {
+      const error = await idler.next('error', 3_000);
+      expect(error.error).toMatchObject({ code: 'idle_timeout' });
+      expect((await idler.closedWith()).code).toBe(1000);
+      expect(talker.closed).toBeNull();
+    } finally {
+      clearInterval(chatter);
+    }
+    expect((await talker.closedWith(3_000)).code).toBe(1000);
+    await stack.billing.settled(2);
+    expect(stack.billing.settlements.map((s) => s.endReason)).toEqual(['cancelled:idle_timeout', 'cancelled:idle_timeout']);
+  });
+
+  it('ends a session at its maximum duration with session_expired and 1001', async () => {
+    stack = await startStack({ timings: { maxSessionMs: 300 } });
+    const client = stack.connect();
+    await client.next('session.created');
+    expect((await client.next('error', 3_000)).error).toMatchObject({ code: 'session_expired' });
+    expect((await client.closedWith()).code).toBe(1001);
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]!.endReason).toBe('cancelled:max_duration');
+  });
+
+  it('drops a client that stops answering pings and bills its response', async () => {
+    stack = await startStack({ timings: { pingIntervalMs: 150 }, simulator: { chunkIntervalMs: 50, audioChunks: 200 } });
+    const client = quietClient(stack.url());
+    await client.next('session.created');
+    client.send({ type: 'response.create' });
+    await client.next('response.created');
+    await client.closedWith(3_000);
+    await stack.billing.settled(1);
+    const [summary] = stack.billing.settlements;
+    expect(summary!.endReason).toBe('client_closed');
+    expect(summary!.clientCloseCode).toBe(1006);
+    expect(summary!.drain).toBe('response_done');
+    expect(stack.billing.charges).toHaveLength(1);
+  });
+
+  it('drops an upstream that stops answering pings and tells the client 1011', async () => {
+    stack = await startStack({ timings: { pingIntervalMs: 150 } });
+    const client = stack.connect();
+    await client.next('session.created');
+    client.send({ type: 'simulator.fault', fault: { kind: 'silence' } });
+    expect((await client.closedWith(3_000)).code).toBe(1011);
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'upstream_closed', upstreamCloseCode: 1006 });
+  });
+
+  it('gives up waiting for the cancelled response after the drain timeout', async () => {
+    stack = await startStack({ timings: { drainTimeoutMs: 300 } });
+    const client = stack.connect();
+    await client.next('session.created');
+    client.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
+    client.send({ type: 'response.create' });
+    await client.next('response.created');
+    stack.sim.strikeAll({ kind: 'silence' });
+    client.close();
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'client_closed', drain: 'timeout' });
+    await stack.relay.registry.empty();
+  });
+
+  it('cancels a session whose client stopped reading once it has stalled too long', async () => {
+    stack = await startStack({
+      timings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 300 },
+      simulator: { chunkIntervalMs: 0, audioChunkBytes: 48_000, audioChunks: 400 },
+    });
+    const client = stack.connect();
+    await client.next('session.created');
+    rawSocketOf(client).pause();
+    client.send({ type: 'response.create' });
+    await stack.billing.settled(1, 10_000);
+    expect(stack.billing.settlements[0]!.endReason).toBe('cancelled:backpressure_stall');
+    rawSocketOf(client).resume();
+    expect((await client.closedWith(5_000)).code).not.toBe(1000);
+  });
+
+  it('pauses and resumes a slow client without losing or reordering a frame', async () => {
+    stack = await startStack({
+      timings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
+      simulator: { chunkIntervalMs: 0, audioChunkBytes: 24_000, audioChunks: 200 },
+    });
+    const client = stack.connect();
+    await client.next('session.created');
+    rawSocketOf(client).pause();
+    client.send({ type: 'response.create' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    rawSocketOf(client).resume();
+    await client.next('response.done', 10_000);
+    expect(client.count('response.output_audio.delta')).toBe(200);
+    const deltas = client.events.filter((e) => e.type === 'response.output_audio.delta');
+    expect(new Set(deltas.map((d) => d.item_id)).size).toBe(1);
+    const sequence = client.events.map((e) => e.type);
+    expect(sequence.indexOf('response.done')).toBe(sequence.lastIndexOf('response.done'));
+    expect(sequence.lastIndexOf('response.output_audio.delta')).toBeLessThan(sequence.indexOf('response.done'));
+    const live = stack.relay.registry.list()[0]!.link;
+    expect(live.stats.pauses).toBeGreaterThan(0);
+    client.close();
+    await stack.billing.settled(1);
+  });
+});
