@@ -1,6 +1,7 @@
 import { settingsTable } from '../src/config/settings.js';
 import { toMermaid } from '../src/machines/diagram.js';
 import { sessionMachine } from '../src/machines/session.js';
+import { faultMatrixMarkdown } from '../test/faults/fault-matrix.js';
 
 /**
  * README sections generated from the code. Each is written between
@@ -9,6 +10,7 @@ import { sessionMachine } from '../src/machines/session.js';
  */
 export const GENERATED_SECTIONS: Record<string, () => string> = {
   machine: () => `\`\`\`mermaid\n${toMermaid(sessionMachine)}\n\`\`\``,
+  faults: faultMatrixMarkdown,
   settings: () => {
     const escape = (text: string) => text.replaceAll('|', '\\|');
     const rows = settingsTable().map((r) => `| \`${r.env}\` | ${escape(r.default)} | ${escape(r.description)} |`);

@@ -1,0 +1,172 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { TestClient } from '../helpers/client.js';
+import { TEST_KEY } from '../helpers/recording-billing.js';
+import { startStack, type Stack } from '../helpers/stack.js';
+import { FAULT_MATRIX, PHASES, type FaultName, type Outcome, type Phase } from './fault-matrix.js';
+
+/**
+ * The fault matrix on real sockets: each cell sets a session up in its phase,
+ * strikes the fault, lets the session end (or ends it the documented way),
+ * and checks what the client saw, the one settlement, and that nothing of the
+ * session is left open.
+ */
+
+let stack: Stack | undefined;
+afterEach(async () => {
+  await stack?.close();
+  stack = undefined;
+});
+
+const count = (kind: string) => process.getActiveResourcesInfo().filter((r) => r === kind).length;
+
+function rawSocket(client: TestClient): { write(data: Buffer): boolean; pause(): void } {
+  return (client.socket as unknown as { _socket: { write(data: Buffer): boolean; pause(): void } })._socket;
+}
+
+/** A masked text frame written straight onto the socket, bypassing the client library's own checks. */
+function rawTextFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
+}
+
+async function waitFor(what: string, predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promise<void> {
+  const before = { sockets: count('TCPSocketWrap'), timers: count('Timeout') };
+  stack = await startStack({
+    simulator: { chunkIntervalMs: 5 },
+    timings: {
+      connectTimeoutMs: 400,
+      pingIntervalMs: fault === 'upstream goes silent' || fault === 'client ignores pings' ? 200 : 15_000,
+      drainTimeoutMs: fault === 'upstream goes silent' || fault === 'upstream stops reading' ? 400 : 10_000,
+      closeTimeoutMs: 500,
+      highWaterBytes: 64 * 1024,
+      stallTimeoutMs: 400,
+    },
+  });
+  const s = stack;
+  const handshakeFaults: Partial<Record<FaultName, Parameters<Stack['sim']['queueHandshakeFault']>[0]>> = {
+    'upstream refuses 401': { kind: 'refuse', status: 401 },
+    'upstream refuses 429': { kind: 'refuse', status: 429 },
+    'upstream refuses 503': { kind: 'refuse', status: 503 },
+    'handshake hangs': { kind: 'hang' },
+    'upstream silent after upgrade': { kind: 'silence' },
+  };
+  const handshakeFault = handshakeFaults[fault];
+  if (handshakeFault) s.sim.queueHandshakeFault(handshakeFault);
+  else if (phase === 'connecting') s.sim.queueHandshakeFault({ kind: 'hold' });
+
+  const client =
+    fault === 'client ignores pings'
+      ? new TestClient(new WebSocket(s.url(), { headers: { Authorization: `Bearer ${TEST_KEY}` }, autoPong: false }))
+      : s.connect();
+  await waitFor('the session to start', () => s.relay.registry.size > 0 || client.closed !== null);
+  const link = () => s.relay.registry.list()[0]?.link;
+
+  // Bring the session into its phase.
+  if (phase !== 'connecting') {
+    await client.next('session.created');
+    if (phase === 'response in flight' || phase === 'draining') {
+      client.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
+      client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+      await client.next('response.created');
+    }
+    if (phase === 'draining') {
+      s.relay.registry.cancel(link()!.sessionId, 'shutdown');
+      await waitFor('draining', () => link()?.state === 'draining');
+    }
+  } else if (!handshakeFault) {
+    await waitFor('the held dial', () => s.sim.handshakes.length > 0);
+  }
+
+  // Strike.
+  let flooding: NodeJS.Timeout | undefined;
+  switch (fault) {
+    case 'garbage frame':
+      s.sim.strikeAll({ kind: 'garbage' });
+      await client.until(() => client.events.some((e) => e.type === '<unparseable>'), 'the garbage frame');
+      expect(client.events.find((e) => e.type === '<unparseable>')!.text).toBe('simulator: this frame is not JSON');
+      break;
+    case 'upstream goes silent':
+      s.sim.strikeAll({ kind: 'silence' });
+      break;
+    case 'TCP drop':
+      s.sim.strikeAll({ kind: 'drop' });
+      break;
+    case 'upstream closes 4001':
+      s.sim.strikeAll({ kind: 'close', code: 4001, reason: 'upstream closed' });
+      break;
+    case 'session_expired + 1001':
+      s.sim.strikeAll({ kind: 'session_expired' });
+      break;
+    case 'upstream stops reading': {
+      s.sim.strikeAll({ kind: 'slow_reader' });
+      const audio = JSON.stringify({ type: 'input_audio_buffer.append', audio: 'A'.repeat(32 * 1024) });
+      let sent = 0;
+      flooding = setInterval(() => {
+        if (client.closed || client.socket.readyState !== WebSocket.OPEN || sent > 4_000) return;
+        for (let i = 0; i < 20; i++) client.socket.send(audio);
+        sent += 20;
+      }, 5);
+      break;
+    }
+    case 'client vanishes':
+      client.socket.terminate();
+      if (phase === 'connecting') s.sim.releaseHeld();
+      break;
+    case 'client ignores pings':
+      break;
+    case 'client sends after close':
+      client.socket.close(1000);
+      rawSocket(client).write(rawTextFrame('{"type":"response.create"}'));
+      break;
+    default:
+      break;
+  }
+
+  try {
+    // Let the session end, or end it the way the cell documents.
+    if ((fault === 'garbage frame') && phase !== 'draining') client.close(1000);
+    if ((fault === 'garbage frame' || fault === 'client vanishes' || fault === 'TCP drop' || fault === 'upstream closes 4001') && phase === 'draining') {
+      s.sim.strikeAll({ kind: 'finish_response' });
+    }
+    await s.billing.settled(1, 10_000);
+  } finally {
+    clearInterval(flooding);
+  }
+
+  const [settlement] = s.billing.settlements;
+  expect(s.billing.settlements).toHaveLength(1);
+  expect(settlement!.endReason).toBe(expected.endReason);
+  if (expected.clientClose !== null) {
+    expect((await client.closedWith(5_000)).code).toBe(expected.clientClose);
+  }
+  if (expected.errorEvent) {
+    const codes = client.events.filter((e) => e.type === 'error').map((e) => (e.error as { code?: string }).code);
+    expect(codes).toContain(expected.errorEvent);
+  }
+  await s.relay.registry.empty();
+  await s.close();
+  stack = undefined;
+  expect(count('TCPSocketWrap'), 'sockets left open').toBeLessThanOrEqual(before.sockets);
+  expect(count('Timeout'), 'timers left running').toBeLessThanOrEqual(before.timers);
+}
+
+describe('the fault matrix', () => {
+  for (const row of FAULT_MATRIX) {
+    for (const phase of PHASES) {
+      const expected = row.cells[phase];
+      if (!expected) continue;
+      it(`${row.fault} (${row.side}) while ${phase}: ${expected.clientClose ?? 'client gone'}, ${expected.endReason}`, async () => {
+        await runCell(row.fault, phase, expected);
+      });
+    }
+  }
+});

@@ -1,0 +1,154 @@
+/**
+ * The fault matrix: every fault the simulator (or a misbehaving client) can
+ * strike, in every phase of a session where it can happen, and what the
+ * client and the ledger must see. The test replays each cell on real sockets;
+ * the README's table is generated from this one.
+ */
+
+export const PHASES = ['connecting', 'relaying, idle', 'response in flight', 'draining'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface Outcome {
+  /** The close code the client sees; null when the client is the one that vanished. */
+  clientClose: number | null;
+  /** The `error` event's code the client receives before the close, if any. */
+  errorEvent?: string;
+  /** The settlement's end reason. */
+  endReason: string;
+  /** How the session ends when the fault alone does not end it. */
+  note?: string;
+}
+
+export type FaultName =
+  | 'upstream refuses 401'
+  | 'upstream refuses 429'
+  | 'upstream refuses 503'
+  | 'handshake hangs'
+  | 'upstream silent after upgrade'
+  | 'garbage frame'
+  | 'upstream goes silent'
+  | 'TCP drop'
+  | 'upstream closes 4001'
+  | 'session_expired + 1001'
+  | 'upstream stops reading'
+  | 'client vanishes'
+  | 'client ignores pings'
+  | 'client sends after close';
+
+export interface FaultRow {
+  fault: FaultName;
+  side: 'upstream' | 'client';
+  cells: Partial<Record<Phase, Outcome>>;
+}
+
+const DIAL = (errorEvent: string, clientClose: number, endReason: string): Partial<Record<Phase, Outcome>> => ({
+  connecting: { clientClose, errorEvent, endReason },
+});
+
+/** Draining here is a shutdown drain: the client is still connected and the response is let finish. */
+const SHUTDOWN: Outcome = { clientClose: 1001, errorEvent: 'server_shutting_down', endReason: 'cancelled:shutdown' };
+
+export const FAULT_MATRIX: FaultRow[] = [
+  { fault: 'upstream refuses 401', side: 'upstream', cells: DIAL('upstream_auth_failed', 1011, 'dial_failed:upstream_auth_failed') },
+  { fault: 'upstream refuses 429', side: 'upstream', cells: DIAL('upstream_rate_limited', 1013, 'dial_failed:upstream_rate_limited') },
+  { fault: 'upstream refuses 503', side: 'upstream', cells: DIAL('upstream_unavailable', 1011, 'dial_failed:upstream_unavailable') },
+  { fault: 'handshake hangs', side: 'upstream', cells: DIAL('upstream_timeout', 1011, 'connect_timeout') },
+  { fault: 'upstream silent after upgrade', side: 'upstream', cells: DIAL('upstream_timeout', 1011, 'connect_timeout') },
+  {
+    fault: 'garbage frame',
+    side: 'upstream',
+    cells: {
+      'relaying, idle': { clientClose: 1000, endReason: 'client_closed', note: 'forwarded untouched; the client then closes' },
+      'response in flight': { clientClose: 1000, endReason: 'client_closed', note: 'forwarded untouched; the client then closes' },
+      draining: { ...SHUTDOWN, note: 'forwarded untouched; the response then finishes' },
+    },
+  },
+  {
+    fault: 'upstream goes silent',
+    side: 'upstream',
+    cells: {
+      'relaying, idle': { clientClose: 1011, endReason: 'upstream_closed', note: 'missed pong' },
+      'response in flight': { clientClose: 1011, endReason: 'upstream_closed', note: 'missed pong' },
+      draining: { ...SHUTDOWN, note: 'drain timeout' },
+    },
+  },
+  {
+    fault: 'TCP drop',
+    side: 'upstream',
+    cells: {
+      'relaying, idle': { clientClose: 1011, endReason: 'upstream_closed' },
+      'response in flight': { clientClose: 1011, endReason: 'upstream_closed' },
+      draining: SHUTDOWN,
+    },
+  },
+  {
+    fault: 'upstream closes 4001',
+    side: 'upstream',
+    cells: {
+      'relaying, idle': { clientClose: 4001, endReason: 'upstream_closed' },
+      'response in flight': { clientClose: 4001, endReason: 'upstream_closed' },
+      draining: SHUTDOWN,
+    },
+  },
+  {
+    fault: 'session_expired + 1001',
+    side: 'upstream',
+    cells: {
+      'relaying, idle': { clientClose: 1001, errorEvent: 'session_expired', endReason: 'upstream_closed' },
+      'response in flight': { clientClose: 1001, errorEvent: 'session_expired', endReason: 'upstream_closed' },
+      draining: { ...SHUTDOWN, note: "the upstream's error event is forwarded too" },
+    },
+  },
+  {
+    fault: 'upstream stops reading',
+    side: 'upstream',
+    cells: {
+      'relaying, idle': { clientClose: 1011, errorEvent: 'backpressure_stall', endReason: 'cancelled:backpressure_stall', note: 'the client keeps sending audio' },
+      'response in flight': {
+        clientClose: 1011,
+        errorEvent: 'backpressure_stall',
+        endReason: 'cancelled:backpressure_stall',
+        note: 'the client keeps sending audio; an upstream that reads nothing cannot take the cancel, so the drain times out',
+      },
+    },
+  },
+  {
+    fault: 'client vanishes',
+    side: 'client',
+    cells: {
+      connecting: { clientClose: null, endReason: 'client_closed' },
+      'relaying, idle': { clientClose: null, endReason: 'client_closed' },
+      'response in flight': { clientClose: null, endReason: 'client_closed', note: 'the response is cancelled and its tail billed' },
+      draining: { clientClose: null, endReason: 'cancelled:shutdown', note: 'the response then finishes and is billed' },
+    },
+  },
+  {
+    fault: 'client ignores pings',
+    side: 'client',
+    cells: {
+      'relaying, idle': { clientClose: null, endReason: 'client_closed', note: 'missed pong' },
+      'response in flight': { clientClose: null, endReason: 'client_closed', note: 'missed pong; the tail is billed' },
+    },
+  },
+  {
+    fault: 'client sends after close',
+    side: 'client',
+    cells: {
+      'relaying, idle': { clientClose: 1000, endReason: 'client_closed' },
+      'response in flight': { clientClose: 1000, endReason: 'client_closed', note: 'the tail is billed' },
+    },
+  },
+];
+
+/** The matrix as the README shows it. */
+export function faultMatrixMarkdown(): string {
+  const cell = (o: Outcome | undefined) => {
+    if (!o) return '—';
+    const client = o.clientClose === null ? 'client gone' : `${o.errorEvent ? `\`${o.errorEvent}\` + ` : ''}${o.clientClose}`;
+    return `${client}; \`${o.endReason}\`${o.note ? ` (${o.note})` : ''}`;
+  };
+  const header = `| fault | side | ${PHASES.join(' | ')} |`;
+  const rule = `|---|---|${PHASES.map(() => '---').join('|')}|`;
+  const rows = FAULT_MATRIX.map((row) => `| ${row.fault} | ${row.side} | ${PHASES.map((p) => cell(row.cells[p])).join(' | ')} |`);
+  return [header, rule, ...rows].join('\n');
+}
