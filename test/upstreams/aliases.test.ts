@@ -1,0 +1,72 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { startSimulator, type Simulator } from '../../src/simulator/index.js';
+import { TestClient } from '../helpers/client.js';
+import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { expectedResponseCost, type ResponseUsage } from './expected-cost.js';
+
+let stack: FullStack | undefined;
+let sim: Simulator | undefined;
+afterEach(async () => {
+  await stack?.close();
+  await sim?.close();
+  stack = sim = undefined;
+});
+
+/** Every modality and the cache in play, so a wrong rate anywhere changes the bill. */
+const USAGE: ResponseUsage & Record<string, unknown> = {
+  total_tokens: 6500,
+  input_tokens: 4000,
+  output_tokens: 2500,
+  input_token_details: {
+    text_tokens: 1000,
+    audio_tokens: 3000,
+    image_tokens: 0,
+    cached_tokens: 1200,
+    cached_tokens_details: { text_tokens: 200, audio_tokens: 1000, image_tokens: 0 },
+  },
+  output_token_details: { text_tokens: 500, audio_tokens: 2000 },
+};
+
+async function oneResponse(model: string): Promise<void> {
+  const client = TestClient.connect(stack!.realtimeUrl({ model }), { key: stack!.key });
+  await client.next('session.created');
+  client.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(USAGE) } } });
+  const done = await client.next('response.done');
+  expect((done.response as { usage: unknown }).usage).toEqual(USAGE);
+  client.close();
+  await stack!.settled();
+}
+
+describe('model aliases', () => {
+  it('bills an alias at the price of the model actually served', async () => {
+    sim = await startSimulator({ chunkIntervalMs: 1 });
+    stack = await startFullStack({
+      upstreams: {
+        upstreams: [{ name: 'openai', kind: 'openai', baseUrl: sim.url.replace(/^ws/, 'http') + '/v1', apiKey: 'sk-sim' }],
+        aliases: { fast: 'gpt-realtime-mini' },
+      },
+    });
+    await oneResponse('fast');
+    expect(sim.handshakes[0]!.query).toEqual({ model: 'gpt-realtime-mini' });
+    const [charge] = await stack.ledger.usage({ key: 'demo' });
+    const expected = expectedResponseCost('gpt-realtime-mini', USAGE);
+    expect(charge).toMatchObject({ model: 'gpt-realtime-mini', costNano: expected });
+    // Not the price of the bigger model the alias does not name.
+    expect(expected).not.toBe(expectedResponseCost('gpt-realtime', USAGE));
+    expect(stack.sessions()[0]).toMatchObject({ model: 'gpt-realtime-mini', spendNano: expected });
+  });
+
+  it('maps an alias to the upstream\'s own deployment name and still prices the model', async () => {
+    sim = await startSimulator({ azure: true, apiKey: 'az-key', chunkIntervalMs: 1 });
+    stack = await startFullStack({
+      upstreams: {
+        upstreams: [{ name: 'azure', kind: 'azure', baseUrl: sim.url.replace(/^ws/, 'http'), apiKey: 'az-key', deployments: { 'gpt-realtime': 'rt-prod-2025' } }],
+        aliases: { assistant: 'gpt-realtime' },
+      },
+    });
+    await oneResponse('assistant');
+    expect(sim.handshakes[0]!.query).toEqual({ model: 'rt-prod-2025' });
+    const [charge] = await stack.ledger.usage({ key: 'demo' });
+    expect(charge).toMatchObject({ model: 'gpt-realtime', costNano: expectedResponseCost('gpt-realtime', USAGE) });
+  });
+});
