@@ -40,6 +40,12 @@ function countOption(name: string, value: number | undefined, fallback: number, 
   return value;
 }
 
+/** An unanswered upgrade socket is half-open by default (the HTTP server allows it): notice the peer leaving. */
+function letPeerLeave(socket: Duplex): void {
+  socket.once('end', () => socket.destroy());
+  socket.resume();
+}
+
 export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simulator> {
   const host = opts.host ?? '127.0.0.1';
   const policy = { azure: opts.azure ?? false, apiKey: opts.apiKey };
@@ -105,6 +111,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     handshakes.push(record);
     const fault = takeHandshakeFault();
     if (fault?.kind === 'hold') {
+      letPeerLeave(socket);
       held.push((release) => {
         if (!socket.destroyed) answerUpgrade(req, socket, head, record, release);
       });
@@ -114,7 +121,11 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   }
 
   function answerUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, record: HandshakeRecord, fault: HandshakeFault | undefined): void {
-    if (fault?.kind === 'hang') return; // the socket stays in `sockets` until the peer or close() ends it
+    if (fault?.kind === 'hang') {
+      // Never answered; it stays in `sockets` until the peer leaves or close() ends it.
+      letPeerLeave(socket);
+      return;
+    }
     if (fault?.kind === 'refuse') {
       writeRefusal(socket, fault.status, fault.body ?? defaultRefusalBody(fault.status));
       return;

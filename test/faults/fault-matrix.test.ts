@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
 import { startStack, type Stack } from '../helpers/stack.js';
+import { eventually } from '../helpers/wait.js';
 import { FAULT_MATRIX, PHASES, type FaultName, type Outcome, type Phase } from './fault-matrix.js';
 
 /**
@@ -28,14 +29,6 @@ function rawSocket(client: TestClient): { write(data: Buffer): boolean; pause():
 function rawTextFrame(text: string): Buffer {
   const payload = Buffer.from(text);
   return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
-}
-
-async function waitFor(what: string, predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promise<void> {
@@ -67,7 +60,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
     fault === 'client ignores pings'
       ? new TestClient(new WebSocket(s.url(), { headers: { Authorization: `Bearer ${TEST_KEY}` }, autoPong: false }))
       : s.connect();
-  await waitFor('the session to start', () => s.relay.registry.size > 0 || client.closed !== null);
+  await eventually('the session to start', () => s.relay.registry.size > 0 || client.closed !== null);
   const link = () => s.relay.registry.list()[0]?.link;
 
   // Bring the session into its phase.
@@ -80,10 +73,10 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
     }
     if (phase === 'draining') {
       s.relay.registry.cancel(link()!.sessionId, 'shutdown');
-      await waitFor('draining', () => link()?.state === 'draining');
+      await eventually('draining', () => link()?.state === 'draining');
     }
   } else if (!handshakeFault) {
-    await waitFor('the held dial', () => s.sim.handshakes.length > 0);
+    await eventually('the held dial', () => s.sim.handshakes.length > 0);
   }
 
   // Strike.

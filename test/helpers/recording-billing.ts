@@ -14,6 +14,8 @@ export class RecordingBilling implements Gatekeeper {
   readonly opened: string[] = [];
   models = new Set(['gpt-realtime', 'gpt-realtime-mini', 'gpt-4o-transcribe']);
   failCharges = false;
+  /** Makes each charge take this long, as a slow ledger would. */
+  chargeDelayMs = 0;
   refuseResponses = false;
   private settleWaiters: Array<() => void> = [];
 
@@ -41,6 +43,7 @@ export class RecordingBilling implements Gatekeeper {
         if (this.refuseResponses) throw new RelayError('insufficient_quota');
       },
       chargeResponse: async (response) => {
+        if (this.chargeDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.chargeDelayMs));
         if (this.failCharges) throw new Error('ledger down');
         this.charges.push({ sessionId, kind: 'response', id: response.id, usage: response.usage });
         return {};

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
 import { startStack, type Stack } from '../helpers/stack.js';
+import { eventually } from '../helpers/wait.js';
 
 let stack: Stack;
 afterEach(async () => {
@@ -96,5 +97,63 @@ describe('relaying a session', () => {
     expect(client.socket.protocol).toBe('realtime');
     client.close();
     await stack.billing.settled(1);
+  });
+});
+
+describe('while the upstream is dialled', () => {
+  it('holds client frames in order and delivers them once the upstream answers', async () => {
+    stack = await startStack({ simulator: { chunkIntervalMs: 1 } });
+    stack.sim.queueHandshakeFault({ kind: 'hold' });
+    const client = stack.connect();
+    await eventually('the held dial', () => stack.sim.handshakes.length > 0);
+    client.send({ type: 'session.update', session: { type: 'realtime', instructions: 'first' } });
+    client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+    stack.sim.releaseHeld();
+    const done = await client.next('response.done');
+    const types = client.events.map((e) => e.type);
+    expect(types.indexOf('session.created')).toBeLessThan(types.indexOf('session.updated'));
+    expect(types.indexOf('session.updated')).toBeLessThan(types.indexOf('response.created'));
+    expect(done.response).toMatchObject({ status: 'completed' });
+  });
+
+  it('closes 1008 with queue_overflow when a client sends too much before the upstream answers', async () => {
+    stack = await startStack({ timings: { connectQueueFrames: 10 } });
+    stack.sim.queueHandshakeFault({ kind: 'hold' });
+    const client = stack.connect();
+    await eventually('the held dial', () => stack.sim.handshakes.length > 0);
+    for (let i = 0; i < 11; i++) client.send({ type: 'input_audio_buffer.clear' });
+    expect((await client.next('error')).error).toMatchObject({ code: 'queue_overflow' });
+    expect((await client.closedWith()).code).toBe(1008);
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]!.endReason).toBe('error:queue_overflow');
+  });
+
+  it('abandons the dial when the client leaves', async () => {
+    stack = await startStack();
+    stack.sim.queueHandshakeFault({ kind: 'hang' });
+    const client = stack.connect();
+    await eventually('the dial', () => stack.sim.handshakes.length > 0);
+    expect(stack.sim.openSockets).toBe(1);
+    client.close();
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]!.endReason).toBe('client_closed');
+    await eventually('the upstream socket to be closed', () => stack.sim.openSockets === 0);
+  });
+});
+
+describe('when the upstream goes away', () => {
+  it('still delivers the response.done the client is owed before closing with the upstream code', async () => {
+    stack = await startStack({ simulator: { chunkIntervalMs: 1 } });
+    stack.billing.chargeDelayMs = 300;
+    const client = stack.connect();
+    await client.next('session.created');
+    client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+    await client.next('response.output_text.done');
+    // The response is over upstream; its response.done waits on the (slow) charge when the upstream closes.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    stack.sim.strikeAll({ kind: 'close', code: 4001, reason: 'gone' });
+    expect(await client.closedWith()).toEqual({ code: 4001, reason: 'gone' });
+    expect(client.events.at(-1)!.type).toBe('response.done');
+    expect(stack.billing.charges).toHaveLength(1);
   });
 });
