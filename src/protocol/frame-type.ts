@@ -73,36 +73,57 @@ function isTypeKey(data: Buffer, keyStart: number, keyEnd: number): boolean {
   return keyEnd - keyStart === TYPE_KEY.length + 2 && data.compare(TYPE_KEY, 0, TYPE_KEY.length, keyStart + 1, keyEnd - 1) === 0;
 }
 
+/** Where the top-level `type` value's characters lie in a frame (quotes excluded). */
+export interface TypeSpan {
+  start: number;
+  end: number;
+  /** A backslash appears in the value or in a top-level key read before it: only a full parse can be trusted there. */
+  escaped: boolean;
+}
+
+function hasBackslash(data: Buffer, start: number, end: number): boolean {
+  const at = data.indexOf(BACKSLASH, start);
+  return at !== -1 && at < end;
+}
+
+/** Locates the value of the top-level object's first `type` key, or null when the frame is not such an object. */
+export function locateEventType(data: Buffer): TypeSpan | null {
+  let escaped = false;
+  let at = skipSpace(data, 0);
+  if (data[at] !== OPEN_BRACE) return null;
+  at++;
+  for (;;) {
+    at = skipSpace(data, at);
+    if (data[at] !== QUOTE) return null;
+    const keyStart = at;
+    const keyEnd = skipString(data, keyStart);
+    if (keyEnd === -1) return null;
+    escaped ||= hasBackslash(data, keyStart + 1, keyEnd - 1);
+    at = skipSpace(data, keyEnd);
+    if (data[at] !== COLON) return null;
+    at = skipSpace(data, at + 1);
+    if (isTypeKey(data, keyStart, keyEnd)) {
+      if (data[at] !== QUOTE) return null;
+      const valueEnd = skipString(data, at);
+      if (valueEnd === -1) return null;
+      return { start: at + 1, end: valueEnd - 1, escaped: escaped || hasBackslash(data, at + 1, valueEnd - 1) };
+    }
+    at = skipValue(data, at);
+    if (at === -1) return null;
+    at = skipSpace(data, at);
+    if (data[at] !== COMMA) return null;
+    at++;
+  }
+}
+
 /**
  * The top-level `type` of a JSON object frame, or undefined when the frame is
  * not an object or has no string `type` (escaped type values are read as
  * written; no Realtime event type needs escaping).
  */
 export function scanEventType(data: Buffer): string | undefined {
-  let at = skipSpace(data, 0);
-  if (data[at] !== OPEN_BRACE) return undefined;
-  at++;
-  for (;;) {
-    at = skipSpace(data, at);
-    if (data[at] !== QUOTE) return undefined;
-    const keyStart = at;
-    const keyEnd = skipString(data, keyStart);
-    if (keyEnd === -1) return undefined;
-    at = skipSpace(data, keyEnd);
-    if (data[at] !== COLON) return undefined;
-    at = skipSpace(data, at + 1);
-    if (isTypeKey(data, keyStart, keyEnd)) {
-      if (data[at] !== QUOTE) return undefined;
-      const valueEnd = skipString(data, at);
-      if (valueEnd === -1) return undefined;
-      return data.toString('utf8', at + 1, valueEnd - 1);
-    }
-    at = skipValue(data, at);
-    if (at === -1) return undefined;
-    at = skipSpace(data, at);
-    if (data[at] !== COMMA) return undefined;
-    at++;
-  }
+  const span = locateEventType(data);
+  return span ? data.toString('utf8', span.start, span.end) : undefined;
 }
 
 /** Events whose payload is bulk audio: forwarded without ever being parsed. */
