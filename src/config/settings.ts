@@ -15,9 +15,19 @@ interface SettingSpec<T> {
   description: string;
 }
 
-const port = z.coerce.number().int().min(0).max(65535);
-const millis = z.coerce.number().int().min(1).max(7 * 24 * 3600 * 1000);
-const bytes = z.coerce.number().int().min(1024).max(1024 * 1024 * 1024);
+const wholeNumber = (min: number, max: number, unit: string) =>
+  z.coerce
+    .number({ error: () => `must be a whole number of ${unit}` })
+    .int({ error: () => `must be a whole number of ${unit}` })
+    .min(min, { error: () => `must be at least ${min} ${unit}` })
+    .max(max, { error: () => `must be at most ${max} ${unit}` });
+const port = z.coerce
+  .number({ error: () => 'must be a port number from 0 to 65535' })
+  .int({ error: () => 'must be a port number from 0 to 65535' })
+  .min(0, { error: () => 'must be a port number from 0 to 65535' })
+  .max(65535, { error: () => 'must be a port number from 0 to 65535' });
+const millis = wholeNumber(1, 7 * 24 * 3600 * 1000, 'milliseconds');
+const bytes = wholeNumber(1024, 1024 * 1024 * 1024, 'bytes');
 const flag = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off'])]).transform((v) => v === true || v === '1' || v === 'true' || v === 'yes' || v === 'on');
 const optionalString = z.string().min(1).optional();
 const url = (protocols: string[]) =>
@@ -48,6 +58,8 @@ export const SETTINGS = {
   databaseUrl: setting({ env: 'DATABASE_URL', schema: url(['postgres:', 'postgresql:']).optional(), default: undefined, shown: '(none)', description: 'PostgreSQL ledger. Without it the ledger is SQLite under RELAY_DATA_DIR.' }),
   dataDir: setting({ env: 'RELAY_DATA_DIR', schema: z.string().min(1), default: './data', description: 'Folder of the embedded SQLite ledger.' }),
   redisUrl: setting({ env: 'REDIS_URL', schema: url(['redis:', 'rediss:']).optional(), default: undefined, shown: '(none)', description: 'Redis for limits shared across instances. Without it limits are per instance.' }),
+  redisPrefix: setting({ env: 'RELAY_REDIS_PREFIX', schema: z.string().min(1), default: 'relay:', description: 'Prefix of the Redis keys this relay writes, so that deployments can share one Redis.' }),
+  leaseTtlMs: setting({ env: 'RELAY_LEASE_TTL_MS', schema: wholeNumber(1_000, 3_600_000, 'milliseconds'), default: 15_000, description: "With REDIS_URL: a session's concurrency slot expires unless its instance renews it within this time, so a killed instance frees its slots." }),
   tlsCertFile: setting({ env: 'TLS_CERT_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'PEM certificate: with TLS_KEY_FILE the port serves https:// and wss://.' }),
   tlsKeyFile: setting({ env: 'TLS_KEY_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'PEM private key for TLS_CERT_FILE.' }),
   adminToken: setting({ env: 'ADMIN_TOKEN', schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, shown: '(none)', description: 'Enables /admin (API and live sessions page) for this bearer token.' }),
@@ -63,7 +75,7 @@ export const SETTINGS = {
   maxPayloadBytes: setting({ env: 'RELAY_MAX_PAYLOAD_BYTES', schema: bytes, default: 16 * 1024 * 1024, shown: '16777216 (16 MiB)', description: 'Largest client frame; bigger frames close the session with 1009.' }),
   highWaterBytes: setting({ env: 'RELAY_HIGH_WATER_BYTES', schema: bytes, default: 4 * 1024 * 1024, shown: '4194304 (4 MiB)', description: 'Pause reading one side while the other has this much unsent.' }),
   stallTimeoutMs: setting({ env: 'RELAY_STALL_TIMEOUT_MS', schema: millis, default: 30_000, description: 'A session paused by backpressure this long is cancelled (close 1011).' }),
-  connectQueueFrames: setting({ env: 'RELAY_CONNECT_QUEUE_FRAMES', schema: z.coerce.number().int().min(1).max(100_000), default: 512, description: 'Client frames held while the upstream is dialled; more closes the session with 1008.' }),
+  connectQueueFrames: setting({ env: 'RELAY_CONNECT_QUEUE_FRAMES', schema: wholeNumber(1, 100_000, 'frames'), default: 512, description: 'Client frames held while the upstream is dialled; more closes the session with 1008.' }),
   connectQueueBytes: setting({ env: 'RELAY_CONNECT_QUEUE_BYTES', schema: bytes, default: 8 * 1024 * 1024, shown: '8388608 (8 MiB)', description: 'Client bytes held while the upstream is dialled.' }),
   headerTimeoutMs: setting({ env: 'RELAY_HEADER_TIMEOUT_MS', schema: millis, default: 10_000, description: 'Drop connections whose request headers take longer than this (slowloris).' }),
   shutdownTimeoutMs: setting({ env: 'RELAY_SHUTDOWN_TIMEOUT_MS', schema: millis, default: 30_000, description: 'On SIGTERM, exit after at most this long even if sessions are still draining.' }),
@@ -71,9 +83,9 @@ export const SETTINGS = {
   demoBalanceUsd: setting({ env: 'RELAY_DEMO_BALANCE_USD', schema: usd, default: '5', description: 'Balance of the demo key created on the first start of an empty ledger (0 disables it).' }),
   allowedOrigins: setting({ env: 'RELAY_ALLOWED_ORIGINS', schema: csv, default: [] as string[], shown: '(any)', description: 'Comma-separated Origin allowlist for browser clients; other origins get 403.' }),
   allowInsecureSubprotocolKey: setting({ env: 'RELAY_ALLOW_INSECURE_SUBPROTOCOL_KEY', schema: flag, default: false, description: 'Accept keys in subprotocols over plain ws:// from non-loopback addresses.' }),
-  maxSessionsPerKey: setting({ env: 'RELAY_MAX_SESSIONS_PER_KEY', schema: z.coerce.number().int().min(0), default: 0, shown: '0 (unlimited)', description: 'Default concurrent sessions per key (a key may set its own).' }),
-  sessionsPerMinute: setting({ env: 'RELAY_SESSIONS_PER_MINUTE', schema: z.coerce.number().int().min(0), default: 0, shown: '0 (unlimited)', description: 'New sessions per key per minute (token bucket).' }),
-  handshakesPerMinutePerIp: setting({ env: 'RELAY_HANDSHAKES_PER_MINUTE_PER_IP', schema: z.coerce.number().int().min(0), default: 0, shown: '0 (unlimited)', description: 'Upgrade attempts per client address per minute.' }),
+  maxSessionsPerKey: setting({ env: 'RELAY_MAX_SESSIONS_PER_KEY', schema: wholeNumber(0, 1_000_000, 'sessions'), default: 0, shown: '0 (unlimited)', description: 'Default concurrent sessions per key (a key may set its own).' }),
+  sessionsPerMinute: setting({ env: 'RELAY_SESSIONS_PER_MINUTE', schema: wholeNumber(0, 1_000_000, 'sessions per minute'), default: 0, shown: '0 (unlimited)', description: 'New sessions per key per minute (token bucket).' }),
+  handshakesPerMinutePerIp: setting({ env: 'RELAY_HANDSHAKES_PER_MINUTE_PER_IP', schema: wholeNumber(0, 1_000_000, 'handshakes per minute'), default: 0, shown: '0 (unlimited)', description: 'Upgrade attempts per client address per minute.' }),
   inspect: setting({ env: 'RELAY_INSPECT', schema: flag, default: false, description: 'Send every session actor to a Stately inspector (also --inspect).' }),
   inspectUrl: setting({ env: 'RELAY_INSPECT_URL', schema: url(['ws:', 'wss:']), default: 'ws://127.0.0.1:8081', description: 'WebSocket endpoint of the inspector.' }),
 } as const;

@@ -2,6 +2,20 @@ import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
+/** Where a key or audio could sit in a logged object: top level, one level down, and request headers (OpenAI's and Azure's). */
+export const REDACTED_PATHS = [
+  'key', '*.key',
+  'apiKey', '*.apiKey',
+  'authorization', '*.authorization',
+  'Authorization', '*.Authorization',
+  '["api-key"]', '*["api-key"]',
+  'audio', '*.audio',
+  'delta', '*.delta',
+  'headers.authorization', '*.headers.authorization',
+  'headers.Authorization', '*.headers.Authorization',
+  'headers["api-key"]', '*.headers["api-key"]',
+];
+
 /**
  * JSON lines for machines; readable lines when a person watches a terminal.
  * Keys and audio never reach a log line: `redact` is the last line of defence
@@ -11,7 +25,7 @@ export function createLogger(level: string, destination: NodeJS.WritableStream =
   const options: pino.LoggerOptions = {
     level,
     base: { service: 'realtime-relay' },
-    redact: { paths: ['key', '*.key', 'apiKey', '*.apiKey', 'authorization', '*.authorization', 'audio', '*.audio', 'delta', '*.delta'], censor: '[redacted]' },
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
   };
   const pretty = (destination as { isTTY?: boolean }).isTTY && !process.env.CI;
   if (pretty) {

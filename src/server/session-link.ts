@@ -473,6 +473,8 @@ export class SessionLink implements SessionPorts {
   release(outcome: SessionOutcome): void {
     if (this.released) return;
     this.released = true;
+    // The machine has ended: whatever the sockets and pipes still report has no one to hear it.
+    this.report = () => undefined;
     this.responseInFlight = false;
     this.toUpstream.dispose();
     const plan = closePlan(outcome);
@@ -526,11 +528,19 @@ export class SessionLink implements SessionPorts {
       ...this.stats,
       usage: this.usage,
     });
-    // Charges still being written belong in the settlement's totals.
+    // Charges still being written belong in the settlement's totals. The
+    // session is not finished (released, counted as drained) until its
+    // settlement is written or handed to the backlog: a shutdown that closes
+    // the ledger right after the last session must not cut it off.
     void Promise.allSettled([...this.pendingCharges]).then(() => {
       const final = summary();
-      this.finalSummary = final;
-      return this.options.meter.settle(final).catch(() => undefined).finally(() => this.maybeFinished());
+      return this.options.meter
+        .settle(final)
+        .catch(() => undefined)
+        .finally(() => {
+          this.finalSummary = final;
+          this.maybeFinished();
+        });
     });
   }
 

@@ -1,0 +1,193 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
+import { settingsTable } from '../../src/config/settings.js';
+import type { TransitionInfo } from '../../src/machines/diagram.js';
+import { toMermaid } from '../../src/machines/diagram.js';
+import { sessionMachine } from '../../src/machines/session.js';
+import { TestClient } from '../helpers/client.js';
+import { RelayProcess, ROOT, runRelay } from './run-relay.js';
+
+let scratch: string;
+beforeAll(() => {
+  scratch = mkdtempSync(join(tmpdir(), 'relay-cli-'));
+});
+afterAll(() => {
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+describe('relay --help', () => {
+  it('lists every setting with its default and what it means, and every command', async () => {
+    const { code, stdout, stderr } = await runRelay(['--help']);
+    expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+    const lines = stdout.split('\n');
+    for (const row of settingsTable()) {
+      const line = lines.find((l) => l.trimStart().startsWith(`${row.env} `));
+      expect(line, row.env).toBeDefined();
+      expect(line).toContain(row.description);
+      expect(line).toContain(`[default: ${row.default}]`);
+    }
+    for (const command of ['start', 'keys create', 'keys list', 'keys topup', 'keys disable', 'usage', 'machine --json | --mermaid', 'check-config', '--inspect']) {
+      expect(stdout).toContain(command);
+    }
+  });
+});
+
+describe('a wrong setting', () => {
+  // Each case: the environment, and the setting the one line must name.
+  const cases: Array<{ what: string; env: (dir: string) => Record<string, string>; names: string[] }> = [
+    { what: 'a port that is not a number', env: () => ({ PORT: 'abc' }), names: ['PORT'] },
+    { what: 'a database that is not PostgreSQL', env: () => ({ DATABASE_URL: 'mysql://x' }), names: ['DATABASE_URL', 'postgres'] },
+    { what: 'a certificate without its key', env: (dir) => ({ TLS_CERT_FILE: join(dir, 'cert.pem') }), names: ['TLS_KEY_FILE', 'TLS_CERT_FILE'] },
+    { what: 'an unknown log level', env: () => ({ LOG_LEVEL: 'loud' }), names: ['LOG_LEVEL'] },
+    {
+      what: 'a config file with an unknown key',
+      env: (dir) => {
+        writeFileSync(join(dir, 'unknown.json'), JSON.stringify({ port: 0, prot: 8080 }));
+        return { RELAY_CONFIG_FILE: join(dir, 'unknown.json') };
+      },
+      names: ['RELAY_CONFIG_FILE', '"prot"'],
+    },
+    {
+      what: 'a config file that is not JSON',
+      env: (dir) => {
+        writeFileSync(join(dir, 'broken.json'), '{ "port": 0,');
+        return { RELAY_CONFIG_FILE: join(dir, 'broken.json') };
+      },
+      names: ['RELAY_CONFIG_FILE', 'not valid JSON'],
+    },
+    {
+      what: 'a config file with a wrong value',
+      env: (dir) => {
+        writeFileSync(join(dir, 'value.json'), JSON.stringify({ drainTimeoutMs: -5 }));
+        return { RELAY_CONFIG_FILE: join(dir, 'value.json') };
+      },
+      names: ['drainTimeoutMs'],
+    },
+  ];
+
+  // Separate processes: run side by side.
+  it.concurrent.for(cases)('stops the start with one line naming it, exit code 2, before anything listens: $what', async ({ env, names }, { expect }) => {
+    const dir = mkdtempSync(join(scratch, 'case-'));
+    const dataDir = join(dir, 'data');
+    const { code, stdout, stderr } = await runRelay(['start'], { RELAY_DATA_DIR: dataDir, PORT: '0', ...env(dir) });
+    expect(code).toBe(2);
+    const lines = stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^relay: invalid configuration: /);
+    for (const name of names) expect(lines[0]).toContain(name);
+    // Nothing started: no log line (the first is written once the upstream is chosen) and no ledger.
+    expect(stdout).toBe('');
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
+  it('fails check-config the same way, and passes a valid configuration', async () => {
+    const dir = mkdtempSync(join(scratch, 'check-'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ port: 9000, drainTimeoutMs: 2000 }));
+    const [bad, good] = await Promise.all([
+      runRelay(['check-config'], { PORT: 'abc' }),
+      runRelay(['check-config'], { RELAY_CONFIG_FILE: join(dir, 'config.json'), RELAY_DATA_DIR: join(dir, 'data') }),
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^relay: invalid configuration: PORT: [^\n]+\n$/);
+    expect(good).toMatchObject({ code: 0, stdout: 'configuration is valid\n', stderr: '' });
+    expect(existsSync(join(dir, 'data'))).toBe(false);
+  });
+});
+
+describe.concurrent('relay machine', () => {
+  it('--json lists every transition of the session machine, with its guard and delay', async ({ expect }) => {
+    const { code, stdout } = await runRelay(['machine', '--json']);
+    expect(code).toBe(0);
+    const described = JSON.parse(stdout) as { id: string; initial: string; transitions: TransitionInfo[]; states: Array<{ name: string; delays: string[] }> };
+    expect(described).toMatchObject({ id: 'session', initial: 'connecting' });
+
+    // Counted from the machine itself: every event-, delay- and invoke-driven transition, and the eventless ones.
+    const nodes = [sessionMachine.root, ...Object.values(sessionMachine.root.states)];
+    const expected = nodes.reduce((n, node) => n + [...node.transitions.values()].flat().length + (node.always?.length ?? 0), 0);
+    expect(described.transitions).toHaveLength(expected);
+    const guards = new Set(described.transitions.map((t) => t.guard).filter(Boolean));
+    expect([...guards].sort()).toEqual(Object.keys(sessionMachine.implementations.guards).sort());
+    const delays = described.transitions.filter((t) => t.event.startsWith('after ')).map((t) => t.event.slice('after '.length));
+    expect([...new Set(delays)].sort()).toEqual(Object.keys(sessionMachine.implementations.delays).sort());
+    expect(described.transitions).toContainEqual(expect.objectContaining({ source: 'relaying', event: 'CLIENT_CLOSED', target: 'draining', guard: 'responseInFlight' }));
+    expect(described.transitions).toContainEqual(expect.objectContaining({ source: 'draining', event: 'after drainTimeout', target: 'closed' }));
+    expect(described.transitions).toContainEqual(expect.objectContaining({ source: 'connecting', event: 'done dial', target: 'relaying' }));
+  });
+
+  it('--mermaid prints the diagram the README shows', async ({ expect }) => {
+    const { code, stdout } = await runRelay(['machine', '--mermaid']);
+    expect(code).toBe(0);
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const section = /<!-- machine:start -->\n```mermaid\n([\s\S]*?)\n```\n<!-- machine:end -->/.exec(readme);
+    expect(section, 'the README has the machine section').not.toBeNull();
+    expect(stdout.trimEnd()).toBe(toMermaid(sessionMachine));
+    expect(stdout.trimEnd()).toBe(section![1]);
+  });
+
+  it('asks for --json or --mermaid', async ({ expect }) => {
+    const { code, stderr } = await runRelay(['machine']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--json or --mermaid');
+  });
+});
+
+describe('npm start', () => {
+  it('says in its first log line that it relays to the simulator, listens on the port it prints, and stops on SIGTERM', async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+    const [program, ...args] = pkg.scripts.start.split(' ');
+    expect(program).toBe('node');
+    const relay = RelayProcess.start(args, { RELAY_DATA_DIR: join(scratch, 'start-data'), PORT: '0', LOG_LEVEL: 'info' });
+    try {
+      const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
+      expect(relay.lines[0]!.msg).toMatch(/relays to the built-in upstream simulator at ws:\/\/127\.0\.0\.1:\d+ \(no OPENAI_API_KEY is set\)/);
+      const url = /listening on (ws:\/\/127\.0\.0\.1:(\d+))/.exec(listening.msg);
+      expect(url).not.toBeNull();
+      expect(Number(url![2])).toBeGreaterThan(0);
+      const demo = await relay.line((l) => l.msg.startsWith('demo key (shown once): '), 'the demo key');
+      const key = demo.msg.slice('demo key (shown once): '.length);
+
+      const health = await fetch(`${url![1]!.replace(/^ws/, 'http')}/healthz`);
+      expect(health.status).toBe(200);
+      const client = TestClient.connect(`${url![1]}/v1/realtime?model=gpt-realtime`, { key });
+      await client.next('session.created');
+      client.close();
+      await client.closedWith();
+      await relay.line((l) => l.msg === 'session ended', 'the session end line');
+    } finally {
+      expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    }
+    expect(relay.stderr).toBe('');
+  });
+
+  it('with --inspect sends every session to the inspector at RELAY_INSPECT_URL', async () => {
+    const inspector = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(inspector, 'listening');
+    const received: Array<{ type: string; name?: string }> = [];
+    inspector.on('connection', (socket) => socket.on('message', (data: Buffer) => received.push(JSON.parse(data.toString()))));
+    const inspectUrl = `ws://127.0.0.1:${(inspector.address() as AddressInfo).port}`;
+    let sessionId = '';
+    const relay = RelayProcess.start(['bin/relay.mjs', '--inspect'], { RELAY_DATA_DIR: join(scratch, 'inspect-data'), PORT: '0', RELAY_INSPECT_URL: inspectUrl });
+    try {
+      await relay.line((l) => l.msg.includes(`Stately inspector at ${inspectUrl}`), 'the inspector line');
+      const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
+      const key = (await relay.line((l) => l.msg.startsWith('demo key'), 'the demo key')).msg.split(': ')[1]!;
+      const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg)![0]}/v1/realtime?model=gpt-realtime`, { key });
+      await client.next('session.created');
+      client.close();
+      sessionId = (await relay.line((l) => l.msg === 'session ended', 'the session end line')).sessionId as string;
+    } finally {
+      expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+      await new Promise<void>((resolve) => {
+        for (const socket of inspector.clients) socket.terminate();
+        inspector.close(() => resolve());
+      });
+    }
+    expect(received.some((m) => m.type === '@xstate.actor' && m.name === sessionId)).toBe(true);
+    expect(received.some((m) => m.type === '@xstate.snapshot')).toBe(true);
+  });
+});
