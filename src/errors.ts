@@ -15,6 +15,7 @@ export const ERRORS = {
   insufficient_quota: { type: 'insufficient_quota', status: 429, close: 1008, message: 'The relay key has no balance left for this request.' },
   session_spend_cap_exceeded: { type: 'insufficient_quota', status: 429, close: 1008, message: 'This session has reached its spend cap.' },
   rate_limit_exceeded: { type: 'rate_limit_error', status: 429, close: 1008, message: 'Too many sessions for this key or address; retry later.' },
+  limits_unavailable: { type: 'server_error', status: 503, close: 1011, message: 'The shared rate limits could not be checked; retry later.' },
   server_shutting_down: { type: 'server_error', status: 503, close: 1001, message: 'The relay is shutting down; reconnect to another instance.' },
   upstream_unavailable: { type: 'server_error', status: 502, close: 1011, message: 'The upstream Realtime API could not be reached.' },
   upstream_timeout: { type: 'server_error', status: 504, close: 1011, message: 'The upstream Realtime API did not answer in time.' },
@@ -42,8 +43,10 @@ export class RelayError extends Error {
   readonly type: string;
   readonly status: number;
   readonly closeCode: number;
+  /** Sent as `Retry-After` when the error refuses a handshake. */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; status?: number }) {
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; status?: number; retryAfterSeconds?: number }) {
     const entry = ERRORS[code];
     super(message ?? entry.message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'RelayError';
@@ -51,6 +54,7 @@ export class RelayError extends Error {
     this.type = entry.type;
     this.status = options?.status ?? entry.status;
     this.closeCode = entry.close;
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 
   /** OpenAI's HTTP error body. */

@@ -1,16 +1,24 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { accessSync, constants, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { openLedger, type Ledger } from '../billing/ledger/index.js';
 import { loadPriceFile } from '../billing/price-file.js';
 import { builtInPrices, formatUsd, parseUsd } from '../billing/prices.js';
 import { Billing } from '../billing/service.js';
-import type { Settings } from '../config/settings.js';
+import { ConfigError, type Settings } from '../config/settings.js';
 import { loadUpstreamsFile, upstreamsServing, type UpstreamConfig } from '../config/upstreams.js';
+import { combineMeterHooks, combineObservers } from '../observability/fan-out.js';
+import { createSessionInspector } from '../observability/inspector.js';
 import type { Logger } from '../observability/logger.js';
+import { createRelayMetrics } from '../observability/metrics.js';
+import { createSessionLog } from '../observability/session-log.js';
+import { adminApp } from '../server/admin/index.js';
 import { createRelayServer, type RelayServer } from '../server/relay-server.js';
+import type { LinkObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
 import type { Upstream } from '../server/upstream.js';
+import { createLimits } from '../limits/index.js';
 import { startSimulator, type Simulator } from '../simulator/index.js';
 import { createGatekeeper } from './gatekeeper.js';
 
@@ -41,6 +49,21 @@ async function chooseUpstreams(settings: Settings): Promise<{ config: UpstreamCo
   return { config: { upstreams: [upstream], aliases: {} }, simulator, mode: `the built-in upstream simulator at ${simulator.url} (no OPENAI_API_KEY is set)` };
 }
 
+/**
+ * Failed dials are logged. An upstream that refuses the relay's credentials
+ * (401/403) is an operator error: it is skipped for the next upstream, and
+ * logged as an error so that it does not go unnoticed behind the failover.
+ */
+function dialLog(log: Logger): LinkObserver {
+  return {
+    dialFailed(link, upstream, error) {
+      const fields = { sessionId: link.sessionId, upstream, code: error.code, detail: error.message };
+      if (error.code === 'upstream_auth_failed') log.error(fields, `upstream "${upstream}" refused the relay's credentials; check its API key (skipped)`);
+      else log.warn(fields, `upstream "${upstream}" failed before its first frame (${error.code})`);
+    },
+  };
+}
+
 async function ensureDemoKey(ledger: Ledger, balanceUsd: string): Promise<string | null> {
   const balanceNano = parseUsd(balanceUsd);
   if (balanceNano <= 0n) return null;
@@ -49,14 +72,41 @@ async function ensureDemoKey(ledger: Ledger, balanceUsd: string): Promise<string
   return key;
 }
 
+/**
+ * The SQLite ledger's folder must exist and be writable before anything
+ * starts: a clear configuration error (exit 2) instead of a failure deep in
+ * the ledger on every restart.
+ */
+function prepareDataDir(dataDir: string): void {
+  try {
+    mkdirSync(dataDir, { recursive: true });
+    accessSync(dataDir, constants.W_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new ConfigError('RELAY_DATA_DIR', `the folder ${dataDir} cannot be created or written (${code}); point RELAY_DATA_DIR at a writable folder, or set DATABASE_URL`);
+  }
+}
+
+/**
+ * This process's name in the ledger. A fixed port names the same instance
+ * across restarts, so a restarted relay settles what it left open at once.
+ * With port 0 every process is a new instance: two of them sharing one name
+ * on one database would each settle the other's live sessions at start.
+ */
+function instanceIdFor(port: number): string {
+  return port === 0 ? `${hostname()}:0:${process.pid}:${randomUUID().slice(0, 8)}` : `${hostname()}:${port}`;
+}
+
 /** Builds the relay from its settings and starts listening. */
 export async function startRelay(settings: Settings, log: Logger): Promise<RunningRelay> {
+  if (!settings.databaseUrl) prepareDataDir(settings.dataDir);
   const { config, simulator, mode } = await chooseUpstreams(settings);
   log.info({ upstream: mode }, `realtime-relay relays to ${mode}`);
   const prices = settings.priceFile ? loadPriceFile(settings.priceFile, builtInPrices) : builtInPrices;
-  if (!settings.databaseUrl) mkdirSync(settings.dataDir, { recursive: true });
   const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db') });
-  const instanceId = `${hostname()}:${settings.port}`;
+  const instanceId = instanceIdFor(settings.port);
+  const metrics = createRelayMetrics();
+  const sessionLog = createSessionLog(log);
   const billing = new Billing({
     ledger,
     prices,
@@ -65,18 +115,24 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
     spoolPath: settings.databaseUrl ? null : join(settings.dataDir, 'unwritten.jsonl'),
     staleAfterMs: settings.databaseUrl ? 30_000 : 0,
     heartbeatMs: 10_000,
-    hooks: {
-      anomaly: (sessionId, anomalies, first) => {
-        if (first) log.warn({ sessionId, anomalies }, 'usage broke the protocol invariants; billed by the conservative rule');
-      },
-      chargeFailed: (error) => log.error({ err: error }, 'a charge could not be written; the session fails closed'),
-    },
+    hooks: combineMeterHooks(sessionLog.meterHooks, metrics.meterHooks),
   });
   const recovered = await billing.recover();
   if (recovered.sessions.length > 0 || recovered.replayed > 0) {
     log.warn({ sessions: recovered.sessions.length, replayedWrites: recovered.replayed }, 'settled sessions left open by an earlier process');
   }
   const demoKey = await ensureDemoKey(ledger, settings.demoBalanceUsd);
+  let redisErrorLoggedAt = 0;
+  const { limits, connected } = await createLimits(settings, (error) => {
+    // The client retries every few seconds while Redis is down: one line per half minute is enough.
+    if (Date.now() - redisErrorLoggedAt < 30_000) return;
+    redisErrorLoggedAt = Date.now();
+    log.warn({ err: error }, 'Redis is unreachable: new sessions are refused with 503 limits_unavailable until it answers');
+  });
+  if (limits.kind === 'redis') log.info({ connected, leaseTtlMs: settings.leaseTtlMs }, 'limits are shared through Redis');
+  // Inspection costs nothing unless asked for: without it no inspector exists.
+  const inspector = settings.inspect ? createSessionInspector({ url: settings.inspectUrl, log }) : null;
+  if (inspector) log.info({ inspectUrl: settings.inspectUrl }, `sending session actors to the Stately inspector at ${settings.inspectUrl}`);
   const relay = createRelayServer({
     host: settings.host,
     port: settings.port,
@@ -98,18 +154,29 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
     maxPayloadBytes: settings.maxPayloadBytes,
     allowedOrigins: settings.allowedOrigins,
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
-    gatekeeper: createGatekeeper(billing, config, null),
+    gatekeeper: createGatekeeper(billing, config, limits),
     upstreamsFor: (model) => upstreamsServing(config, model),
     translatorFor: (handshake) => (handshake.beta ? betaTranslator : undefined),
+    observer: combineObservers(dialLog(log), sessionLog.observer, metrics.observer),
+    sessionStarted: sessionLog.sessionStarted,
+    inspect: inspector?.inspect,
+    routes: (app, server) => {
+      metrics.mount(app, server);
+      if (settings.adminToken) app.route('/admin', adminApp({ token: settings.adminToken, ledger, registry: server.registry }));
+    },
     ready: async () => {
       await ledger.ping();
       return true;
     },
   });
-  const address = await relay.listen();
+  const address = await relay.listen().catch(async (error: unknown) => {
+    await inspector?.stop();
+    throw error;
+  });
   const url = `${relay.url()}/v1/realtime?model=gpt-realtime`;
   log.info({ url, ledger: ledger.kind }, `listening on ${relay.url()} (ledger: ${ledger.kind})`);
   if (demoKey) log.info({ balance: formatUsd(parseUsd(settings.demoBalanceUsd)) }, `demo key (shown once): ${demoKey}`);
+  if (settings.adminToken) log.info(`admin: live sessions page at ${relay.url().replace(/^ws/, 'http')}/admin/ui (API under /admin, bearer ADMIN_TOKEN)`);
   log.info(`connect: a Realtime client to ${url} with "Authorization: Bearer <relay key>" (browsers: subprotocols "realtime" and "openai-insecure-api-key.<relay key>")`);
   void address;
   return {
@@ -119,6 +186,8 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
     demoKey,
     async stop() {
       const result = await relay.shutdown();
+      await inspector?.stop();
+      await limits.close();
       await billing.close();
       await simulator?.close();
       return result;

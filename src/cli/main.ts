@@ -1,14 +1,14 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startRelay } from '../app/start.js';
-import { openLedger, type KeyRecord, type Ledger } from '../billing/ledger/index.js';
-import { formatUsd, parseUsd } from '../billing/prices.js';
+import { startRelay, type RunningRelay } from '../app/start.js';
+import { openLedger, type Ledger } from '../billing/ledger/index.js';
 import { ConfigError, loadSettings, settingsTable, type Settings } from '../config/settings.js';
 import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
 import { createLogger } from '../observability/logger.js';
+import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, usageCsv, usageJson } from '../server/admin/operations.js';
 
 const HELP = `realtime-relay: a metering relay for the OpenAI Realtime API
 
@@ -45,26 +45,6 @@ function requireString(value: string | boolean | undefined, name: string): strin
   return value;
 }
 
-function multiplierPpm(value: string): number {
-  const nano = parseUsd(value);
-  // parseUsd gives 9 decimals; the multiplier keeps 6 (parts per million).
-  if (nano % 1000n !== 0n) throw new UsageError('--multiplier takes at most 6 decimals');
-  return Number(nano / 1000n);
-}
-
-function keyView(key: KeyRecord) {
-  return {
-    id: key.id,
-    name: key.name,
-    balance: formatUsd(key.balanceNano),
-    spendCap: key.spendCapNano === null ? null : formatUsd(key.spendCapNano),
-    maxSessions: key.maxSessions,
-    multiplier: key.priceMultiplierPpm / 1_000_000,
-    disabled: key.disabled,
-    createdAt: key.createdAt.toISOString(),
-  };
-}
-
 async function withLedger<T>(settings: Settings, work: (ledger: Ledger) => Promise<T>): Promise<T> {
   if (!settings.databaseUrl) mkdirSync(settings.dataDir, { recursive: true });
   const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db') });
@@ -92,15 +72,9 @@ async function keysCommand(settings: Settings, args: string[]): Promise<void> {
   await withLedger(settings, async (ledger) => {
     switch (action) {
       case 'create': {
-        const maxSessions = values['max-sessions'] === undefined ? null : Number(values['max-sessions']);
-        if (maxSessions !== null && (!Number.isInteger(maxSessions) || maxSessions < 1)) throw new UsageError('--max-sessions must be a whole number of at least 1');
-        const created = await ledger.createKey({
-          name: requireString(values.name, '--name'),
-          balanceNano: parseUsd(requireString(values.balance, '--balance')),
-          spendCapNano: values['spend-cap'] === undefined ? null : parseUsd(values['spend-cap']),
-          maxSessions,
-          priceMultiplierPpm: values.multiplier === undefined ? 1_000_000 : multiplierPpm(values.multiplier),
-        });
+        const created = await ledger.createKey(
+          parseNewKey({ name: values.name, balance: values.balance, spend_cap: values['spend-cap'], max_sessions: values['max-sessions'], multiplier: values.multiplier }),
+        );
         process.stdout.write(`${JSON.stringify({ key: created.key, ...keyView(created.record) }, null, 2)}\n`);
         process.stderr.write('Store the key now: it is not shown again.\n');
         return;
@@ -109,7 +83,7 @@ async function keysCommand(settings: Settings, args: string[]): Promise<void> {
         process.stdout.write(`${JSON.stringify((await ledger.listKeys()).map(keyView), null, 2)}\n`);
         return;
       case 'topup':
-        process.stdout.write(`${JSON.stringify(keyView(await ledger.topUp(requireString(ref, 'a key id or name'), parseUsd(requireString(values.amount, '--amount')))), null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(keyView(await ledger.topUp(requireString(ref, 'a key id or name'), parseTopUp({ amount: values.amount }))), null, 2)}\n`);
         return;
       case 'disable':
       case 'enable':
@@ -121,24 +95,12 @@ async function keysCommand(settings: Settings, args: string[]): Promise<void> {
   });
 }
 
-function csvField(value: string): string {
-  return /[",\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
-}
-
 async function usageCommand(settings: Settings, args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { key: { type: 'string' }, since: { type: 'string' }, format: { type: 'string', default: 'json' } } });
-  const since = values.since === undefined ? undefined : new Date(values.since);
-  if (since && Number.isNaN(since.getTime())) throw new UsageError('--since must be a date such as 2026-11-01 or 2026-11-01T12:00:00Z');
-  if (values.format !== 'json' && values.format !== 'csv') throw new UsageError('--format is csv or json');
+  const { query, format } = parseUsageRequest(values);
   await withLedger(settings, async (ledger) => {
-    const rows = await ledger.usage({ key: values.key, since });
-    if (values.format === 'csv') {
-      const lines = ['at,key,session_id,kind,item_id,model,cost_usd'];
-      for (const r of rows) lines.push([r.at.toISOString(), r.keyName, r.sessionId, r.kind, r.itemId, r.model, formatUsd(r.costNano)].map(csvField).join(','));
-      process.stdout.write(`${lines.join('\n')}\n`);
-    } else {
-      process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, at: r.at.toISOString(), cost: formatUsd(r.costNano), costNano: r.costNano.toString() })), null, 2)}\n`);
-    }
+    const rows = await ledger.usage(query);
+    process.stdout.write(format === 'csv' ? usageCsv(rows) : `${JSON.stringify(usageJson(rows), null, 2)}\n`);
   });
 }
 
@@ -149,21 +111,25 @@ function machineCommand(args: string[]): void {
   else throw new UsageError('machine takes --json or --mermaid');
 }
 
+/** How long closing the ledger and the rest may take after the sessions' deadline. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 async function startCommand(settings: Settings): Promise<void> {
   const log = createLogger(settings.logLevel);
-  const running = await startRelay(settings, log);
-  let stopping = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      // A second signal: leave now; recovery settles what is left on the next start.
-      log.warn({ signal }, 'second signal: exiting without waiting');
+  let running: RunningRelay | null = null;
+  let stopping: NodeJS.Signals | null = null;
+  const stop = (relay: RunningRelay, signal: NodeJS.Signals) => {
+    log.info({ signal, sessions: relay.relay.registry.size }, 'shutting down: draining live sessions');
+    // The sessions are bounded by RELAY_SHUTDOWN_TIMEOUT_MS; this bounds closing the ledger and the rest.
+    const hardStop = setTimeout(() => {
+      log.error({ graceMs: SHUTDOWN_GRACE_MS }, 'shutdown overran its deadline: exiting without waiting');
       process.exit(1);
-    }
-    stopping = true;
-    log.info({ signal, sessions: running.relay.registry.size }, 'shutting down: draining live sessions');
-    void running.stop().then(
+    }, settings.shutdownTimeoutMs + SHUTDOWN_GRACE_MS);
+    hardStop.unref();
+    void relay.stop().then(
       ({ drained }) => {
-        log.info({ drained }, 'stopped');
+        if (drained) log.info({ drained }, 'stopped');
+        else log.warn({ drained, unsettled: relay.relay.registry.size }, 'stopped at the shutdown deadline; the next start settles the sessions left open');
         process.exit(0);
       },
       (error: unknown) => {
@@ -172,8 +138,21 @@ async function startCommand(settings: Settings): Promise<void> {
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      // A second signal: leave now; recovery settles what is left on the next start.
+      log.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    stopping = signal;
+    if (running) stop(running, signal);
+    else log.info({ signal }, 'signal received while starting: stopping once started');
+  };
+  // Before the start: a signal that arrives while starting must not find Node's default (exit at once).
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  running = await startRelay(settings, log);
+  if (stopping) stop(running, stopping);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -219,6 +198,10 @@ main(process.argv.slice(2)).then(
     }
     if (error instanceof UsageError) {
       process.stderr.write(`relay: ${error.message}\n`);
+      process.exit(2);
+    }
+    if (error instanceof InputError) {
+      process.stderr.write(`relay: --${error.param.replaceAll('_', '-')} ${error.problem}\n`);
       process.exit(2);
     }
     const code = (error as { code?: string }).code;

@@ -56,13 +56,8 @@ export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessag
 
 function refuse(c: Context<HandshakeEnv>, error: RelayError): Response {
   const headers: Record<string, string> = {};
-  if (error.status === 429) headers['Retry-After'] = String(retryAfterSeconds(error));
+  if (error.retryAfterSeconds !== undefined || error.status === 429) headers['Retry-After'] = String(error.retryAfterSeconds ?? 1);
   return c.json(error.toBody(), error.status as 400, headers);
-}
-
-function retryAfterSeconds(error: RelayError): number {
-  const cause = error.cause as { retryAfterSeconds?: number } | undefined;
-  return cause?.retryAfterSeconds ?? 1;
 }
 
 export interface HandshakeOptions {

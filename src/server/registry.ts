@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { Actor } from 'xstate';
 import type { CancelReason, SessionMachine } from '../machines/session.js';
 import type { SessionLink } from './session-link.js';
@@ -8,19 +9,52 @@ export interface LiveSession {
 }
 
 /**
- * Every live session of this process, from the accepted upgrade until both
- * of its sockets are closed. Shutdown and the admin API work through it.
+ * A lifecycle fact about one session: it started, its machine changed state
+ * or started/finished a response, or it ended (both sockets closed, settled).
+ * Never emitted per frame.
  */
-export class SessionRegistry {
+export interface SessionChange {
+  kind: 'started' | 'changed' | 'ended';
+  sessionId: string;
+}
+
+/**
+ * Every live session of this process, from the accepted upgrade until both
+ * of its sockets are closed. Shutdown and the admin API work through it;
+ * `on('changed', …)` tells watchers (the live sessions page) what changed.
+ */
+export class SessionRegistry extends EventEmitter<{ changed: [SessionChange] }> {
   private readonly sessions = new Map<string, LiveSession>();
   private readonly emptyWaiters: Array<() => void> = [];
 
+  constructor() {
+    super();
+    // One listener per open admin stream, each removed when its stream closes.
+    this.setMaxListeners(0);
+  }
+
   add(session: LiveSession): void {
-    this.sessions.set(session.link.sessionId, session);
+    const { sessionId } = session.link;
+    this.sessions.set(sessionId, session);
+    let state: unknown;
+    let responseInFlight: boolean | undefined;
+    // Snapshots change on lifecycle events only (the machine never sees a frame).
+    session.actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.value === state && snapshot.context.responseInFlight === responseInFlight) return;
+        const first = state === undefined;
+        state = snapshot.value;
+        responseInFlight = snapshot.context.responseInFlight;
+        if (!first) this.emit('changed', { kind: 'changed', sessionId });
+      },
+      error: () => undefined,
+    });
+    this.emit('changed', { kind: 'started', sessionId });
   }
 
   remove(sessionId: string): void {
-    this.sessions.delete(sessionId);
+    if (!this.sessions.delete(sessionId)) return;
+    this.emit('changed', { kind: 'ended', sessionId });
     if (this.sessions.size === 0) for (const resolve of this.emptyWaiters.splice(0)) resolve();
   }
 

@@ -96,6 +96,8 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     registry.add({ link, actor });
     options.sessionStarted?.(link);
     actor.start();
+    // Its handshake began before shutdown did: it is told at once, like every other session.
+    if (shuttingDown) actor.send({ type: 'CANCEL', reason: 'shutdown' });
   }
 
   function tellBrowser(client: WebSocket, error: RelayError): void {
@@ -161,12 +163,17 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
   });
 
   const listener = getRequestListener(app.fetch);
+  // Slow or stalled request headers (slowloris), upgrades included, are dropped after
+  // headerTimeoutMs. Node checks for them every connectionsCheckingInterval (30 s by
+  // default), which would let a short timeout overrun by that much.
+  const httpOptions = {
+    headersTimeout: timings.headerTimeoutMs,
+    requestTimeout: Math.max(timings.headerTimeoutMs, 30_000),
+    connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(timings.headerTimeoutMs / 4))),
+  };
   const server: Server = options.tls
-    ? (createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, listener) as unknown as Server)
-    : createHttpServer(listener);
-  // Slow or stalled request headers (slowloris) are dropped after this long.
-  server.headersTimeout = timings.headerTimeoutMs;
-  server.requestTimeout = Math.max(timings.headerTimeoutMs, 30_000);
+    ? (createHttpsServer({ cert: options.tls.cert, key: options.tls.key, ...httpOptions }, listener) as unknown as Server)
+    : createHttpServer(httpOptions, listener);
   routeUpgrades(server, app, wss);
 
   const relay: RelayServer = {
@@ -200,7 +207,11 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
         }),
       ]);
       clearTimeout(deadline);
-      await closeServer(server);
+      const closed = closeServer(server);
+      // Past the deadline the sockets still draining are not waited for (server.close would
+      // wait for every upgraded socket): the process leaves, and the next start's recovery
+      // settles those sessions from the charges already written.
+      if (drained) await closed;
       return { drained };
     },
     async close() {

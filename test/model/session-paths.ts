@@ -93,7 +93,7 @@ export function coveringPaths(): SessionPath[] {
     const source = abstractState(state as Snapshot);
     const prefix = shortest.get(source);
     if (!prefix) continue;
-    for (const [, { event, state: next }] of Object.entries(transitions)) {
+    for (const { event, state: next } of Object.values(transitions as Record<string, { event: unknown; state: unknown }>)) {
       const steps = [...prefix, { event: event as PathEvent, state: abstractState(next as Snapshot) }];
       const name = steps.map((s) => s.event.type.replace('xstate.', '')).join(' → ');
       if (seen.has(name)) continue;

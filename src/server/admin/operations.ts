@@ -1,0 +1,191 @@
+import type { KeyRecord, NewKey, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
+import { formatUsd, parseUsd } from '../../billing/prices.js';
+
+/**
+ * Key and usage operations as an operator sees them. `relay keys|usage` and
+ * the admin API both read their input and print their output through this
+ * module, so a key looks the same from the command line and over HTTP.
+ */
+
+export type InputErrorCode = 'invalid_amount' | 'invalid_input' | 'unknown_parameter';
+
+/** Bad operator input. `param` names the field (snake_case); the CLI shows it as `--flag`. */
+export class InputError extends Error {
+  constructor(
+    readonly code: InputErrorCode,
+    readonly param: string,
+    readonly problem: string,
+  ) {
+    super(`${param} ${problem}`);
+    this.name = 'InputError';
+  }
+}
+
+export interface KeyView {
+  id: string;
+  name: string;
+  /** USD, exact: "10.000000". */
+  balance: string;
+  spend_cap: string | null;
+  max_sessions: number | null;
+  /** Price multiplier as a decimal string: "1", "1.25". */
+  multiplier: string;
+  disabled: boolean;
+  created_at: string;
+}
+
+export function keyView(key: KeyRecord): KeyView {
+  return {
+    id: key.id,
+    name: key.name,
+    balance: formatUsd(key.balanceNano),
+    spend_cap: key.spendCapNano === null ? null : formatUsd(key.spendCapNano),
+    max_sessions: key.maxSessions,
+    multiplier: formatPpm(key.priceMultiplierPpm),
+    disabled: key.disabled,
+    created_at: key.createdAt.toISOString(),
+  };
+}
+
+const PPM = 1_000_000;
+
+/** 1_250_000 → "1.25", without passing through a float. */
+export function formatPpm(ppm: number): string {
+  const whole = Math.trunc(ppm / PPM);
+  const fraction = String(ppm % PPM).padStart(6, '0').replace(/0+$/, '');
+  return fraction === '' ? String(whole) : `${whole}.${fraction}`;
+}
+
+/** A USD amount given as a decimal string ("10", "0.05"); numbers are refused so no float ever holds money. */
+export function parseAmount(value: unknown, param: string, { positive }: { positive: boolean }): bigint {
+  if (typeof value !== 'string') throw new InputError('invalid_amount', param, 'must be a decimal string of USD such as "10" or "0.05"');
+  let nano: bigint;
+  try {
+    nano = parseUsd(value.trim());
+  } catch {
+    throw new InputError('invalid_amount', param, `must be a non-negative decimal amount of USD with at most 9 decimals (got "${value}")`);
+  }
+  if (positive && nano <= 0n) throw new InputError('invalid_amount', param, 'must be more than 0');
+  return nano;
+}
+
+function parseMultiplier(value: unknown): number {
+  const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : value;
+  if (typeof text !== 'string' || !/^\d+(\.\d{1,6})?$/.test(text.trim())) {
+    throw new InputError('invalid_input', 'multiplier', 'must be a positive decimal with at most 6 decimals, such as "1" or "1.25"');
+  }
+  const [whole, fraction = ''] = text.trim().split('.');
+  const ppm = Number(whole) * PPM + Number(fraction.padEnd(6, '0'));
+  if (!Number.isSafeInteger(ppm) || ppm < 1 || ppm > 2 ** 31 - 1) throw new InputError('invalid_input', 'multiplier', 'must be more than 0 and at most 2147');
+  return ppm;
+}
+
+function parseMaxSessions(value: unknown): number {
+  const number = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
+  if (typeof number !== 'number' || !Number.isInteger(number) || number < 1 || number > 2 ** 31 - 1) {
+    throw new InputError('invalid_input', 'max_sessions', 'must be a whole number of at least 1');
+  }
+  return number;
+}
+
+export interface NewKeyFields {
+  name?: unknown;
+  balance?: unknown;
+  spend_cap?: unknown;
+  max_sessions?: unknown;
+  multiplier?: unknown;
+}
+
+const NEW_KEY_FIELDS = new Set(['name', 'balance', 'spend_cap', 'max_sessions', 'multiplier']);
+
+/** Validates a key to create; absent optional fields (undefined or null) take the ledger's defaults. */
+export function parseNewKey(fields: NewKeyFields): NewKey {
+  rejectUnknown(fields, NEW_KEY_FIELDS);
+  if (typeof fields.name !== 'string' || fields.name.trim() === '') throw new InputError('invalid_input', 'name', 'is required: a non-empty string');
+  if (fields.name.trim().length > 200) throw new InputError('invalid_input', 'name', 'must be at most 200 characters');
+  if (fields.balance === undefined || fields.balance === null) throw new InputError('invalid_amount', 'balance', 'is required: a decimal string of USD such as "10"');
+  return {
+    name: fields.name.trim(),
+    balanceNano: parseAmount(fields.balance, 'balance', { positive: false }),
+    spendCapNano: present(fields.spend_cap) ? parseAmount(fields.spend_cap, 'spend_cap', { positive: true }) : null,
+    maxSessions: present(fields.max_sessions) ? parseMaxSessions(fields.max_sessions) : null,
+    priceMultiplierPpm: present(fields.multiplier) ? parseMultiplier(fields.multiplier) : PPM,
+  };
+}
+
+/** The amount of a top-up: more than 0. */
+export function parseTopUp(fields: { amount?: unknown }): bigint {
+  rejectUnknown(fields, new Set(['amount']));
+  if (fields.amount === undefined || fields.amount === null) throw new InputError('invalid_amount', 'amount', 'is required: a decimal string of USD such as "10"');
+  return parseAmount(fields.amount, 'amount', { positive: true });
+}
+
+export type UsageFormat = 'json' | 'csv';
+
+export interface UsageRequest {
+  query: UsageQuery;
+  format: UsageFormat;
+}
+
+/** `key` (id or name), `since` (an ISO date), `format` (json or csv; default json). */
+export function parseUsageRequest(fields: { key?: string | undefined; since?: string | undefined; format?: string | undefined }): UsageRequest {
+  const query: UsageQuery = {};
+  if (fields.key !== undefined && fields.key !== '') query.key = fields.key;
+  if (fields.since !== undefined && fields.since !== '') {
+    // Only ISO dates: Date.parse would also accept "3" or "March" and guess.
+    const since = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(fields.since) ? new Date(fields.since) : new Date(Number.NaN);
+    if (Number.isNaN(since.getTime())) throw new InputError('invalid_input', 'since', 'must be a date such as 2026-11-01 or 2026-11-01T12:00:00Z');
+    query.since = since;
+  }
+  const format = fields.format === undefined || fields.format === '' ? 'json' : fields.format;
+  if (format !== 'json' && format !== 'csv') throw new InputError('invalid_input', 'format', 'is csv or json');
+  return { query, format };
+}
+
+export interface UsageView {
+  at: string;
+  key_name: string;
+  session_id: string;
+  kind: UsageRow['kind'];
+  item_id: string;
+  model: string;
+  cost: string;
+  cost_nano: string;
+  usage: unknown;
+}
+
+export function usageJson(rows: UsageRow[]): UsageView[] {
+  return rows.map((r) => ({
+    at: r.at.toISOString(),
+    key_name: r.keyName,
+    session_id: r.sessionId,
+    kind: r.kind,
+    item_id: r.itemId,
+    model: r.model,
+    cost: formatUsd(r.costNano),
+    cost_nano: r.costNano.toString(),
+    usage: r.usage,
+  }));
+}
+
+function csvField(value: string): string {
+  // A leading = + - @ would be read as a formula by spreadsheets; key names are operator input.
+  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}
+
+export function usageCsv(rows: UsageRow[]): string {
+  const lines = ['at,key,session_id,kind,item_id,model,cost_usd'];
+  for (const r of rows) lines.push([r.at.toISOString(), r.keyName, r.sessionId, r.kind, r.itemId, r.model, formatUsd(r.costNano)].map(csvField).join(','));
+  return `${lines.join('\n')}\n`;
+}
+
+function present(value: unknown): boolean {
+  return value !== undefined && value !== null;
+}
+
+function rejectUnknown(fields: object, known: Set<string>): void {
+  for (const name of Object.keys(fields)) {
+    if (!known.has(name)) throw new InputError('unknown_parameter', name, `is not a known parameter (expected: ${[...known].join(', ')})`);
+  }
+}

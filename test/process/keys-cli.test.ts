@@ -1,0 +1,49 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+
+const run = promisify(execFile);
+const TOKEN = 'admin-token-for-tests-0123456789';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** `relay <args>` on the ledger in `dataDir`, with nothing of the test's environment. */
+async function relayCli(dataDir: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
+  return run(process.execPath, ['bin/relay.mjs', ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, RELAY_DATA_DIR: dataDir }, timeout: 20_000 });
+}
+
+describe('relay keys and the admin API', () => {
+  it('show a key the same way, because they share one view', async () => {
+    const dir = tempDataDir();
+    cleanups.push(() => dir.remove());
+    const created = JSON.parse((await relayCli(dir.path, ['keys', 'create', '--name', 'carol', '--balance', '7.25', '--spend-cap', '0.5', '--max-sessions', '2', '--multiplier', '1.5'])).stdout);
+    expect(created).toMatchObject({ key: expect.stringMatching(/^rk_/), name: 'carol', balance: '7.250000', spend_cap: '0.500000', max_sessions: 2, multiplier: '1.5', disabled: false });
+    const { key, ...view } = created;
+    const listed = JSON.parse((await relayCli(dir.path, ['keys', 'list'])).stdout);
+    expect(listed).toEqual([view]);
+
+    const relay: RelayProcess = await spawnRelay({ dataDir: dir.path, env: { ADMIN_TOKEN: TOKEN } });
+    cleanups.push(() => relay.kill());
+    expect(relay.demoKey).toBeNull();
+    const answer = await fetch(`${relay.httpUrl}/admin/keys/carol`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    expect(await answer.json()).toEqual(view);
+    expect(JSON.stringify(relay.logs)).not.toContain(key);
+    relay.signal('SIGTERM');
+    expect(await relay.exited()).toEqual({ code: 0, signal: null });
+  });
+
+  it('refuses a bad amount with exit code 2, naming the flag', async () => {
+    const dir = tempDataDir();
+    cleanups.push(() => dir.remove());
+    const failed = await relayCli(dir.path, ['keys', 'create', '--name', 'dave', '--balance', '1.0000000001']).then(
+      () => null,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failed?.code).toBe(2);
+    expect(failed?.stderr.trim()).toBe('relay: --balance must be a non-negative decimal amount of USD with at most 9 decimals (got "1.0000000001")');
+  });
+});
