@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { accessSync, constants, mkdirSync, readFileSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { openLedger, type Ledger } from '../billing/ledger/index.js';
@@ -14,7 +15,7 @@ import type { Logger } from '../observability/logger.js';
 import { createRelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
 import { adminApp } from '../server/admin/index.js';
-import { createRelayServer, type RelayServer } from '../server/relay-server.js';
+import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
 import type { LinkObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
 import type { Upstream } from '../server/upstream.js';
@@ -25,6 +26,8 @@ import { createGatekeeper } from './gatekeeper.js';
 export interface RunningRelay {
   relay: RelayServer;
   billing: Billing;
+  /** What start-up recovery settled and replayed. */
+  recovered: Awaited<ReturnType<Billing['recover']>>;
   simulator: Simulator | null;
   /** The demo key, when this start created it (shown once). */
   demoKey: string | null;
@@ -98,8 +101,48 @@ function instanceIdFor(port: number): string {
 }
 
 /** Builds the relay from its settings and starts listening. */
-export async function startRelay(settings: Settings, log: Logger): Promise<RunningRelay> {
+/**
+ * Recovery settles whatever this instance left open; a second relay started
+ * by mistake on a port in use would settle the first one's live sessions
+ * before failing to listen. So the port is tried first.
+ */
+function assertPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', (error: NodeJS.ErrnoException) =>
+      reject(error.code === 'EADDRINUSE' ? new ConfigError('PORT', `${host}:${port} is already in use (is another relay running?)`) : error),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
+
+export interface StartOptions {
+  /** Puts something between billing and the ledger (tests use it to make the ledger fail). */
+  wrapLedger?: (ledger: Ledger) => Ledger;
+}
+
+/** The session timings, from the settings. */
+export function relayTimings(settings: Settings): RelayServerOptions['timings'] {
+  return {
+    connectTimeoutMs: settings.connectTimeoutMs,
+    drainTimeoutMs: settings.drainTimeoutMs,
+    pingIntervalMs: settings.pingIntervalMs,
+    idleTimeoutMs: settings.idleTimeoutMs,
+    maxSessionMs: settings.maxSessionMs,
+    closeTimeoutMs: settings.closeTimeoutMs,
+    highWaterBytes: settings.highWaterBytes,
+    stallTimeoutMs: settings.stallTimeoutMs,
+    connectQueueFrames: settings.connectQueueFrames,
+    connectQueueBytes: settings.connectQueueBytes,
+    headerTimeoutMs: settings.headerTimeoutMs,
+    shutdownTimeoutMs: settings.shutdownTimeoutMs,
+  };
+}
+
+export async function startRelay(settings: Settings, log: Logger, options: StartOptions = {}): Promise<RunningRelay> {
   if (!settings.databaseUrl) prepareDataDir(settings.dataDir);
+  await assertPortFree(settings.host, settings.port);
   const { config, simulator, mode } = await chooseUpstreams(settings);
   log.info({ upstream: mode }, `realtime-relay relays to ${mode}`);
   const prices = settings.priceFile ? loadPriceFile(settings.priceFile, builtInPrices) : builtInPrices;
@@ -108,7 +151,7 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
   const metrics = createRelayMetrics();
   const sessionLog = createSessionLog(log);
   const billing = new Billing({
-    ledger,
+    ledger: options.wrapLedger ? options.wrapLedger(ledger) : ledger,
     prices,
     instanceId,
     reserveNano: parseUsd(settings.responseReserveUsd),
@@ -137,20 +180,7 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
     host: settings.host,
     port: settings.port,
     tls: settings.tlsCertFile && settings.tlsKeyFile ? { cert: readFileSync(settings.tlsCertFile), key: readFileSync(settings.tlsKeyFile) } : undefined,
-    timings: {
-      connectTimeoutMs: settings.connectTimeoutMs,
-      drainTimeoutMs: settings.drainTimeoutMs,
-      pingIntervalMs: settings.pingIntervalMs,
-      idleTimeoutMs: settings.idleTimeoutMs,
-      maxSessionMs: settings.maxSessionMs,
-      closeTimeoutMs: settings.closeTimeoutMs,
-      highWaterBytes: settings.highWaterBytes,
-      stallTimeoutMs: settings.stallTimeoutMs,
-      connectQueueFrames: settings.connectQueueFrames,
-      connectQueueBytes: settings.connectQueueBytes,
-      headerTimeoutMs: settings.headerTimeoutMs,
-      shutdownTimeoutMs: settings.shutdownTimeoutMs,
-    },
+    timings: relayTimings(settings),
     maxPayloadBytes: settings.maxPayloadBytes,
     allowedOrigins: settings.allowedOrigins,
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
@@ -182,6 +212,7 @@ export async function startRelay(settings: Settings, log: Logger): Promise<Runni
   return {
     relay,
     billing,
+    recovered,
     simulator,
     demoKey,
     async stop() {

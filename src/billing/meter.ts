@@ -53,6 +53,8 @@ export class LedgerMeter implements SessionMeter {
   private anomalySeen = false;
   /** Charges that could not be written: kept for the settlement and the recovery path. */
   private readonly unwritten: ChargeInput[] = [];
+  /** What each item costs (written or still owed), by kind and id, for the settlement's record. */
+  private readonly costs = new Map<string, bigint>();
 
   constructor(private readonly options: MeterOptions) {
     this.servedModel = options.model;
@@ -104,6 +106,7 @@ export class LedgerMeter implements SessionMeter {
   private async charge(item: { kind: ChargeInput['kind']; itemId: string; costNano: bigint; usage: unknown; model?: string }): Promise<ChargeVerdict> {
     const { ledger, key, sessionId, hooks } = this.options;
     const charge: ChargeInput = { sessionId, keyId: key.id, kind: item.kind, itemId: item.itemId, model: item.model ?? this.servedModel, costNano: item.costNano, usage: item.usage };
+    this.costs.set(`${item.kind}:${item.itemId}`, item.costNano);
     const began = Date.now();
     let result;
     try {
@@ -116,9 +119,10 @@ export class LedgerMeter implements SessionMeter {
     hooks.charged(charge.model, item.costNano, Date.now() - began);
     this.balanceNano = result.balanceNano;
     this.spentNano = result.sessionSpendNano;
-    if (result.balanceNano <= 0n) return { stop: 'insufficient_quota' };
-    if (key.spendCapNano !== null && result.sessionSpendNano >= key.spendCapNano) return { stop: 'spend_cap' };
-    return {};
+    const costNano = item.costNano;
+    if (result.balanceNano <= 0n) return { costNano, stop: 'insufficient_quota' };
+    if (key.spendCapNano !== null && result.sessionSpendNano >= key.spendCapNano) return { costNano, stop: 'spend_cap' };
+    return { costNano };
   }
 
   private noteAnomalies(anomalies: UsageAnomaly[]): void {
@@ -131,6 +135,11 @@ export class LedgerMeter implements SessionMeter {
     return this.spentNano;
   }
 
+  /** The summary with each usage record's cost, as charged: the settlement's record agrees with the charges. */
+  private withCosts(summary: SessionSummary): SessionSummary {
+    return { ...summary, usage: summary.usage.map((record) => ({ ...record, costNano: record.costNano ?? this.costs.get(`${record.kind}:${record.id}`) ?? null })) };
+  }
+
   /**
    * Writes what is still owed, then the settlement. When the ledger is down
    * both go to the backlog, which retries until it answers (and survives a
@@ -138,7 +147,7 @@ export class LedgerMeter implements SessionMeter {
    */
   async settle(summary: SessionSummary): Promise<void> {
     const { ledger, backlog, sessionId } = this.options;
-    const settlement = { sessionId, endedAt: summary.endedAt, endReason: summary.endReason, status: 'settled' as const, summary: toJson(summary) };
+    const settlement = { sessionId, endedAt: summary.endedAt, endReason: summary.endReason, status: 'settled' as const, summary: toJson(this.withCosts(summary)) };
     const owed = this.unwritten.splice(0);
     let written = 0;
     try {

@@ -47,8 +47,8 @@ export interface SessionSummary {
   usage: UsageRecord[];
 }
 
-/** Stops the session after a charge: the balance or the session's cap is spent. */
-export type ChargeVerdict = { stop?: 'insufficient_quota' | 'spend_cap' };
+/** What a charge cost, and whether it stops the session (the balance or the session's cap is spent). */
+export type ChargeVerdict = { costNano: bigint; stop?: 'insufficient_quota' | 'spend_cap' };
 
 export interface ResponseDone {
   id: string;

@@ -384,7 +384,7 @@ export class SessionLink implements SessionPorts {
     return charged.then((verdict) => {
       this.responseInFlight = false;
       this.report({ type: 'RESPONSE_DONE', responseId: id });
-      this.applyVerdict(verdict);
+      this.applyVerdict(verdict, record);
       return this.translateForClient('response.done', frame);
     }, failBilling);
   }
@@ -397,12 +397,13 @@ export class SessionLink implements SessionPorts {
     this.usage.push(record);
     const charged = this.track(this.options.meter.chargeTranscription({ itemId, contentIndex, usage: event.usage, model: null }));
     return charged.then((verdict) => {
-      this.applyVerdict(verdict);
+      this.applyVerdict(verdict, record);
       return this.translateForClient('conversation.item.input_audio_transcription.completed', frame);
     }, failBilling);
   }
 
-  private applyVerdict(verdict: ChargeVerdict): void {
+  private applyVerdict(verdict: ChargeVerdict, record: UsageRecord): void {
+    record.costNano = verdict.costNano;
     if (verdict.stop === 'insufficient_quota') this.report({ type: 'CANCEL', reason: 'insufficient_quota' });
     else if (verdict.stop === 'spend_cap') this.report({ type: 'CANCEL', reason: 'spend_cap' });
   }

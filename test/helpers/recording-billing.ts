@@ -46,11 +46,11 @@ export class RecordingBilling implements Gatekeeper {
         if (this.chargeDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.chargeDelayMs));
         if (this.failCharges) throw new Error('ledger down');
         this.charges.push({ sessionId, kind: 'response', id: response.id, usage: response.usage });
-        return {};
+        return { costNano: 0n };
       },
       chargeTranscription: async (event) => {
         this.charges.push({ sessionId, kind: 'transcription', id: event.itemId, usage: event.usage });
-        return {};
+        return { costNano: 0n };
       },
       spendNano: () => 0n,
       settle: async (summary) => {
