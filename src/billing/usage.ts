@@ -26,7 +26,9 @@
  * - cached_tokens below the sum of cached_tokens_details: the difference is
  *   billed at full price where that withdraws the largest discount;
  *   cached_tokens above that sum (details present): the details are believed,
- *   the extra discount is not given.
+ *   the extra discount is not given;
+ * - reasoning tokens are text output: counted within text_tokens when
+ *   output_tokens says so, on top of them otherwise.
  * So a usage with totals but no details is billed in full, never as 0 or 1.
  *
  * Placing tokens "where the discount is smallest" needs the model's prices,

@@ -140,17 +140,23 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
         return c.json(relayError.toBody(), relayError.status as 503);
       }
       const opened = meter;
-      let accepted = false;
+      /** Set once: by the upgrade (the session starts) or by the connection's end (the session is settled empty). */
+      let decided = false;
       c.env.accept = (client) => {
-        accepted = true;
+        decided = true;
         startSession(client, shake, admission, opened, sessionId);
       };
       // If the client vanishes before the 101, nothing will ever start: settle the empty session.
-      c.env.incoming.socket.once('close', () => {
-        if (accepted) return;
+      const socket = c.env.incoming.socket;
+      const abandon = () => {
+        if (decided) return;
+        decided = true;
         admission.release();
         void opened.settle(emptySummary(sessionId, admission)).catch(() => undefined);
-      });
+      };
+      // It may already be gone (closed while the ledger was answering): then 'close' has been emitted.
+      if (socket.destroyed) abandon();
+      else socket.once('close', abandon);
       return c.body(null, 200);
     },
   );

@@ -1,0 +1,121 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashKey, hashMatches } from '../../src/billing/ledger/key-material.js';
+import { TestClient } from '../helpers/client.js';
+import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+
+let stack: FullStack;
+let key: string;
+let disabledKey: string;
+
+beforeAll(async () => {
+  stack = await startFullStack({ logLevel: 'trace', simulatorOptions: { chunkIntervalMs: 1 } });
+  key = (await stack.ledger.createKey({ name: 'hardening', balanceNano: 5_000_000_000n })).key;
+  disabledKey = (await stack.ledger.createKey({ name: 'hardening-disabled', balanceNano: 5_000_000_000n })).key;
+  await stack.ledger.setDisabled('hardening-disabled', true);
+});
+afterAll(async () => {
+  await stack.close();
+});
+
+interface Refusal {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: { error: Record<string, unknown> };
+  ms: number;
+}
+
+function refusal(headers: Record<string, string>): Promise<Refusal> {
+  return new Promise((resolve, reject) => {
+    const began = process.hrtime.bigint();
+    const socket = new WebSocket(stack.realtimeUrl(), { headers, perMessageDeflate: false });
+    socket.on('open', () => reject(new Error('the upgrade was accepted')));
+    socket.on('error', () => undefined);
+    socket.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(body) as Refusal['body'], ms: Number(process.hrtime.bigint() - began) / 1e6 });
+        socket.terminate();
+      });
+    });
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+describe('relay keys', () => {
+  it('answers a missing, an unknown and a disabled key alike: 401, the same headers and body shape, only the code differs', async () => {
+    const missing = await refusal({});
+    const unknown = await refusal({ Authorization: 'Bearer rk_0000000000000000000000000000000000000000000' });
+    const disabled = await refusal({ Authorization: `Bearer ${disabledKey}` });
+    for (const [answer, code] of [
+      [missing, 'missing_api_key'],
+      [unknown, 'invalid_api_key'],
+      [disabled, 'key_disabled'],
+    ] as const) {
+      expect(answer.status).toBe(401);
+      expect(answer.body).toEqual({ error: { type: 'invalid_request_error', code, message: expect.any(String), param: null } });
+    }
+    const names = (r: Refusal) => Object.keys(r.headers).filter((h) => h !== 'date').sort();
+    expect(names(unknown)).toEqual(names(disabled));
+    expect({ ...unknown.headers, date: 0, 'content-length': 0 }).toEqual({ ...disabled.headers, date: 0, 'content-length': 0 });
+  });
+
+  it('takes no measurably different time to refuse an unknown key than a disabled one', async () => {
+    const unknownMs: number[] = [];
+    const disabledMs: number[] = [];
+    for (let i = 0; i < 5; i++) await refusal({ Authorization: 'Bearer rk_warmup' });
+    for (let i = 0; i < 30; i++) {
+      unknownMs.push((await refusal({ Authorization: `Bearer rk_${i.toString().padStart(43, '0')}` })).ms);
+      disabledMs.push((await refusal({ Authorization: `Bearer ${disabledKey}` })).ms);
+    }
+    const [u, d] = [median(unknownMs), median(disabledMs)];
+    console.log(`median refusal: unknown key ${u.toFixed(2)} ms, disabled key ${d.toFixed(2)} ms`);
+    // Loose on purpose: both are one hash and one indexed lookup; a real difference would be the order of a query.
+    expect(Math.abs(u - d)).toBeLessThan(Math.max(5, 0.5 * Math.max(u, d)));
+  });
+
+  it('stores only the hash of a key, and compares hashes in constant time', () => {
+    const files = readdirSync(stack.dataDir).filter((f) => f.startsWith('ledger.db'));
+    const bytes = Buffer.concat(files.map((f) => readFileSync(join(stack.dataDir, f))));
+    expect(bytes.includes(Buffer.from(key))).toBe(false);
+    expect(bytes.includes(Buffer.from(hashKey(key)))).toBe(true);
+    expect(hashMatches(hashKey(key), hashKey(key))).toBe(true);
+    expect(hashMatches(hashKey(key), hashKey(`${key}x`))).toBe(false);
+    expect(hashMatches(hashKey(key), 'short')).toBe(false);
+  });
+
+  it('never logs a key, never echoes it in the 101 and never sends it upstream', async () => {
+    const logsBefore = stack.logs.length;
+    const handshakesBefore = stack.sim!.handshakes.length;
+    const server = TestClient.connect(stack.realtimeUrl(), { key });
+    await server.next('session.created');
+    server.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+    await server.next('response.done');
+    server.close();
+    const browserProtocol = new Promise<string | undefined>((resolve) => {
+      const socket = new WebSocket(stack.realtimeUrl(), ['realtime', `openai-insecure-api-key.${key}`], { perMessageDeflate: false });
+      socket.once('upgrade', (res) => resolve(res.headers['sec-websocket-protocol'] as string | undefined));
+      socket.once('open', () => socket.close());
+    });
+    expect(await browserProtocol).toBe('realtime');
+    const wrong = TestClient.connect(stack.realtimeUrl(), { key: 'rk_wrong_key_must_not_be_logged' });
+    await wrong.closedWith();
+    const browserWrong = TestClient.connect(stack.realtimeUrl(), { protocols: ['realtime', 'openai-insecure-api-key.rk_wrong_browser_key'] });
+    await browserWrong.closedWith();
+    await stack.settled();
+
+    const logText = stack.logs.slice(logsBefore).map((line) => JSON.stringify(line)).join('\n');
+    expect(stack.logs.length).toBeGreaterThan(logsBefore);
+    for (const secret of [key, 'rk_wrong_key_must_not_be_logged', 'rk_wrong_browser_key', key.slice(3)]) expect(logText).not.toContain(secret);
+    const upstream = stack.sim!.handshakes.slice(handshakesBefore);
+    expect(upstream.length).toBeGreaterThanOrEqual(2);
+    for (const record of upstream) expect(JSON.stringify(record)).not.toContain(key.slice(3));
+  });
+});
