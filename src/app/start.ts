@@ -91,6 +91,22 @@ function prepareDataDir(dataDir: string): void {
 }
 
 /**
+ * Where ledger writes still pending at shutdown are kept for the next start.
+ * With PostgreSQL too: a charge the database missed while it was down must
+ * not be lost because the process stopped before it came back.
+ */
+function spoolPathFor(settings: Settings, log: Logger): string | null {
+  if (!settings.databaseUrl) return join(settings.dataDir, 'unwritten.jsonl');
+  try {
+    prepareDataDir(settings.dataDir);
+    return join(settings.dataDir, 'unwritten.jsonl');
+  } catch (error) {
+    log.warn({ dataDir: settings.dataDir, reason: (error as Error).message }, 'no spool for unwritten ledger writes: they are retried in memory only');
+    return null;
+  }
+}
+
+/**
  * This process's name in the ledger. A fixed port names the same instance
  * across restarts, so a restarted relay settles what it left open at once.
  * With port 0 every process is a new instance: two of them sharing one name
@@ -155,7 +171,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     prices,
     instanceId,
     reserveNano: parseUsd(settings.responseReserveUsd),
-    spoolPath: settings.databaseUrl ? null : join(settings.dataDir, 'unwritten.jsonl'),
+    spoolPath: spoolPathFor(settings, log),
     staleAfterMs: settings.databaseUrl ? 30_000 : 0,
     heartbeatMs: 10_000,
     hooks: combineMeterHooks(sessionLog.meterHooks, metrics.meterHooks),
