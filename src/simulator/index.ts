@@ -3,6 +3,7 @@ export { startSimulator } from './server.js';
 export { simulatedUsage, simulatedTranscriptionUsage, SIMULATED_TRANSCRIPT } from './usage.js';
 export type { RealtimeUsage, TranscriptionUsage, UsageInputs } from './usage.js';
 export { FUNCTION_CALL_ARGUMENTS } from './response.js';
+export { SUPPORTED_EVENTS } from './session.js';
 export type {
   FaultSpec,
   FaultTiming,

@@ -41,7 +41,7 @@ interface ItemSummary {
 }
 
 /** The client event types a session answers (OpenAI lists its own in the same error). */
-const SUPPORTED_EVENTS = [
+export const SUPPORTED_EVENTS = [
   'session.update',
   'input_audio_buffer.append',
   'input_audio_buffer.commit',

@@ -18,9 +18,11 @@ import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { createGatekeeper } from '../../src/app/gatekeeper.js';
+import { relayTimings } from '../../src/app/start.js';
 import { openLedger, type Ledger } from '../../src/billing/ledger/index.js';
 import { builtInPrices } from '../../src/billing/prices.js';
 import { Billing } from '../../src/billing/service.js';
+import { loadSettings } from '../../src/config/settings.js';
 import { MemoryLimits } from '../../src/limits/index.js';
 import { createRelayServer } from '../../src/server/relay-server.js';
 import type { Upstream } from '../../src/server/upstream.js';
@@ -164,20 +166,7 @@ export async function churn(options: ChurnOptions): Promise<ChurnFigures> {
     createRelayServer({
       host: '127.0.0.1',
       port: 0,
-      timings: {
-        connectTimeoutMs: 10_000,
-        drainTimeoutMs: 2_000,
-        pingIntervalMs: 15_000,
-        idleTimeoutMs,
-        maxSessionMs: 3_600_000,
-        closeTimeoutMs: 2_000,
-        highWaterBytes: 4 * 1024 * 1024,
-        stallTimeoutMs: 30_000,
-        connectQueueFrames: 512,
-        connectQueueBytes: 8 * 1024 * 1024,
-        headerTimeoutMs: 10_000,
-        shutdownTimeoutMs: 10_000,
-      },
+      timings: { ...relayTimings(loadSettings({})), idleTimeoutMs, drainTimeoutMs: 2_000, closeTimeoutMs: 2_000 },
       maxPayloadBytes: 1024 * 1024,
       allowedOrigins: [],
       allowInsecureSubprotocolKey: false,
