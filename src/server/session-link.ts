@@ -7,7 +7,9 @@ import { truncateCloseReason } from '../protocol/close-codes.js';
 import { BULK_EVENT_TYPES, scanEventType } from '../protocol/frame-type.js';
 import { FramePipe } from './pipe.js';
 import type { Caller, ChargeVerdict, SessionMeter, SessionSummary, UsageRecord } from './ports.js';
-import { dialOnce, isFailoverable, type DialedUpstream, type Upstream } from './upstream.js';
+import { dialWithFailover } from './failover.js';
+import { keepAlive } from './keep-alive.js';
+import type { DialedUpstream, Upstream } from './upstream.js';
 
 export interface LinkTimings {
   connectTimeoutMs: number;
@@ -142,41 +144,12 @@ export class SessionLink implements SessionPorts {
   // ---- connecting ---------------------------------------------------------
 
   async dialUpstream(signal: AbortSignal): Promise<void> {
-    const candidates = this.options.upstreams;
-    if (candidates.length === 0) throw new RelayError('model_not_found', `No upstream serves the model "${this.model}".`);
-    const deadline = Date.now() + this.options.timings.connectTimeoutMs;
-    let lastError: RelayError = new RelayError('upstream_unavailable');
-    for (let i = 0; i < candidates.length; i++) {
-      if (signal.aborted) throw new RelayError('upstream_timeout');
-      const upstream = candidates[i]!;
-      // Later candidates must still get a chance inside the one connect deadline; the last
-      // one has the rest of it, which the session machine's connect timer enforces.
-      const last = i === candidates.length - 1;
-      const share = Math.max(1, Math.floor((deadline - Date.now()) / (candidates.length - i)));
-      const attemptTimeout = new AbortController();
-      const attemptTimer = last ? undefined : setTimeout(() => attemptTimeout.abort(), share);
-      const attempt = last ? signal : AbortSignal.any([signal, attemptTimeout.signal]);
-      const began = Date.now();
-      try {
-        const dialed = await dialOnce(upstream, { model: this.model, intent: this.options.intent }, attempt);
-        if (signal.aborted) {
-          dialed.socket.terminate();
-          throw new RelayError('upstream_timeout');
-        }
-        this.adoptUpstream(dialed);
-        this.options.observer?.dialed?.(this, upstream.name, Date.now() - began);
-        return;
-      } catch (error) {
-        lastError = asRelayError(error, 'upstream_error');
-        // Once the session itself is cancelled, a failed attempt is not the upstream's fault.
-        if (signal.aborted) throw lastError;
-        this.options.observer?.dialFailed?.(this, upstream.name, lastError);
-        if (!isFailoverable(lastError)) throw lastError;
-      } finally {
-        clearTimeout(attemptTimer);
-      }
-    }
-    throw lastError;
+    const { upstreams, timings, intent, observer } = this.options;
+    const dialed = await dialWithFailover(upstreams, { model: this.model, intent }, timings.connectTimeoutMs, signal, {
+      dialed: (upstream, ms) => observer?.dialed?.(this, upstream, ms),
+      dialFailed: (upstream, error) => observer?.dialFailed?.(this, upstream, error),
+    });
+    this.adoptUpstream(dialed);
   }
 
   private adoptUpstream(dialed: DialedUpstream): void {
@@ -427,46 +400,14 @@ export class SessionLink implements SessionPorts {
   // ---- keep-alive ---------------------------------------------------------
 
   keepAlive(report: Report): () => void {
-    const { pingIntervalMs, idleTimeoutMs } = this.options.timings;
-    const client = this.client;
-    const upstream = this.upstream!.socket;
-    let clientAnswered = true;
-    let upstreamAnswered = true;
-    const clientOnPong = () => {
-      clientAnswered = true;
-    };
-    const upstreamOnPong = () => {
-      upstreamAnswered = true;
-    };
-    client.on('pong', clientOnPong);
-    upstream.on('pong', upstreamOnPong);
-    // A peer that missed its pong is gone: terminating it makes its reader report the close.
-    const pingTimer = setInterval(() => {
-      if (!clientAnswered) client.terminate();
-      else if (client.readyState === 1) {
-        clientAnswered = false;
-        client.ping();
-      }
-      if (!upstreamAnswered) upstream.terminate();
-      else if (upstream.readyState === 1) {
-        upstreamAnswered = false;
-        upstream.ping();
-      }
-    }, pingIntervalMs);
-    // Idleness is read from the last frame's timestamp; nothing is re-armed per frame.
-    let idleTimer: NodeJS.Timeout;
-    const checkIdle = () => {
-      const idleFor = Date.now() - this.lastClientFrameAt;
-      if (idleFor >= idleTimeoutMs) report({ type: 'CANCEL', reason: 'idle_timeout' });
-      else idleTimer = setTimeout(checkIdle, idleTimeoutMs - idleFor);
-    };
-    idleTimer = setTimeout(checkIdle, Math.max(0, idleTimeoutMs - (Date.now() - this.lastClientFrameAt)));
-    return function stopKeepAlive() {
-      clearInterval(pingTimer);
-      clearTimeout(idleTimer);
-      client.off('pong', clientOnPong);
-      upstream.off('pong', upstreamOnPong);
-    };
+    return keepAlive({
+      client: this.client,
+      upstream: this.upstream!.socket,
+      pingIntervalMs: this.options.timings.pingIntervalMs,
+      idleTimeoutMs: this.options.timings.idleTimeoutMs,
+      lastClientFrameAt: () => this.lastClientFrameAt,
+      report,
+    });
   }
 
   // ---- the end ------------------------------------------------------------
