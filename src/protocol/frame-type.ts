@@ -122,8 +122,33 @@ export function locateEventType(data: Buffer): TypeSpan | null {
  * written; no Realtime event type needs escaping).
  */
 export function scanEventType(data: Buffer): string | undefined {
+  const bulk = leadingBulkType(data);
+  if (bulk !== undefined) return bulk;
   const span = locateEventType(data);
   return span ? data.toString('utf8', span.start, span.end) : undefined;
+}
+
+/** `{"type":"`, then each bulk type with its closing quote, as bytes. */
+const LEADING_TYPE = [...Buffer.from('{"type":"')];
+let bulkTypeBytes: Array<{ type: string; bytes: number[] }> | undefined;
+
+function bytesAt(data: Buffer, bytes: number[], at: number): boolean {
+  if (data.length < at + bytes.length) return false;
+  // For a few dozen bytes a JS loop is several times cheaper than a native Buffer.compare call.
+  for (let i = 0; i < bytes.length; i++) if (data[at + i] !== bytes[i]) return false;
+  return true;
+}
+
+/**
+ * The fast path for audio frames as OpenAI and the SDKs write them (type
+ * first, unspaced): the type is matched in place and no string is made.
+ * Anything else is left to the full scan, which would read the same type.
+ */
+function leadingBulkType(data: Buffer): string | undefined {
+  if (!bytesAt(data, LEADING_TYPE, 0)) return undefined;
+  bulkTypeBytes ??= [...BULK_EVENT_TYPES].map((type) => ({ type, bytes: [...Buffer.from(`${type}"`)] }));
+  for (const { type, bytes } of bulkTypeBytes) if (bytesAt(data, bytes, LEADING_TYPE.length)) return type;
+  return undefined;
 }
 
 /** Events whose payload is bulk audio: forwarded without ever being parsed. */

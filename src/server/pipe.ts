@@ -37,6 +37,9 @@ export interface PipeOptions {
   onPause?(): void;
 }
 
+/** Every frame leaves as text; one options object, not one per frame. */
+const AS_TEXT = { binary: false } as const;
+
 export class FramePipe {
   readonly stats: PipeStats = { frames: 0, bytes: 0, pauses: 0 };
   private sink: WebSocket | null = null;
@@ -156,12 +159,12 @@ export class FramePipe {
     this.stats.frames++;
     this.stats.bytes += typeof frame === 'string' ? Buffer.byteLength(frame) : frame.byteLength;
     if (sink.bufferedAmount + (typeof frame === 'string' ? frame.length : frame.byteLength) <= this.options.highWaterBytes) {
-      sink.send(frame, { binary: false });
+      sink.send(frame, AS_TEXT);
       return;
     }
     // Over the high-water mark: hold the source until this frame reaches the kernel.
     this.pauseSource();
-    sink.send(frame, { binary: false }, this.sinkDrained);
+    sink.send(frame, AS_TEXT, this.sinkDrained);
   }
 
   private readonly sinkDrained = (): void => {
