@@ -1,6 +1,6 @@
 /**
  * The billing defects of the relay this project replaces
- * (/work/shared/reference/prior-art.md, defects 1–5), each as a session
+ * (the prior art's defects 1–5), each as a session
  * through the real relay, the real ledger and the upstream simulator. Every
  * expected amount comes from the published price table (invoice.ts).
  */
