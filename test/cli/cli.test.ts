@@ -136,6 +136,19 @@ describe.concurrent('relay machine', () => {
   });
 });
 
+describe('a database that does not answer', () => {
+  it('stops the start with one line naming the ledger and where it is, without its password, exit code 1', async () => {
+    const dir = mkdtempSync(join(scratch, 'dead-db-'));
+    const { code, stdout, stderr } = await runRelay(['start'], { RELAY_DATA_DIR: join(dir, 'data'), PORT: '0', DATABASE_URL: 'postgres://relay:s3cret-pw@127.0.0.1:1/test' });
+    expect(code).toBe(1);
+    const lines = stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^relay: ledger_unavailable: PostgreSQL at 127\.0\.0\.1:1\/test is unavailable/);
+    expect(stderr + stdout).not.toContain('s3cret-pw');
+    expect(stdout).not.toContain('listening on');
+  });
+});
+
 describe('npm start', () => {
   it('says in its first log line that it relays to the simulator, listens on the port it prints, and stops on SIGTERM', async () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
