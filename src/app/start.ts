@@ -215,7 +215,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
       return true;
     },
   });
-  const address = await relay.listen().catch(async (error: unknown) => {
+  await relay.listen().catch(async (error: unknown) => {
     await inspector?.stop();
     throw error;
   });
@@ -224,7 +224,6 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   if (demoKey) log.info({ balance: formatUsd(parseUsd(settings.demoBalanceUsd)) }, `demo key (shown once): ${demoKey}`);
   if (settings.adminToken) log.info(`admin: live sessions page at ${relay.url().replace(/^ws/, 'http')}/admin/ui (API under /admin, bearer ADMIN_TOKEN)`);
   log.info(`connect: a Realtime client to ${url} with "Authorization: Bearer <relay key>" (browsers: subprotocols "realtime" and "openai-insecure-api-key.<relay key>")`);
-  void address;
   return {
     relay,
     billing,

@@ -77,7 +77,10 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
     registers,
     collect() {
       const counts = new Map(STATES.map((state) => [state, 0]));
-      for (const { link } of live()) counts.set(link.state, (counts.get(link.state) ?? 0) + 1);
+      for (const { actor } of live()) {
+        const state = String(actor.getSnapshot().value);
+        counts.set(state, (counts.get(state) ?? 0) + 1);
+      }
       this.reset();
       for (const [state, count] of counts) this.set({ state }, count);
     },

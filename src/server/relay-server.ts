@@ -87,12 +87,6 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxDurationMs: timings.maxSessionMs } },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
-    actor.subscribe({
-      next: (snapshot) => {
-        link.state = String(snapshot.value);
-      },
-      error: () => undefined,
-    });
     registry.add({ link, actor });
     options.sessionStarted?.(link);
     actor.start();

@@ -5,6 +5,7 @@ import { closePlan, endReason, type SideClose } from '../machines/close-plan.js'
 import type { ErrorInfo, SessionEvent, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { BULK_EVENT_TYPES, scanEventType } from '../protocol/frame-type.js';
+import { parseObject, type JsonObject } from '../protocol/json.js';
 import { FramePipe } from './pipe.js';
 import type { Caller, ChargeVerdict, SessionMeter, SessionSummary, UsageRecord } from './ports.js';
 import { dialWithFailover } from './failover.js';
@@ -35,7 +36,6 @@ export interface LinkObserver {
   dialFailed?(link: SessionLink, upstream: string, error: RelayError): void;
   backpressure?(link: SessionLink): void;
   released?(link: SessionLink, summary: SessionSummary): void;
-  usageAnomaly?(link: SessionLink, detail: string): void;
 }
 
 export interface LinkOptions {
@@ -65,13 +65,9 @@ function errorInfo(error: RelayError): ErrorInfo {
   return { code: error.code, message: error.message, closeCode: error.closeCode };
 }
 
-function parseJson(frame: Buffer): Record<string, unknown> | null {
-  try {
-    const value: unknown = JSON.parse(frame.toString('utf8'));
-    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
+/** Only the few small lifecycle events are ever parsed; audio never is. */
+function parseJson(frame: Buffer): JsonObject | undefined {
+  return parseObject(frame.toString('utf8'));
 }
 
 /**
@@ -85,9 +81,6 @@ export class SessionLink implements SessionPorts {
   readonly model: string;
   readonly startedAt = new Date();
   upstream: DialedUpstream | null = null;
-  /** Machine state, mirrored for the live sessions page. */
-  state = 'connecting';
-  responseInFlight = false;
 
   private readonly client: WebSocket;
   private readonly options: LinkOptions;
@@ -324,7 +317,6 @@ export class SessionLink implements SessionPorts {
     const event = parseJson(frame);
     const response = event?.response as { id?: unknown } | undefined;
     const responseId = typeof response?.id === 'string' ? response.id : '';
-    this.responseInFlight = true;
     this.report({ type: 'RESPONSE_CREATED', responseId });
   }
 
@@ -355,7 +347,6 @@ export class SessionLink implements SessionPorts {
       this.options.meter.chargeResponse({ id, status: typeof response.status === 'string' ? response.status : 'unknown', usage: response.usage }),
     );
     return charged.then((verdict) => {
-      this.responseInFlight = false;
       this.report({ type: 'RESPONSE_DONE', responseId: id });
       this.applyVerdict(verdict, record);
       return this.translateForClient('response.done', frame);
@@ -417,7 +408,6 @@ export class SessionLink implements SessionPorts {
     this.released = true;
     // The machine has ended: whatever the sockets and pipes still report has no one to hear it.
     this.report = () => undefined;
-    this.responseInFlight = false;
     this.toUpstream.dispose();
     const plan = closePlan(outcome);
     const upstreamSocket = this.upstream?.socket;

@@ -61,7 +61,8 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
       ? new TestClient(new WebSocket(s.url(), { headers: { Authorization: `Bearer ${TEST_KEY}` }, autoPong: false }))
       : s.connect();
   await eventually('the session to start', () => s.relay.registry.size > 0 || client.closed !== null);
-  const link = () => s.relay.registry.list()[0]?.link;
+  const live = () => s.relay.registry.list()[0];
+  const link = () => live()?.link;
 
   // Bring the session into its phase.
   if (phase !== 'connecting') {
@@ -73,7 +74,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
     }
     if (phase === 'draining') {
       s.relay.registry.cancel(link()!.sessionId, 'shutdown');
-      await eventually('draining', () => link()?.state === 'draining');
+      await eventually('draining', () => live()?.actor.getSnapshot().value === 'draining');
     }
   } else if (!handshakeFault) {
     await eventually('the held dial', () => s.sim.handshakes.length > 0);

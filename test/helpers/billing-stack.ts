@@ -180,7 +180,7 @@ function stackParts(sim: Simulator, relay: RelayServer, clients: TestClient[]) {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const live = relay.registry.list().map((session) => `${session.link.sessionId} (${session.link.state})`);
+        const live = relay.registry.list().map((session) => `${session.link.sessionId} (${String(session.actor.getSnapshot().value)})`);
         reject(new Error(`sessions still live after ${timeoutMs} ms: ${live.join(', ')}`));
       }, timeoutMs);
     });

@@ -6,7 +6,7 @@
  */
 import { readEventType } from './event-type.js';
 import { betaItemToGa } from './items.js';
-import { isJsonObject, parseObject, type JsonObject } from './json.js';
+import { isJsonObject, parseObject, type JsonObject } from '../json.js';
 import { betaResponseCreateToGa } from './response.js';
 import { betaSessionToGa, betaTranscriptionSessionToGa } from './session.js';
 

@@ -6,7 +6,7 @@
  * field is lossless both ways for the values a valid client can send; fields
  * no mapping names travel unchanged at the top level.
  */
-import { isJsonObject, type JsonObject } from './json.js';
+import { isJsonObject, type JsonObject } from '../json.js';
 
 export interface FieldMapping {
   readonly beta: string;

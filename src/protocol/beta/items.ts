@@ -3,7 +3,7 @@
  * part types (`text` → `output_text`, `audio` → `output_audio`); user and
  * system parts (`input_text`, `input_audio`, ...) kept their names.
  */
-import { isJsonObject, type JsonObject } from './json.js';
+import { isJsonObject, type JsonObject } from '../json.js';
 
 const ASSISTANT_PART_TO_GA: Readonly<Record<string, string>> = { text: 'output_text', audio: 'output_audio' };
 const PART_TO_BETA: Readonly<Record<string, string>> = { output_text: 'text', output_audio: 'audio' };

@@ -14,7 +14,7 @@ import {
   type FieldMapping,
 } from './fields.js';
 import { betaItemToGa, gaItemToBeta, mapItems } from './items.js';
-import type { JsonObject } from './json.js';
+import type { JsonObject } from '../json.js';
 import { DROPPED_BETA_SESSION_FIELDS } from './session.js';
 
 /** `response.create.response` fields whose place or spelling changed; the rest (instructions, tools, conversation, metadata, ...) keep theirs. */

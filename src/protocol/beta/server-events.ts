@@ -8,7 +8,7 @@
  */
 import { renameEventType } from './event-type.js';
 import { gaItemToBeta, gaPartToBeta } from './items.js';
-import { parseObject, isJsonObject, type JsonObject } from './json.js';
+import { parseObject, isJsonObject, type JsonObject } from '../json.js';
 import { gaResponseToBeta } from './response.js';
 import { gaSessionToBeta, isTranscriptionSession } from './session.js';
 

@@ -14,7 +14,7 @@ import {
   turnDetectionToGa,
   type FieldMapping,
 } from './fields.js';
-import type { JsonObject } from './json.js';
+import type { JsonObject } from '../json.js';
 
 const INPUT_AUDIO_FIELDS: readonly FieldMapping[] = [
   { beta: 'input_audio_format', ga: ['audio', 'input', 'format'], toGa: audioFormatToGa, toBeta: audioFormatToBeta },
