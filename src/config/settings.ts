@@ -42,6 +42,12 @@ const usd = z
   .union([z.string(), z.number()])
   .transform(String)
   .refine((v) => /^\d+(\.\d{1,9})?$/.test(v), 'must be a non-negative amount in USD such as 10 or 0.05');
+// A bearer token travels as one word after "Bearer ": a space, tab, line break or
+// control character in it could never be sent back, so no request would ever match.
+const bearerToken = z
+  .string()
+  .min(16, 'must be at least 16 characters')
+  .refine((v) => !/[\s\p{Cc}]/u.test(v), 'must not contain spaces, tabs, line breaks or other control characters (it is sent as one word after "Bearer ")');
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const csv = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean));
 
@@ -62,7 +68,7 @@ export const SETTINGS = {
   leaseTtlMs: setting({ env: 'RELAY_LEASE_TTL_MS', schema: wholeNumber(1_000, 3_600_000, 'milliseconds'), default: 15_000, description: "With REDIS_URL: a session's concurrency slot expires unless its instance renews it within this time, so a killed instance frees its slots." }),
   tlsCertFile: setting({ env: 'TLS_CERT_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'PEM certificate: with TLS_KEY_FILE the port serves https:// and wss://.' }),
   tlsKeyFile: setting({ env: 'TLS_KEY_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'PEM private key for TLS_CERT_FILE.' }),
-  adminToken: setting({ env: 'ADMIN_TOKEN', schema: z.string().min(16, 'must be at least 16 characters').optional(), default: undefined, shown: '(none)', description: 'Enables /admin (API and live sessions page) for this bearer token.' }),
+  adminToken: setting({ env: 'ADMIN_TOKEN', schema: bearerToken.optional(), default: undefined, shown: '(none)', description: 'Enables /admin (API and live sessions page) for this bearer token: at least 16 characters, no whitespace.' }),
   logLevel: setting({ env: 'LOG_LEVEL', schema: logLevel, default: 'info', description: 'fatal, error, warn, info, debug, trace or silent.' }),
   configFile: setting({ env: 'RELAY_CONFIG_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'Optional JSON file with any of these settings by key; environment variables win.' }),
   priceFile: setting({ env: 'RELAY_PRICE_FILE', schema: optionalString, default: undefined, shown: '(none)', description: 'JSON price file that overrides or extends the built-in prices.' }),

@@ -44,6 +44,7 @@ describe('a wrong setting', () => {
     { what: 'a database that is not PostgreSQL', env: () => ({ DATABASE_URL: 'mysql://x' }), names: ['DATABASE_URL', 'postgres'] },
     { what: 'a certificate without its key', env: (dir) => ({ TLS_CERT_FILE: join(dir, 'cert.pem') }), names: ['TLS_KEY_FILE', 'TLS_CERT_FILE'] },
     { what: 'an unknown log level', env: () => ({ LOG_LEVEL: 'loud' }), names: ['LOG_LEVEL'] },
+    { what: 'an admin token with a space, which no request could send', env: () => ({ ADMIN_TOKEN: 'correct horse battery staple' }), names: ['ADMIN_TOKEN', 'spaces'] },
     {
       what: 'a config file with an unknown key',
       env: (dir) => {
@@ -96,6 +97,16 @@ describe('a wrong setting', () => {
     expect(bad.stderr).toMatch(/^relay: invalid configuration: PORT: [^\n]+\n$/);
     expect(good).toMatchObject({ code: 0, stdout: 'configuration is valid\n', stderr: '' });
     expect(existsSync(join(dir, 'data'))).toBe(false);
+  });
+
+  it('check-config refuses an admin token with whitespace in it, since no request could ever match it', async () => {
+    const results = await Promise.all(['two words-0123456789', 'tab\tseparated-0123456789', 'trailing-newline-0123456789\n'].map((token) => runRelay(['check-config'], { ADMIN_TOKEN: token })));
+    for (const { code, stdout, stderr } of results) {
+      expect(code).toBe(2);
+      expect(stdout).toBe('');
+      expect(stderr).toMatch(/^relay: invalid configuration: ADMIN_TOKEN: must not contain spaces, tabs, line breaks[^\n]+\n$/);
+    }
+    expect(await runRelay(['check-config'], { ADMIN_TOKEN: 'one-word-token-0123456789' })).toMatchObject({ code: 0, stdout: 'configuration is valid\n' });
   });
 });
 
