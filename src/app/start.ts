@@ -164,7 +164,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   const prices = settings.priceFile ? loadPriceFile(settings.priceFile, builtInPrices) : builtInPrices;
   const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db') });
   const instanceId = instanceIdFor(settings.port);
-  const metrics = createRelayMetrics();
+  const metrics = createRelayMetrics({ prices });
   const sessionLog = createSessionLog(log);
   const billing = new Billing({
     ledger: options.wrapLedger ? options.wrapLedger(ledger) : ledger,

@@ -74,10 +74,11 @@ export function loadUpstreamsFile(path: string, env: NodeJS.ProcessEnv = process
 /** The upstreams that serve `model`, in failover order. */
 export function upstreamsServing(config: UpstreamConfig, model: string): Upstream[] {
   return config.upstreams
-    .filter((u) => u.models.length === 0 || u.models.includes(model) || model in u.deployments)
+    .filter((u) => u.models.length === 0 || u.models.includes(model) || Object.hasOwn(u.deployments, model))
     .sort((a, b) => a.priority - b.priority);
 }
 
+/** Own properties only: a model named `constructor` or `toString` is just an unknown name. */
 export function resolveAlias(config: UpstreamConfig, model: string): string {
-  return config.aliases[model] ?? model;
+  return Object.hasOwn(config.aliases, model) ? config.aliases[model]! : model;
 }

@@ -1,7 +1,7 @@
 import type { Hono } from 'hono';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MeterHooks } from '../billing/meter.js';
-import { NANO_PER_USD } from '../billing/prices.js';
+import { builtInPrices, NANO_PER_USD, resolveModel, type PriceTable } from '../billing/prices.js';
 import { sessionMachine } from '../machines/session.js';
 import type { LiveSession } from '../server/registry.js';
 import type { RelayServer } from '../server/relay-server.js';
@@ -24,6 +24,8 @@ export interface RelayMetrics {
 export interface RelayMetricsOptions {
   /** prom-client's process and Node.js metrics. Default true. */
   defaultMetrics?: boolean;
+  /** The relay's price table: spend is labelled by its families. Default the built-in prices. */
+  prices?: PriceTable;
 }
 
 /** The names and help of what /metrics exports, for the README. */
@@ -38,7 +40,7 @@ export const METRIC_HELP = {
   relay_backpressure_pauses_total: 'Times a session paused reading one side because the other had too much unsent.',
   relay_billing_write_seconds: 'Time to write a charge to the ledger.',
   relay_billing_write_failures_total: 'Charges the ledger could not write (the session fails closed).',
-  relay_spend_usd_total: 'Spend charged, by priced model, in USD (exported as a float; the ledger keeps integer nano-USD).',
+  relay_spend_usd_total: 'Spend charged, by price family (dated snapshots count as their family), in USD (exported as a float; the ledger keeps integer nano-USD).',
   relay_usage_anomalies_total: 'Usage objects that broke the protocol invariants, by anomaly; billed by the conservative rule.',
 } as const;
 
@@ -64,6 +66,9 @@ function usdFloat(nano: bigint): number {
  * scrape time. Labels are bounded sets (states, reasons, models, upstreams,
  * codes), never a session or a key.
  */
+/** The spend label of a charge whose model has no price (none should reach the ledger). */
+const UNPRICED = 'unpriced';
+
 export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetrics {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
@@ -146,6 +151,7 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
   // Spend is summed exactly in nano-USD and only turned into a float when exported:
   // Prometheus values are float64, and adding float dollars charge by charge would drift.
   const spendNano = new Map<string, bigint>();
+  const prices = options.prices ?? builtInPrices;
   new Counter({
     name: 'relay_spend_usd_total',
     help: METRIC_HELP.relay_spend_usd_total,
@@ -183,7 +189,9 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
       },
       charged(model, costNano, ms) {
         writeSeconds.observe(ms / 1000);
-        spendNano.set(model, (spendNano.get(model) ?? 0n) + costNano);
+        // By priced family, not by name: every dated snapshot a client names would otherwise be a new series.
+        const family = resolveModel(model, prices)?.family ?? UNPRICED;
+        spendNano.set(family, (spendNano.get(family) ?? 0n) + costNano);
       },
       chargeFailed() {
         writeFailures.inc();

@@ -27,7 +27,8 @@ export interface DialRequest {
 /** The URL and headers a dial to `upstream` uses. The client's own headers are never copied. */
 export function upstreamRequest(upstream: Upstream, request: DialRequest): { url: string; headers: Record<string, string>; servedModel: string } {
   const servedModel = request.model;
-  const deployment = upstream.deployments[request.model] ?? request.model;
+  // Own properties only: the model name comes from the client.
+  const deployment = Object.hasOwn(upstream.deployments, request.model) ? upstream.deployments[request.model]! : request.model;
   const base = new URL(upstream.baseUrl);
   base.protocol = base.protocol === 'http:' || base.protocol === 'ws:' ? 'ws:' : 'wss:';
   const root = base.pathname.replace(/\/+$/, '');

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { builtInPrices } from '../../src/billing/prices.js';
 import { createRelayMetrics } from '../../src/observability/metrics.js';
 import { TestClient } from '../helpers/client.js';
 import { startFullStack, type FullStack } from '../helpers/full-stack.js';
@@ -119,5 +120,23 @@ describe('/metrics', () => {
     expect(metricValue(first, 'relay_spend_usd_total', { model: 'gpt-realtime' })).toBe(1.500000001);
     expect(metricValue(second, 'relay_spend_usd_total')).toBe(0);
     expect(first.some((s) => s.name.startsWith('process_'))).toBe(false);
+  });
+
+  it('adds the spend of every dated snapshot of a model to one series, named after its priced family', async () => {
+    const metrics = createRelayMetrics({ defaultMetrics: false });
+    metrics.meterHooks.charged('gpt-realtime-2025-08-28', 1_000_000_000n, 1);
+    metrics.meterHooks.charged('gpt-realtime-2026-01-15', 500_000_000n, 1);
+    metrics.meterHooks.charged('gpt-realtime', 250_000_000n, 1);
+    metrics.meterHooks.charged('gpt-realtime-mini-2025-10-06', 1_000n, 1);
+    const spend = parseMetrics(await metrics.text()).filter((s) => s.name === 'relay_spend_usd_total');
+    expect(spend.map((s) => s.labels['model']).sort()).toEqual(['gpt-realtime', 'gpt-realtime-mini']);
+    expect(metricValue(spend, 'relay_spend_usd_total', { model: 'gpt-realtime' })).toBe(1.75);
+  });
+
+  it('labels spend by the families of the price table the relay was given', async () => {
+    const prices = { ...builtInPrices, realtime: { ...builtInPrices.realtime, 'house-model': builtInPrices.realtime['gpt-realtime']! } };
+    const metrics = createRelayMetrics({ defaultMetrics: false, prices });
+    metrics.meterHooks.charged('house-model-2026-02-01', 1_000n, 1);
+    expect(metricValue(parseMetrics(await metrics.text()), 'relay_spend_usd_total', { model: 'house-model' })).toBe(0.000001);
   });
 });

@@ -31,6 +31,8 @@ describe('session.update from a beta client', () => {
     ['input_audio_format pcm16 → audio/pcm 24 kHz', { input_audio_format: 'pcm16' }, { audio: { input: { format: { type: 'audio/pcm', rate: 24000 } } } }],
     ['input_audio_format g711_ulaw → audio/pcmu', { input_audio_format: 'g711_ulaw' }, { audio: { input: { format: { type: 'audio/pcmu' } } } }],
     ['input_audio_format g711_alaw → audio/pcma', { input_audio_format: 'g711_alaw' }, { audio: { input: { format: { type: 'audio/pcma' } } } }],
+    ['input_audio_format constructor is passed on as given, for upstream to judge', { input_audio_format: 'constructor' }, { audio: { input: { format: 'constructor' } } }],
+    ['output_audio_format toString is passed on as given, for upstream to judge', { output_audio_format: 'toString' }, { audio: { output: { format: 'toString' } } }],
     ['output_audio_format pcm16 → audio/pcm 24 kHz', { output_audio_format: 'pcm16' }, { audio: { output: { format: { type: 'audio/pcm', rate: 24000 } } } }],
     ['output_audio_format g711_ulaw → audio/pcmu', { output_audio_format: 'g711_ulaw' }, { audio: { output: { format: { type: 'audio/pcmu' } } } }],
     ['output_audio_format g711_alaw → audio/pcma', { output_audio_format: 'g711_alaw' }, { audio: { output: { format: { type: 'audio/pcma' } } } }],

@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { resolveAlias, upstreamsServing } from '../../src/config/upstreams.js';
+import { upstreamRequest, type Upstream } from '../../src/server/upstream.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
 import { startFullStack, type FullStack } from '../helpers/full-stack.js';
@@ -68,5 +70,28 @@ describe('model aliases', () => {
     expect(sim.handshakes[0]!.query).toEqual({ model: 'rt-prod-2025' });
     const [charge] = await stack.ledger.usage({ key: 'demo' });
     expect(charge).toMatchObject({ model: 'gpt-realtime', costNano: expectedResponseCost('gpt-realtime', USAGE) });
+  });
+});
+
+describe('model names that are also names of object properties', () => {
+  it.for(['constructor', '__proto__', 'toString', 'hasOwnProperty'])('refuses model=%s as model_not_found, naming the model as given', async (model) => {
+    stack = await startFullStack();
+    const client = TestClient.connect(stack.realtimeUrl({ model }), { key: stack.key });
+    await client.closedWith();
+    expect(client.unexpected?.status).toBe(400);
+    const { error } = JSON.parse(client.unexpected!.body) as { error: { code: string; type: string; message: string } };
+    expect(error).toMatchObject({ code: 'model_not_found', type: 'invalid_request_error' });
+    expect(error.message).toContain(`"${model}"`);
+    expect(error.message).not.toMatch(/function|native code|\[object/);
+  });
+
+  it('an upstream that lists its models and deployments serves none of them', () => {
+    const upstream: Upstream = { name: 'azure', kind: 'azure', baseUrl: 'https://example.test/openai', apiKey: 'k', models: ['gpt-realtime'], deployments: { 'gpt-realtime': 'rt' }, priority: 0 };
+    const config = { upstreams: [upstream], aliases: {} };
+    for (const model of ['constructor', '__proto__', 'toString']) {
+      expect(resolveAlias(config, model)).toBe(model);
+      expect(upstreamsServing(config, model)).toEqual([]);
+      expect(upstreamRequest({ ...upstream, kind: 'openai' }, { model }).url).toContain(`model=${model}`);
+    }
   });
 });

@@ -24,7 +24,8 @@ const BETA_TO_GA_FORMAT: Readonly<Record<string, JsonObject>> = {
 /** 'pcm16' | 'g711_ulaw' | 'g711_alaw' → GA format object; anything else is left for upstream to judge. */
 export function audioFormatToGa(value: unknown): unknown {
   if (typeof value !== 'string') return value;
-  const format = BETA_TO_GA_FORMAT[value];
+  // Own properties only: the value comes from the client.
+  const format = Object.hasOwn(BETA_TO_GA_FORMAT, value) ? BETA_TO_GA_FORMAT[value] : undefined;
   return format ? { ...format } : value;
 }
 
