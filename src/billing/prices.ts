@@ -9,6 +9,15 @@
 
 export const NANO_PER_USD = 1_000_000_000n;
 
+/**
+ * The largest balance a key can hold: 1,000,000,000 USD. Ledgers keep
+ * balances in signed 64-bit integers (at most about 9.2 × 10^18 nano-USD);
+ * with the balance and any one amount each at most 10^18 nano-USD, no sum the
+ * ledger computes can leave that range.
+ */
+export const MAX_BALANCE_USD = 1_000_000_000n;
+export const MAX_BALANCE_NANO = MAX_BALANCE_USD * NANO_PER_USD;
+
 /** Nano-USD per token of one modality. `input` is the uncached rate. */
 export interface ModalityRates {
   readonly input: bigint;

@@ -8,7 +8,7 @@ import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
 import { createLogger } from '../observability/logger.js';
-import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, usageCsv, usageJson } from '../server/admin/operations.js';
+import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, topUpKey, usageCsv, usageJson } from '../server/admin/operations.js';
 
 const HELP = `realtime-relay: a metering relay for the OpenAI Realtime API
 
@@ -83,7 +83,7 @@ async function keysCommand(settings: Settings, args: string[]): Promise<void> {
         process.stdout.write(`${JSON.stringify((await ledger.listKeys()).map(keyView), null, 2)}\n`);
         return;
       case 'topup':
-        process.stdout.write(`${JSON.stringify(keyView(await ledger.topUp(requireString(ref, 'a key id or name'), parseTopUp({ amount: values.amount }))), null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(keyView(await topUpKey(ledger, requireString(ref, 'a key id or name'), parseTopUp({ amount: values.amount }))), null, 2)}\n`);
         return;
       case 'disable':
       case 'enable':

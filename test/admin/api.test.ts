@@ -154,6 +154,27 @@ describe('the admin API', () => {
     expectError(await admin('/sessions/sess_XYZ/cancel', { method: 'POST' }), 400, 'invalid_session_id', 'id');
   });
 
+  it('refuses an amount or a top-up past the maximum balance of 1,000,000,000 USD with 400 invalid_amount, and the balance stays', async () => {
+    await start();
+    const post = (path: string, body: unknown) => admin(path, { body });
+    // 10^10 USD is 10^19 nano-USD: past a signed 64-bit integer.
+    expectError(await post('/keys/demo/topup', { amount: '10000000000' }), 400, 'invalid_amount', 'amount');
+    expectError(await post('/keys/demo/topup', { amount: '9'.repeat(40) }), 400, 'invalid_amount', 'amount');
+    expectError(await post('/keys', { name: 'rich', balance: '1000000000.000000001' }), 400, 'invalid_amount', 'balance');
+    expect((await post('/keys', { name: 'rich', balance: '999999999' })).status).toBe(201);
+    const past = await post('/keys/rich/topup', { amount: '1.5' });
+    expectError(past, 400, 'invalid_amount', 'amount');
+    expect(past.body.error.message).toContain('maximum of 1000000000 USD');
+    expect((await post('/keys/rich/topup', { amount: '1' })).body.balance).toBe('1000000000.000000');
+    expect((await admin('/keys/demo')).body.balance).toBe('5.000000');
+
+    // A key already holding more than the maximum (written before it existed): a top-up that would
+    // leave the ledger's 64-bit range is refused the same way, never a 500.
+    await stack!.ledger.createKey({ name: 'legacy', balanceNano: 9_000_000_000n * 1_000_000_000n });
+    expectError(await post('/keys/legacy/topup', { amount: '1000000000' }), 400, 'invalid_amount', 'amount');
+    expect((await admin('/keys/legacy')).body.balance).toBe('9000000000.000000');
+  });
+
   it('reports usage as JSON and as CSV, by key and since a date', async () => {
     await start();
     const client = connect(stack!.key);

@@ -46,4 +46,19 @@ describe('relay keys and the admin API', () => {
     expect(failed?.code).toBe(2);
     expect(failed?.stderr.trim()).toBe('relay: --balance must be a non-negative decimal amount of USD with at most 9 decimals (got "1.0000000001")');
   });
+
+  it('refuses a top-up past the maximum balance with exit code 2, naming --amount, and leaves the balance', async () => {
+    const dir = tempDataDir();
+    cleanups.push(() => dir.remove());
+    await relayCli(dir.path, ['keys', 'create', '--name', 'erin', '--balance', '999999999']);
+    for (const amount of ['10000000000', '2']) {
+      const failed = await relayCli(dir.path, ['keys', 'topup', 'erin', '--amount', amount]).then(
+        () => null,
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(failed?.code).toBe(2);
+      expect(failed?.stderr).toMatch(/^relay: --amount [^\n]*1000000000 USD[^\n]*\n$/);
+    }
+    expect(JSON.parse((await relayCli(dir.path, ['keys', 'list'])).stdout)).toMatchObject([{ name: 'erin', balance: '999999999.000000' }]);
+  });
 });

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import type { Ledger } from '../../billing/ledger/index.js';
 import { AdminError } from './errors.js';
-import { keyView, parseNewKey, parseTopUp } from './operations.js';
+import { keyView, parseNewKey, parseTopUp, topUpKey } from './operations.js';
 import { jsonObject, keyRef } from './params.js';
 
 /** /admin/keys: create (the key is shown once), list, show, top up, disable and enable. */
@@ -25,7 +25,7 @@ export function keyRoutes(ledger: Ledger): Hono {
   keys.post('/:ref/topup', async (c) => {
     const ref = keyRef(c);
     const amount = parseTopUp(await jsonObject(c));
-    return c.json(keyView(await ledger.topUp(ref, amount)));
+    return c.json(keyView(await topUpKey(ledger, ref, amount)));
   });
 
   for (const action of ['disable', 'enable'] as const) {

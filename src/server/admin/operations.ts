@@ -1,5 +1,5 @@
-import type { KeyRecord, NewKey, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
-import { formatUsd, parseUsd } from '../../billing/prices.js';
+import type { KeyRecord, Ledger, NewKey, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
+import { formatUsd, MAX_BALANCE_NANO, MAX_BALANCE_USD, parseUsd } from '../../billing/prices.js';
 
 /**
  * Key and usage operations as an operator sees them. `relay keys|usage` and
@@ -66,6 +66,7 @@ export function parseAmount(value: unknown, param: string, { positive }: { posit
     throw new InputError('invalid_amount', param, `must be a non-negative decimal amount of USD with at most 9 decimals (got "${value}")`);
   }
   if (positive && nano <= 0n) throw new InputError('invalid_amount', param, 'must be more than 0');
+  if (nano > MAX_BALANCE_NANO) throw new InputError('invalid_amount', param, `must be at most ${MAX_BALANCE_USD} USD, the largest balance a key can hold`);
   return nano;
 }
 
@@ -118,6 +119,24 @@ export function parseTopUp(fields: { amount?: unknown }): bigint {
   rejectUnknown(fields, new Set(['amount']));
   if (fields.amount === undefined || fields.amount === null) throw new InputError('invalid_amount', 'amount', 'is required: a decimal string of USD such as "10"');
   return parseAmount(fields.amount, 'amount', { positive: true });
+}
+
+/**
+ * Adds `amountNano` to a key's balance unless the balance would pass the
+ * maximum. The check reads the balance before the ledger adds to it: two
+ * top-ups at once can pass it together, and still stay far inside the
+ * ledger's integer range (see MAX_BALANCE_NANO).
+ */
+export async function topUpKey(ledger: Ledger, ref: string, amountNano: bigint): Promise<KeyRecord> {
+  const key = await ledger.getKey(ref);
+  if (key && key.balanceNano + amountNano > MAX_BALANCE_NANO) {
+    throw new InputError(
+      'invalid_amount',
+      'amount',
+      `would bring the balance to ${formatUsd(key.balanceNano + amountNano)} USD, more than the maximum of ${MAX_BALANCE_USD} USD (the balance is ${formatUsd(key.balanceNano)} USD)`,
+    );
+  }
+  return ledger.topUp(ref, amountNano);
 }
 
 export type UsageFormat = 'json' | 'csv';
