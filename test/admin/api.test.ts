@@ -175,6 +175,17 @@ describe('the admin API', () => {
     expect((await admin('/keys/legacy')).body.balance).toBe('9000000000.000000');
   });
 
+  it('refuses a key name with a control character or a bidirectional override with 400 invalid_key_name, and creates no key', async () => {
+    await start();
+    for (const name of ['tab\there', 'line\nbreak', 'bell\u0007', 'nul\u0000', 'del\u007f', 'c1\u0085', 'evil\u202Egnp.exe', 'lre\u202A', 'isolate\u2066x\u2069']) {
+      const answer = await admin('/keys', { body: { name, balance: '1' } });
+      expectError(answer, 400, 'invalid_key_name', 'name');
+      expect(answer.body.error).toMatchObject({ type: 'invalid_request_error', message: expect.stringMatching(/^name must not contain control characters/) });
+    }
+    expect((await admin('/keys')).body.data.map((k: { name: string }) => k.name)).toEqual(['demo']);
+    expect((await admin('/keys', { body: { name: 'Zoë, the "support" team – 東京 ✓', balance: '1' } })).status).toBe(201);
+  });
+
   it('reports usage as JSON and as CSV, by key and since a date', async () => {
     await start();
     const client = connect(stack!.key);

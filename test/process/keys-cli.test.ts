@@ -47,6 +47,17 @@ describe('relay keys and the admin API', () => {
     expect(failed?.stderr.trim()).toBe('relay: --balance must be a non-negative decimal amount of USD with at most 9 decimals (got "1.0000000001")');
   });
 
+  it('refuses a key name with a bidirectional override with exit code 2, naming --name', async () => {
+    const dir = tempDataDir();
+    cleanups.push(() => dir.remove());
+    const failed = await relayCli(dir.path, ['keys', 'create', '--name', 'invoice\u202Efdp.exe', '--balance', '1']).then(
+      () => null,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failed?.code).toBe(2);
+    expect(failed?.stderr).toMatch(/^relay: --name must not contain control characters[^\n]*\n$/);
+  });
+
   it('refuses a top-up past the maximum balance with exit code 2, naming --amount, and leaves the balance', async () => {
     const dir = tempDataDir();
     cleanups.push(() => dir.remove());

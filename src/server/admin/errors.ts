@@ -12,6 +12,7 @@ export const ADMIN_ERRORS = {
   invalid_json: { status: 400, type: 'invalid_request_error', message: 'The request body must be a JSON object.' },
   invalid_input: { status: 400, type: 'invalid_request_error', message: 'A parameter is not valid.' },
   invalid_amount: { status: 400, type: 'invalid_request_error', message: 'An amount is not valid.' },
+  invalid_key_name: { status: 400, type: 'invalid_request_error', message: 'A key name has no control characters and no bidirectional overrides or isolates.' },
   unknown_parameter: { status: 400, type: 'invalid_request_error', message: 'The request has a parameter this endpoint does not take.' },
   invalid_key_ref: { status: 400, type: 'invalid_request_error', message: 'A key is named by its id or its name: 1 to 200 printable characters.' },
   invalid_session_id: { status: 400, type: 'invalid_request_error', message: 'A session id looks like "sess_" followed by 32 hex digits.' },

@@ -7,7 +7,7 @@ import { formatUsd, MAX_BALANCE_NANO, MAX_BALANCE_USD, parseUsd } from '../../bi
  * module, so a key looks the same from the command line and over HTTP.
  */
 
-export type InputErrorCode = 'invalid_amount' | 'invalid_input' | 'unknown_parameter';
+export type InputErrorCode = 'invalid_amount' | 'invalid_input' | 'invalid_key_name' | 'unknown_parameter';
 
 /** Bad operator input. `param` names the field (snake_case); the CLI shows it as `--flag`. */
 export class InputError extends Error {
@@ -89,6 +89,13 @@ function parseMaxSessions(value: unknown): number {
   return number;
 }
 
+/**
+ * A key name is shown in logs, the admin page, the CLI and CSV exports: a
+ * control character can break a line or a CSV row, and a bidirectional
+ * override can make it read as another name.
+ */
+const UNSHOWABLE_IN_NAME = /[\p{Cc}\u202A-\u202E\u2066-\u2069]/u;
+
 export interface NewKeyFields {
   name?: unknown;
   balance?: unknown;
@@ -104,6 +111,9 @@ export function parseNewKey(fields: NewKeyFields): NewKey {
   rejectUnknown(fields, NEW_KEY_FIELDS);
   if (typeof fields.name !== 'string' || fields.name.trim() === '') throw new InputError('invalid_input', 'name', 'is required: a non-empty string');
   if (fields.name.trim().length > 200) throw new InputError('invalid_input', 'name', 'must be at most 200 characters');
+  if (UNSHOWABLE_IN_NAME.test(fields.name)) {
+    throw new InputError('invalid_key_name', 'name', 'must not contain control characters (tabs and line breaks included) or bidirectional overrides and isolates (U+202A–U+202E, U+2066–U+2069)');
+  }
   if (fields.balance === undefined || fields.balance === null) throw new InputError('invalid_amount', 'balance', 'is required: a decimal string of USD such as "10"');
   return {
     name: fields.name.trim(),
@@ -187,10 +197,19 @@ export function usageJson(rows: UsageRow[]): UsageView[] {
   }));
 }
 
+/**
+ * Where a spreadsheet may start a cell inside a field: at its start, and, for
+ * a reader that splits on ";" or tabs or ignores quotes, right after any
+ * separator or line break in it. A cell starting (after any quotes) with
+ * = + - @ tab or CR would be run as a formula.
+ */
+const FORMULA_AT_CELL_START = /(?<=^|[,;\t\r\n])(?="*[=+\-@\t\r])/g;
+
+/** RFC 4180, with every cell a spreadsheet could open neutralised by a leading "'". */
 function csvField(value: string): string {
-  // A leading = + - @ would be read as a formula by spreadsheets; key names are operator input.
-  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
-  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+  const safe = value.replace(FORMULA_AT_CELL_START, "'");
+  // Quoted when it holds a quote, a line break or any separator a spreadsheet may split on.
+  return /[",;\t\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
 
 export function usageCsv(rows: UsageRow[]): string {
