@@ -67,6 +67,11 @@ function dialLog(log: Logger): LinkObserver {
   };
 }
 
+/** The one line that shows a demo key to whoever started the relay, written straight to the terminal. */
+export function demoKeyNotice(key: string): string {
+  return `demo key (shown once, not logged): ${key}\n`;
+}
+
 async function ensureDemoKey(ledger: Ledger, balanceUsd: string): Promise<string | null> {
   const balanceNano = parseUsd(balanceUsd);
   if (balanceNano <= 0n) return null;
@@ -221,7 +226,8 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   });
   const url = `${relay.url()}/v1/realtime?model=gpt-realtime`;
   log.info({ url, ledger: ledger.kind }, `listening on ${relay.url()} (ledger: ${ledger.kind})`);
-  if (demoKey) log.info({ balance: formatUsd(parseUsd(settings.demoBalanceUsd)) }, `demo key (shown once): ${demoKey}`);
+  // The key itself goes to the terminal only (see demoKeyNotice): logs are kept and shipped, and no line carries a key.
+  if (demoKey) log.info({ balance: formatUsd(parseUsd(settings.demoBalanceUsd)) }, 'demo key created: shown once on the terminal, not in the log');
   if (settings.adminToken) log.info(`admin: live sessions page at ${relay.url().replace(/^ws/, 'http')}/admin/ui (API under /admin, bearer ADMIN_TOKEN)`);
   log.info(`connect: a Realtime client to ${url} with "Authorization: Bearer <relay key>" (browsers: subprotocols "realtime" and "openai-insecure-api-key.<relay key>")`);
   return {

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startRelay, type RunningRelay } from '../app/start.js';
+import { demoKeyNotice, startRelay, type RunningRelay } from '../app/start.js';
 import { openLedger, type Ledger } from '../billing/ledger/index.js';
 import { ConfigError, loadSettings, settingsTable, type Settings } from '../config/settings.js';
 import { loadUpstreamsFile } from '../config/upstreams.js';
@@ -152,6 +152,8 @@ async function startCommand(settings: Settings): Promise<void> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   running = await startRelay(settings, log);
+  // Straight to the terminal, past the logger: the log stream never carries a key.
+  if (running.demoKey) process.stderr.write(demoKeyNotice(running.demoKey));
   if (stopping) stop(running, stopping);
 }
 

@@ -172,8 +172,7 @@ describe('npm start', () => {
       const url = /listening on (ws:\/\/127\.0\.0\.1:(\d+))/.exec(listening.msg);
       expect(url).not.toBeNull();
       expect(Number(url![2])).toBeGreaterThan(0);
-      const demo = await relay.line((l) => l.msg.startsWith('demo key (shown once): '), 'the demo key');
-      const key = demo.msg.slice('demo key (shown once): '.length);
+      const key = await relay.demoKey();
 
       const health = await fetch(`${url![1]!.replace(/^ws/, 'http')}/healthz`);
       expect(health.status).toBe(200);
@@ -185,7 +184,32 @@ describe('npm start', () => {
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     }
-    expect(relay.stderr).toBe('');
+    // The terminal shows the demo key and nothing else.
+    expect(relay.stderr).toMatch(/^demo key \(shown once, not logged\): rk_\S+\n$/);
+  });
+
+  it('shows the demo key once on the terminal and writes it into no log line', async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+    const [, ...args] = pkg.scripts.start.split(' ');
+    const relay = RelayProcess.start(args, { RELAY_DATA_DIR: join(scratch, 'demo-key-data'), PORT: '0', LOG_LEVEL: 'debug' });
+    let key = '';
+    try {
+      key = await relay.demoKey();
+      const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
+      // A session too, so that every line a key could slip into is written.
+      const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg)![0]}/v1/realtime?model=gpt-realtime`, { key });
+      await client.next('session.created');
+      client.close();
+      await client.closedWith();
+      await relay.line((l) => l.msg === 'session ended', 'the session end line');
+    } finally {
+      expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    }
+    expect(key).toMatch(/^rk_/);
+    expect(relay.stderr.split(key)).toHaveLength(2);
+    const logged = relay.lines.filter((l) => JSON.stringify(l).includes(key));
+    expect(logged).toEqual([]);
+    expect(relay.lines.find((l) => l.msg.startsWith('demo key created'))).toMatchObject({ balance: '5.000000' });
   });
 
   it('with --inspect sends every session to the inspector at RELAY_INSPECT_URL', async () => {
@@ -199,7 +223,7 @@ describe('npm start', () => {
     try {
       await relay.line((l) => l.msg.includes(`Stately inspector at ${inspectUrl}`), 'the inspector line');
       const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
-      const key = (await relay.line((l) => l.msg.startsWith('demo key'), 'the demo key')).msg.split(': ')[1]!;
+      const key = await relay.demoKey();
       const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg)![0]}/v1/realtime?model=gpt-realtime`, { key });
       await client.next('session.created');
       client.close();

@@ -2,6 +2,7 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { DEMO_KEY_ON_TERMINAL } from '../helpers/relay-process.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -63,7 +64,10 @@ export class RelayProcess {
       for (const part of parts) if (part.trim()) this.lines.push(JSON.parse(part) as LogLine);
       this.wake();
     });
-    child.stderr.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => {
+      this.stderr += chunk.toString();
+      this.wake();
+    });
     this.exit = once(child, 'exit').then(([code, signal]) => {
       this.exited = { code: code as number | null, signal: signal as NodeJS.Signals | null };
       this.wake();
@@ -81,11 +85,21 @@ export class RelayProcess {
 
   /** The first log line that `predicate` accepts; rejects if the process ends first or after `timeoutMs`. */
   line(predicate: (line: LogLine) => boolean, what: string, timeoutMs = 20_000): Promise<LogLine> {
+    return this.until(() => this.lines.find(predicate), what, timeoutMs);
+  }
+
+  /** The demo key, read from the terminal (stderr) once the log says the relay created one. */
+  async demoKey(timeoutMs = 20_000): Promise<string> {
+    await this.line((l) => l.msg.startsWith('demo key created'), 'the demo key line', timeoutMs);
+    return this.until(() => DEMO_KEY_ON_TERMINAL.exec(this.stderr)?.[1], 'the demo key on stderr', timeoutMs);
+  }
+
+  private until<T>(find: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; saw ${JSON.stringify(this.lines.map((l) => l.msg))}; stderr: ${this.stderr}`)), timeoutMs);
       const check = () => {
-        const found = this.lines.find(predicate);
-        if (found) {
+        const found = find();
+        if (found !== undefined) {
           clearTimeout(timer);
           resolve(found);
         } else if (this.exited) {

@@ -8,9 +8,12 @@ import Database from 'better-sqlite3';
 /**
  * The relay as an operator runs it: `node bin/relay.mjs start` in a child
  * process, on 127.0.0.1 and a free port (PORT=0), with its SQLite ledger in
- * a temp folder. Its JSON log lines are parsed as they arrive; the URL and
- * the demo key are read from them.
+ * a temp folder. Its JSON log lines are parsed as they arrive and the URL is
+ * read from them; the demo key is read from stderr, the only place it is shown.
  */
+
+/** How `relay start` shows the demo key on its terminal. */
+export const DEMO_KEY_ON_TERMINAL = /^demo key \(shown once, not logged\): (rk_\S+)$/m;
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = join(ROOT, 'bin/relay.mjs');
@@ -101,6 +104,7 @@ export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProce
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (chunk: string) => {
     stderr += chunk;
+    wake();
   });
   const exitPromise = new Promise<Exit>((resolveExit) => {
     child.once('exit', (code, signal) => {
@@ -113,15 +117,19 @@ export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProce
   const describe = () => `exit=${JSON.stringify(exit)}; logs:\n${logs.map((l) => l.msg).join('\n')}\nstderr:\n${stderr}`;
 
   function waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs = 10_000): Promise<LogLine> {
+    return waitFor(() => logs.find(predicate), what, timeoutMs);
+  }
+
+  function waitFor<T>(find: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
     return new Promise((resolveLine, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const check = () => {
-        const found = logs.find(predicate);
-        if (found || exit) {
+        const found = find();
+        if (found !== undefined || exit) {
           waiters.delete(check);
           clearTimeout(timer);
-          if (found) resolveLine(found);
-          else reject(new Error(`the relay exited before logging ${what}; ${describe()}`));
+          if (found !== undefined) resolveLine(found);
+          else reject(new Error(`the relay exited before showing ${what}; ${describe()}`));
         }
       };
       timer = setTimeout(() => {
@@ -151,10 +159,11 @@ export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProce
 
   try {
     const listening = await waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'its listening line', options.startupTimeoutMs ?? 20_000);
-    // "connect: …" is the last line of a start; the demo key, if any, came before it.
+    // "connect: …" is the last line of a start; the line saying a demo key was created, if any, came before it.
     await waitForLog((l) => l.msg?.startsWith('connect: ') === true, 'the end of its start-up', 5_000);
     const url = /^listening on (\S+)/.exec(listening.msg!)![1]!;
-    const demo = logs.map((l) => /^demo key \(shown once\): (rk_\S+)$/.exec(l.msg ?? '')).find((m) => m !== null);
+    const created = logs.some((l) => l.msg?.startsWith('demo key created') === true);
+    const demo = created ? await waitFor(() => DEMO_KEY_ON_TERMINAL.exec(stderr) ?? undefined, 'the demo key on stderr', 5_000) : null;
     return {
       child,
       url,
