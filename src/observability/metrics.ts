@@ -59,6 +59,9 @@ function usdFloat(nano: bigint): number {
   return Number(nano / NANO_PER_USD) + Number(nano % NANO_PER_USD) / 1e9;
 }
 
+/** The spend label of a charge whose model has no price (none should reach the ledger). */
+const UNPRICED = 'unpriced';
+
 /**
  * Prometheus metrics for the relay. Nothing here runs per frame: traffic is
  * read from each session's pipe counters at scrape time (live sessions) and
@@ -66,9 +69,6 @@ function usdFloat(nano: bigint): number {
  * scrape time. Labels are bounded sets (states, reasons, models, upstreams,
  * codes), never a session or a key.
  */
-/** The spend label of a charge whose model has no price (none should reach the ledger). */
-const UNPRICED = 'unpriced';
-
 export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetrics {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
