@@ -176,6 +176,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     prices,
     instanceId,
     reserveNano: parseUsd(settings.responseReserveUsd),
+    holdNano: parseUsd(settings.responseHoldUsd ?? settings.responseReserveUsd),
     spoolPath: spoolPathFor(settings, log),
     staleAfterMs: settings.databaseUrl ? 30_000 : 0,
     heartbeatMs: 10_000,

@@ -2,7 +2,7 @@ import { RelayError } from '../errors.js';
 import type { ChargeVerdict, ResponseDone, SessionMeter, SessionSummary, TranscriptionCompleted } from '../server/ports.js';
 import type { WriteBacklog } from './backlog.js';
 import { priceTranscription, priceUsage } from './cost.js';
-import type { ChargeInput, KeyRecord, Ledger } from './ledger/index.js';
+import { isLedgerError, type ChargeInput, type KeyRecord, type Ledger } from './ledger/index.js';
 import { resolveModel, type PriceTable, type RealtimePrice, type TranscriptionPrice } from './prices.js';
 import { normalizeResponseUsage, normalizeTranscriptionUsage, type UsageAnomaly } from './usage.js';
 
@@ -21,6 +21,8 @@ export interface MeterOptions {
   prices: PriceTable;
   /** Balance a key must keep for a response to be asked for. */
   reserveNano: bigint;
+  /** Held on the key's balance from a response's admission until its charge. */
+  holdNano: bigint;
   backlog: WriteBacklog;
   hooks: MeterHooks;
 }
@@ -40,9 +42,10 @@ function dearestTranscription(prices: PriceTable): TranscriptionPrice | null {
 }
 
 /**
- * One session's bill. Each response is charged as its `response.done`
- * arrives, once (the ledger is idempotent on the response id); the
- * settlement at the end only records the totals and never debits again.
+ * One session's bill. Each response holds part of the key's balance from its
+ * admission and is charged as its `response.done` arrives, once (the ledger
+ * is idempotent on the response id); the settlement at the end releases any
+ * hold left, records the totals and never debits again.
  */
 export class LedgerMeter implements SessionMeter {
   private servedModel: string;
@@ -73,13 +76,26 @@ export class LedgerMeter implements SessionMeter {
     this.transcriptionModel = session.transcriptionModel;
   }
 
+  /**
+   * Places the response's hold, so that the key's responses in flight, on
+   * every instance, never promise more than its balance. The hold is released
+   * by this response's charge, or by the settlement if it never comes.
+   */
   async admitResponse(): Promise<void> {
-    const { key, ledger, reserveNano } = this.options;
-    // A fresh read: another session (or instance) may have spent the balance meanwhile.
-    const current = await ledger.getKey(key.id).catch(() => null);
-    if (current) this.balanceNano = current.balanceNano;
-    if (this.balanceNano < reserveNano || this.balanceNano <= 0n) throw new RelayError('insufficient_quota');
+    const { key, ledger, reserveNano, holdNano, sessionId } = this.options;
     if (key.spendCapNano !== null && this.spentNano >= key.spendCapNano) throw new RelayError('session_spend_cap_exceeded');
+    let hold;
+    try {
+      hold = await ledger.placeHold({ sessionId, keyId: key.id, amountNano: holdNano, reserveNano });
+    } catch (error) {
+      if (!isLedgerError(error, 'ledger_unavailable')) throw new RelayError('billing_unavailable', undefined, { cause: error });
+      // The ledger cannot be asked: judge by the last balance seen. The response
+      // is not given away unbilled: its charge fails the session closed.
+      if (this.balanceNano < reserveNano || this.balanceNano <= 0n) throw new RelayError('insufficient_quota');
+      return;
+    }
+    this.balanceNano = hold.balanceNano;
+    if (!hold.placed) throw new RelayError('insufficient_quota');
   }
 
   async chargeResponse(response: ResponseDone): Promise<ChargeVerdict> {

@@ -11,6 +11,8 @@ export interface BillingOptions {
   /** Identifies this process's sessions, so another instance never recovers them while it lives. */
   instanceId: string;
   reserveNano: bigint;
+  /** Held from each response's admission until its charge; defaults to the reserve. */
+  holdNano?: bigint;
   /** Where writes that could not be made wait across a restart; null keeps them in memory only. */
   spoolPath: string | null;
   /** An instance whose heartbeat is older than this is presumed dead and its open sessions recovered. */
@@ -48,24 +50,24 @@ export class Billing {
     return this.options.prices;
   }
 
-  /** Known model (by the price table), valid enabled key, and a balance left. Throws a RelayError. */
+  /** Known model (by the price table), valid enabled key, and a balance left beyond its holds. Throws a RelayError. */
   async authorize(plaintextKey: string | undefined, model: string): Promise<KeyRecord> {
     if (plaintextKey === undefined || plaintextKey === '') throw new RelayError('missing_api_key');
     const key = await this.options.ledger.authenticate(plaintextKey).catch(unavailable);
     if (!key) throw new RelayError('invalid_api_key');
     if (key.disabled) throw new RelayError('key_disabled');
     if (!resolveModel(model, this.options.prices)) throw new RelayError('model_not_found', `The model "${model}" does not exist or is not priced by this relay.`);
-    if (key.balanceNano <= 0n) throw new RelayError('insufficient_quota');
+    if (key.balanceNano - key.heldNano <= 0n) throw new RelayError('insufficient_quota');
     return key;
   }
 
   /** Opens the session's ledger row before the upgrade completes. */
   async openMeter(session: SessionInfo, key: KeyRecord): Promise<SessionMeter> {
-    const { ledger, prices, instanceId, reserveNano } = this.options;
+    const { ledger, prices, instanceId, reserveNano, holdNano = reserveNano } = this.options;
     await ledger
       .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt })
       .catch(unavailable);
-    return new LedgerMeter({ sessionId: session.sessionId, key, model: session.model, ledger, prices, reserveNano, backlog: this.backlog, hooks: this.hooks });
+    return new LedgerMeter({ sessionId: session.sessionId, key, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks });
   }
 
   /**

@@ -86,6 +86,7 @@ export const SETTINGS = {
   headerTimeoutMs: setting({ env: 'RELAY_HEADER_TIMEOUT_MS', schema: millis, default: 10_000, description: 'Drop connections whose request headers take longer than this (slowloris).' }),
   shutdownTimeoutMs: setting({ env: 'RELAY_SHUTDOWN_TIMEOUT_MS', schema: millis, default: 30_000, description: 'On SIGTERM, exit after at most this long even if sessions are still draining.' }),
   responseReserveUsd: setting({ env: 'RELAY_RESPONSE_RESERVE_USD', schema: usd, default: '0.01', description: 'Balance a key must have left for a response.create to be forwarded.' }),
+  responseHoldUsd: setting({ env: 'RELAY_RESPONSE_HOLD_USD', schema: usd.optional(), default: undefined, shown: '(RELAY_RESPONSE_RESERVE_USD)', description: "Held on a key's balance from each admitted response.create until its response.done is charged: a key has at most (balance − holds) ÷ hold responses in flight, across all instances." }),
   demoBalanceUsd: setting({ env: 'RELAY_DEMO_BALANCE_USD', schema: usd, default: '5', description: 'Balance of the demo key created on the first start of an empty ledger (0 disables it).' }),
   allowedOrigins: setting({ env: 'RELAY_ALLOWED_ORIGINS', schema: csv, default: [] as string[], shown: '(any)', description: 'Comma-separated Origin allowlist for browser clients; other origins get 403.' }),
   allowInsecureSubprotocolKey: setting({ env: 'RELAY_ALLOW_INSECURE_SUBPROTOCOL_KEY', schema: flag, default: false, description: 'Accept keys in subprotocols over plain ws:// from non-loopback addresses.' }),

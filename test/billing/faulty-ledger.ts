@@ -76,6 +76,7 @@ export class FaultyLedger implements Ledger {
   listKeys: Ledger['listKeys'] = async () => this.inner.listKeys();
   topUp: Ledger['topUp'] = async (ref, amount) => this.inner.topUp(ref, amount);
   setDisabled: Ledger['setDisabled'] = async (ref, disabled) => this.inner.setDisabled(ref, disabled);
+  placeHold: Ledger['placeHold'] = async (hold) => (this.guard('placeHold'), this.inner.placeHold(hold));
   openSession: Ledger['openSession'] = async (session) => (this.guard('openSession'), this.inner.openSession(session));
   heartbeat: Ledger['heartbeat'] = async (id) => (this.guard('heartbeat'), this.inner.heartbeat(id));
   recoverOpenSessions: Ledger['recoverOpenSessions'] = async (options) => (this.guard('recoverOpenSessions'), this.inner.recoverOpenSessions(options));

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { openLedger, type ChargeInput, type KeyRecord, type Ledger, type OpenLedgerOptions } from '../../src/billing/ledger/index.js';
+import { openLedger, type ChargeInput, type HoldInput, type KeyRecord, type Ledger, type OpenLedgerOptions } from '../../src/billing/ledger/index.js';
 import { POSTGRES_MIGRATIONS } from '../../src/billing/ledger/migrations/postgres.js';
 import { SQLITE_MIGRATIONS } from '../../src/billing/ledger/migrations/sqlite.js';
 import {
@@ -29,6 +29,8 @@ interface Backend {
   ageHeartbeat(instanceId: string, ms: number): Promise<void>;
   /** Deletes an instance's heartbeat row, as if it never sent one. */
   forgetInstance(instanceId: string): Promise<void>;
+  /** Runs SQL on a separate connection. */
+  exec(sql: string): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -436,6 +438,166 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       await expectLedgerError(ledger.usage({ key: 'nobody' }), 'key_not_found');
     });
 
+    function hold(key: KeyRecord, sessionId: string, amountNano: bigint, reserveNano = 0n): HoldInput {
+      return { sessionId, keyId: key.id, amountNano, reserveNano };
+    }
+
+    async function heldOf(key: KeyRecord): Promise<bigint> {
+      return (await ledger.getKey(key.id))!.heldNano;
+    }
+
+    it('holds part of a balance, and refuses a hold the available balance or the reserve cannot cover', async () => {
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key);
+      expect(key.heldNano).toBe(0n);
+
+      expect(await ledger.placeHold(hold(key, sessionId, 600n))).toEqual({ placed: true, balanceNano: 1_000n, heldNano: 600n });
+      // 400 available: a second hold of 600 is refused and changes nothing.
+      expect(await ledger.placeHold(hold(key, sessionId, 600n))).toEqual({ placed: false, balanceNano: 1_000n, heldNano: 600n });
+      expect(await ledger.placeHold(hold(key, sessionId, 400n))).toEqual({ placed: true, balanceNano: 1_000n, heldNano: 1_000n });
+      // Nothing left available: not even a hold of 0.
+      expect(await ledger.placeHold(hold(key, sessionId, 0n))).toMatchObject({ placed: false });
+      expect(await balanceOf(key)).toBe(1_000n);
+      expect(await heldOf(key)).toBe(1_000n);
+      expect((await backend.rows('holds')).map((row) => BigInt(row.amount_nano as bigint))).toEqual([600n, 400n]);
+
+      const rich = await newKey(1_000n);
+      const richSession = await newSession(rich);
+      expect(await ledger.placeHold(hold(rich, richSession, 1n, 1_001n))).toMatchObject({ placed: false });
+      expect(await ledger.placeHold(hold(rich, richSession, 1n, 1_000n))).toMatchObject({ placed: true, heldNano: 1n });
+
+      await expectLedgerError(ledger.placeHold(hold(key, sessionId, -1n)), 'invalid_amount');
+      await expectLedgerError(ledger.placeHold(hold(rich, sessionId, 1n)), 'charge_key_mismatch');
+      await expectLedgerError(ledger.placeHold(hold(key, 'no-such-session', 1n)), 'session_not_found');
+    });
+
+    it('releases one hold with a response charge, once: a replayed charge or a transcription releases nothing', async () => {
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key);
+      await ledger.placeHold(hold(key, sessionId, 100n));
+      await ledger.placeHold(hold(key, sessionId, 100n));
+      expect(await heldOf(key)).toBe(200n);
+
+      await ledger.recordCharge(charge(key, sessionId, 'item_1', 5n, 'transcription'));
+      expect(await heldOf(key)).toBe(200n);
+      // The real cost replaces the hold, whether above it or below it.
+      expect(await ledger.recordCharge(charge(key, sessionId, 'resp_1', 250n))).toEqual({ applied: true, balanceNano: 745n, sessionSpendNano: 255n });
+      expect(await heldOf(key)).toBe(100n);
+      expect(await ledger.recordCharge(charge(key, sessionId, 'resp_1', 250n))).toMatchObject({ applied: false });
+      expect(await heldOf(key)).toBe(100n);
+      await ledger.recordCharge(charge(key, sessionId, 'resp_2', 30n));
+      expect(await heldOf(key)).toBe(0n);
+      // A response nobody held for (started by the upstream itself) is charged all the same.
+      await ledger.recordCharge(charge(key, sessionId, 'resp_3', 7n));
+      expect(await heldOf(key)).toBe(0n);
+      expect(await balanceOf(key)).toBe(1_000n - 5n - 250n - 30n - 7n);
+      expect(await backend.rows('holds')).toEqual([]);
+    });
+
+    it('releases what a session still holds when it settles, and settling again releases nothing more', async () => {
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key);
+      const other = await newSession(key);
+      await ledger.placeHold(hold(key, sessionId, 100n));
+      await ledger.placeHold(hold(key, sessionId, 100n));
+      await ledger.placeHold(hold(key, other, 300n));
+      await ledger.recordCharge(charge(key, sessionId, 'resp_1', 40n));
+
+      const settlement = { sessionId, endedAt: new Date(), endReason: 'client_closed', status: 'settled' as const, summary: null };
+      expect(await ledger.settleSession(settlement)).toEqual({ applied: true, totalNano: 40n, chargeCount: 1 });
+      expect(await heldOf(key)).toBe(300n);
+      expect(await ledger.settleSession(settlement)).toMatchObject({ applied: false });
+      expect(await heldOf(key)).toBe(300n);
+      expect(await balanceOf(key)).toBe(960n);
+      // A settled session holds nothing more, even for an admission that arrives late.
+      expect(await ledger.placeHold(hold(key, sessionId, 1n))).toMatchObject({ placed: false, heldNano: 300n });
+      expect((await backend.rows('holds')).map((row) => row.session_id)).toEqual([other]);
+    });
+
+    it("releases the holds of a dead instance's sessions when it recovers them", async () => {
+      const key = await newKey(1_000n);
+      const dead = await newSession(key, 'relay-dead');
+      const live = await newSession(key, 'relay-live');
+      await ledger.placeHold(hold(key, dead, 200n));
+      await ledger.placeHold(hold(key, dead, 200n));
+      await ledger.placeHold(hold(key, live, 100n));
+      await ledger.heartbeat('relay-live');
+      await backend.forgetInstance('relay-dead');
+
+      const recovered = await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 });
+      expect(recovered).toEqual([{ sessionId: dead, totalNano: 0n }]);
+      expect(await heldOf(key)).toBe(100n);
+      expect(await balanceOf(key)).toBe(1_000n);
+      expect(await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 })).toEqual([]);
+      expect(await heldOf(key)).toBe(100n);
+    });
+
+    it('never holds more than the balance when many connections hold one key at once', async () => {
+      const others = [await connect(), await connect(), await connect()];
+      const connections = [ledger, ...others];
+      const key = await newKey(1_000n);
+      const sessions = await Promise.all(connections.flatMap((on, i) => [newSession(key, `relay-${i}`, on), newSession(key, `relay-${i}`, on)]));
+      // 48 holds of 100 asked at once, 12 on each connection (several pool clients each, on PostgreSQL): ten fit.
+      const attempts = Array.from({ length: 48 }, (_, i) => connections[i % 4]!.placeHold(hold(key, sessions[i % sessions.length]!, 100n)));
+      const results = await Promise.all(attempts);
+
+      expect(results.filter((r) => r.placed)).toHaveLength(10);
+      expect(await heldOf(key)).toBe(1_000n);
+      expect(await backend.rows('holds')).toHaveLength(10);
+      // Each charge frees its hold for the next response.
+      const holder = (await backend.rows('holds'))[0]!.session_id as string;
+      await ledger.recordCharge(charge(key, holder, 'resp_1', 150n));
+      expect(await ledger.getKey(key.id)).toMatchObject({ balanceNano: 850n, heldNano: 900n });
+      expect(await ledger.placeHold(hold(key, holder, 100n))).toMatchObject({ placed: false });
+    });
+
+    it('keeps held equal to the open holds when holds, charges and settlements of one key race on several connections', async () => {
+      const second = await connect();
+      const key = await newKey(10_000n);
+      const sessions = await Promise.all(Array.from({ length: 8 }, (_, i) => newSession(key, 'relay-a', i % 2 === 0 ? ledger : second)));
+      const work = sessions.flatMap((sessionId, i) => {
+        const on = i % 2 === 0 ? ledger : second;
+        const steps: Array<Promise<unknown>> = [];
+        for (let n = 0; n < 6; n++) {
+          steps.push(on.placeHold(hold(key, sessionId, 300n)));
+          steps.push(on.recordCharge(charge(key, sessionId, `resp_${n}`, BigInt(10 + n))));
+        }
+        // Half the sessions end while their holds and charges are still arriving.
+        if (i % 2 === 1) steps.push(on.settleSession({ sessionId, endedAt: new Date(), endReason: 'client_closed', status: 'settled', summary: null }));
+        return steps;
+      });
+      await Promise.all(work);
+
+      const open = (await backend.rows('holds')).reduce((sum, row) => sum + BigInt(row.amount_nano as bigint), 0n);
+      expect(await heldOf(key)).toBe(open);
+      expect(await balanceOf(key)).toBe(10_000n - 8n * (10n + 11n + 12n + 13n + 14n + 15n));
+      for (const sessionId of sessions) {
+        await ledger.settleSession({ sessionId, endedAt: new Date(), endReason: 'client_closed', status: 'settled', summary: null });
+      }
+      expect(await heldOf(key)).toBe(0n);
+      expect(await backend.rows('holds')).toEqual([]);
+    });
+
+    it('upgrades a database made before holds in place, keeping its keys and balances', async () => {
+      const old = await open();
+      try {
+        const migrations = ledger.kind === 'sqlite' ? SQLITE_MIGRATIONS : POSTGRES_MIGRATIONS;
+        const now = ledger.kind === 'sqlite' ? String(Date.now()) : 'now()';
+        await old.exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at ${ledger.kind === 'sqlite' ? 'INTEGER NOT NULL' : 'TIMESTAMPTZ NOT NULL DEFAULT now()'});
+          ${migrations[0]!.sql};
+          INSERT INTO schema_migrations (version, applied_at) VALUES (1, ${now});
+          INSERT INTO keys (id, name, key_hash, balance_nano, price_multiplier_ppm, created_at) VALUES ('k1', 'old', 'hash', 1234, 1000000, ${now});`);
+        const upgraded = await connect(old.options);
+        expect(await upgraded.getKey('old')).toMatchObject({ balanceNano: 1_234n, heldNano: 0n });
+        expect((await old.rows('schema_migrations')).map((row) => Number(row.version))).toEqual(migrations.map((m) => m.version));
+        const sessionId = uniqueId('sess');
+        await upgraded.openSession({ id: sessionId, keyId: 'k1', model: 'gpt-realtime', upstream: 'openai', instanceId: 'relay-a', startedAt: new Date() });
+        expect(await upgraded.placeHold({ sessionId, keyId: 'k1', amountNano: 1_000n, reserveNano: 0n })).toEqual({ placed: true, balanceNano: 1_234n, heldNano: 1_000n });
+      } finally {
+        await old.dispose();
+      }
+    });
+
     it('refuses a session for an unknown key, and reopening a session is harmless', async () => {
       const key = await newKey(1n);
       const session = { id: 'sess_1', keyId: key.id, model: 'gpt-realtime', upstream: 'azure', instanceId: 'relay-a', startedAt: new Date() };
@@ -538,6 +700,9 @@ function sqliteBackend(): Promise<Backend> {
     forgetInstance: async (instanceId) => {
       withDb((db) => db.prepare('DELETE FROM instances WHERE id = ?').run(instanceId));
     },
+    exec: async (sql) => {
+      withDb((db) => db.exec(sql));
+    },
     dispose: async () => rmSync(dir, { recursive: true, force: true }),
   });
 }
@@ -552,6 +717,9 @@ async function postgresBackend(): Promise<Backend> {
     },
     forgetInstance: async (instanceId) => {
       await schema.query('DELETE FROM instances WHERE id = $1', [instanceId]);
+    },
+    exec: async (sql) => {
+      await schema.query(sql);
     },
     dispose: () => schema.drop(),
   };

@@ -10,6 +10,8 @@ import type {
   ChargeInput,
   ChargeKind,
   ChargeResult,
+  HoldInput,
+  HoldResult,
   KeyRecord,
   Ledger,
   NewKey,
@@ -20,7 +22,7 @@ import type {
   UsageQuery,
   UsageRow,
 } from './types.js';
-import { assertCost, assertTopUp, validateNewKey } from './validate.js';
+import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.js';
 
 export interface PostgresLedgerOptions {
   /** How long to wait for a connection before reporting ledger_unavailable. */
@@ -49,6 +51,7 @@ interface KeyRow {
   name: string;
   key_hash: string;
   balance_nano: bigint;
+  held_nano: bigint;
   spend_cap_nano: bigint | null;
   max_sessions: number | null;
   price_multiplier_ppm: number;
@@ -72,6 +75,53 @@ const UNAVAILABLE_SQLSTATE = /^(08|28|53|57|58|3D)/;
 
 /** Picks one key by id or by name; an id wins if a name happens to equal it. */
 const KEY_BY_REF = 'SELECT id FROM keys WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1';
+
+/*
+ * A hold in one round trip. The session row is locked first (the lock order
+ * below), and an open session is required, so a settlement can never miss a
+ * hold placed beside it. The key's UPDATE then waits for any other writer of
+ * that key and re-checks its WHERE on the row that writer left: two holds of
+ * one key, from any connection or process, cannot both pass one check.
+ * Without a placed hold, the last branch reports the key as it was.
+ */
+const PLACE_HOLD = `
+  WITH session AS (
+    SELECT id FROM sessions WHERE id = $1 AND key_id = $2 AND status = 'open' FOR SHARE
+  ), held AS (
+    UPDATE keys SET held_nano = held_nano + $3::bigint
+    WHERE id = $2 AND EXISTS (SELECT 1 FROM session)
+      AND balance_nano >= $4::bigint
+      AND balance_nano - held_nano >= $3::bigint AND balance_nano - held_nano > 0
+    RETURNING balance_nano, held_nano
+  ), hold AS (
+    INSERT INTO holds (session_id, amount_nano) SELECT $1, $3::bigint FROM held RETURNING id
+  )
+  SELECT true AS placed, balance_nano, held_nano, $2 AS session_key_id FROM held
+  UNION ALL
+  SELECT false, balance_nano, held_nano, (SELECT key_id FROM sessions WHERE id = $1)
+  FROM keys WHERE id = $2 AND NOT EXISTS (SELECT 1 FROM held)`;
+
+/*
+ * A new charge's debit; a response's charge also captures (releases) the
+ * session's oldest hold. Runs with the session row locked.
+ */
+const DEBIT_AND_RELEASE = `
+  WITH released AS (
+    DELETE FROM holds
+    WHERE $4::boolean AND id = (SELECT id FROM holds WHERE session_id = $3 ORDER BY id LIMIT 1)
+    RETURNING amount_nano
+  )
+  UPDATE keys SET balance_nano = balance_nano - $1::bigint,
+    held_nano = held_nano - COALESCE((SELECT amount_nano FROM released), 0)
+  WHERE id = $2 RETURNING balance_nano`;
+
+/** Releases every hold a session still has. Runs with the session row locked. */
+const RELEASE_SESSION_HOLDS = `
+  WITH released AS (
+    DELETE FROM holds WHERE session_id = $1 RETURNING amount_nano
+  )
+  UPDATE keys SET held_nano = held_nano - (SELECT SUM(amount_nano) FROM released)
+  WHERE id = (SELECT key_id FROM sessions WHERE id = $1) AND EXISTS (SELECT 1 FROM released)`;
 
 export async function openPostgresLedger(databaseUrl: string, options: PostgresLedgerOptions = {}): Promise<Ledger> {
   const location = describeLocation(databaseUrl);
@@ -162,6 +212,7 @@ function toKeyRecord(row: KeyRow): KeyRecord {
     id: row.id,
     name: row.name,
     balanceNano: row.balance_nano,
+    heldNano: row.held_nano,
     spendCapNano: row.spend_cap_nano,
     maxSessions: row.max_sessions,
     priceMultiplierPpm: row.price_multiplier_ppm,
@@ -186,8 +237,9 @@ function toUsageRow(row: UsageDbRow): UsageRow {
 type Queryable = Pick<pg.PoolClient, 'query'>;
 
 /*
- * Lock order, so that concurrent transactions cannot deadlock: a charge locks
- * its session row, then its key row; a settlement locks only the session row.
+ * Lock order, so that concurrent transactions cannot deadlock: a hold or a
+ * charge locks its session row, then its key row; a settlement locks the
+ * session row, then the key row only to release holds.
  * Locking the session first also means a settlement waits for a charge in
  * flight and then counts it.
  */
@@ -268,6 +320,20 @@ class PostgresLedger implements Ledger {
     });
   }
 
+  async placeHold(hold: HoldInput): Promise<HoldResult> {
+    assertHold(hold.amountNano, hold.reserveNano);
+    const { rows } = await this.query<{ placed: boolean; balance_nano: bigint; held_nano: bigint; session_key_id: string | null }>(PLACE_HOLD, [
+      hold.sessionId,
+      hold.keyId,
+      hold.amountNano,
+      hold.reserveNano,
+    ]);
+    const row = rows[0] ?? keyNotFound(hold.keyId);
+    if (row.session_key_id === null) sessionNotFound(hold.sessionId);
+    if (row.session_key_id !== hold.keyId) chargeKeyMismatch(hold.sessionId, hold.keyId);
+    return { placed: row.placed, balanceNano: row.balance_nano, heldNano: row.held_nano };
+  }
+
   async recordCharge(charge: ChargeInput): Promise<ChargeResult> {
     assertCost(charge.costNano);
     return this.transaction(async (client) => {
@@ -288,11 +354,14 @@ class PostgresLedger implements Ledger {
         return { applied: false, balanceNano: key.rows[0].balance_nano, sessionSpendNano: row.spend_nano };
       }
       // One atomic UPDATE: concurrent debits of the same key queue on its row
-      // lock and each subtracts from the balance the previous one left.
-      const key = await client.query<{ balance_nano: bigint }>(
-        'UPDATE keys SET balance_nano = balance_nano - $1 WHERE id = $2 RETURNING balance_nano',
-        [charge.costNano, charge.keyId],
-      );
+      // lock and each subtracts from the balance the previous one left. Only a
+      // new charge gets here, so a replay releases no hold.
+      const key = await client.query<{ balance_nano: bigint }>(DEBIT_AND_RELEASE, [
+        charge.costNano,
+        charge.keyId,
+        charge.sessionId,
+        charge.kind === 'response',
+      ]);
       const spent = await client.query<{ spend_nano: bigint }>(
         'UPDATE sessions SET spend_nano = spend_nano + $1 WHERE id = $2 RETURNING spend_nano',
         [charge.costNano, charge.sessionId],
@@ -431,6 +500,8 @@ async function settle(client: Queryable, settlement: SettlementInput): Promise<S
   // Waits for any charge of this session still in flight, so the sum below includes it.
   const session = await client.query('SELECT 1 FROM sessions WHERE id = $1 FOR NO KEY UPDATE', [settlement.sessionId]);
   if (session.rowCount === 0) sessionNotFound(settlement.sessionId);
+  // Whatever the session still holds (a refused or unfinished response) goes back to its key.
+  await client.query(RELEASE_SESSION_HOLDS, [settlement.sessionId]);
   const totals = await client.query<{ total_nano: bigint; charge_count: number }>(
     `SELECT COALESCE(SUM(cost_nano), 0)::bigint AS total_nano, COUNT(*)::integer AS charge_count
      FROM charges WHERE session_id = $1`,

@@ -12,6 +12,8 @@ import type {
   ChargeInput,
   ChargeKind,
   ChargeResult,
+  HoldInput,
+  HoldResult,
   KeyRecord,
   Ledger,
   NewKey,
@@ -22,7 +24,7 @@ import type {
   UsageQuery,
   UsageRow,
 } from './types.js';
-import { assertCost, assertTopUp, validateNewKey } from './validate.js';
+import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.js';
 
 export const DEFAULT_SQLITE_PATH = './data/ledger.db';
 
@@ -39,11 +41,23 @@ interface KeyRow {
   name: string;
   key_hash: string;
   balance_nano: bigint;
+  held_nano: bigint;
   spend_cap_nano: bigint | null;
   max_sessions: bigint | null;
   price_multiplier_ppm: bigint;
   disabled: bigint;
   created_at: bigint;
+}
+
+interface SessionRow {
+  key_id: string;
+  spend_nano: bigint;
+  status: string;
+}
+
+interface KeyMoney {
+  balance_nano: bigint;
+  held_nano: bigint;
 }
 
 interface UsageDbRow {
@@ -116,6 +130,7 @@ function toKeyRecord(row: KeyRow): KeyRecord {
     id: row.id,
     name: row.name,
     balanceNano: row.balance_nano,
+    heldNano: row.held_nano,
     spendCapNano: row.spend_cap_nano,
     maxSessions: row.max_sessions === null ? null : Number(row.max_sessions),
     priceMultiplierPpm: Number(row.price_multiplier_ppm),
@@ -171,12 +186,25 @@ class SqliteLedger implements Ledger {
       insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at)
         VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt)
         ON CONFLICT (id) DO NOTHING`),
-      sessionById: db.prepare('SELECT key_id, spend_nano FROM sessions WHERE id = ?'),
+      sessionById: db.prepare('SELECT key_id, spend_nano, status FROM sessions WHERE id = ?'),
+      // The admission rule and the hold in one statement: see HoldResult.
+      holdOnKey: db.prepare(`UPDATE keys SET held_nano = held_nano + @amountNano
+        WHERE id = @keyId AND balance_nano >= @reserveNano
+          AND balance_nano - held_nano >= @amountNano AND balance_nano - held_nano > 0
+        RETURNING balance_nano, held_nano`),
+      insertHold: db.prepare('INSERT INTO holds (session_id, amount_nano, created_at) VALUES (@sessionId, @amountNano, @createdAt)'),
+      keyMoney: db.prepare('SELECT balance_nano, held_nano FROM keys WHERE id = ?'),
+      releaseOldestHold: db.prepare(`DELETE FROM holds
+        WHERE id = (SELECT id FROM holds WHERE session_id = ? ORDER BY id LIMIT 1)
+        RETURNING amount_nano`).pluck(),
+      releaseHolds: db.prepare('DELETE FROM holds WHERE session_id = ? RETURNING amount_nano').pluck(),
+      unholdKey: db.prepare('UPDATE keys SET held_nano = held_nano - @releasedNano WHERE id = @keyId'),
       insertCharge: db.prepare(`INSERT INTO charges
         (session_id, key_id, kind, item_id, model, cost_nano, usage_json, created_at)
         VALUES (@sessionId, @keyId, @kind, @itemId, @model, @costNano, @usageJson, @createdAt)
         ON CONFLICT (session_id, kind, item_id) DO NOTHING`),
-      debitKey: db.prepare('UPDATE keys SET balance_nano = balance_nano - @costNano WHERE id = @keyId RETURNING balance_nano'),
+      debitKey: db.prepare(`UPDATE keys SET balance_nano = balance_nano - @costNano, held_nano = held_nano - @releasedNano
+        WHERE id = @keyId RETURNING balance_nano`),
       addSpend: db.prepare('UPDATE sessions SET spend_nano = spend_nano + @costNano WHERE id = @sessionId RETURNING spend_nano'),
       balanceOf: db.prepare('SELECT balance_nano FROM keys WHERE id = ?').pluck(),
       settlementOf: db.prepare('SELECT total_nano, charge_count FROM settlements WHERE session_id = ?'),
@@ -253,10 +281,28 @@ class SqliteLedger implements Ledger {
     });
   }
 
+  async placeHold(hold: HoldInput): Promise<HoldResult> {
+    assertHold(hold.amountNano, hold.reserveNano);
+    return this.write(() => {
+      const session = this.statements.sessionById.get(hold.sessionId) as SessionRow | undefined;
+      if (session === undefined) sessionNotFound(hold.sessionId);
+      if (session.key_id !== hold.keyId) chargeKeyMismatch(hold.sessionId, hold.keyId);
+      // A settled session's holds are gone for good: a late admission must not leave one behind.
+      const params = { keyId: hold.keyId, amountNano: hold.amountNano, reserveNano: hold.reserveNano };
+      const held = session.status === 'open' ? (this.statements.holdOnKey.get(params) as KeyMoney | undefined) : undefined;
+      if (held === undefined) {
+        const money = (this.statements.keyMoney.get(hold.keyId) as KeyMoney | undefined) ?? keyNotFound(hold.keyId);
+        return { placed: false, balanceNano: money.balance_nano, heldNano: money.held_nano };
+      }
+      this.statements.insertHold.run({ sessionId: hold.sessionId, amountNano: hold.amountNano, createdAt: Date.now() });
+      return { placed: true, balanceNano: held.balance_nano, heldNano: held.held_nano };
+    });
+  }
+
   async recordCharge(charge: ChargeInput): Promise<ChargeResult> {
     assertCost(charge.costNano);
     return this.write(() => {
-      const session = this.statements.sessionById.get(charge.sessionId) as { key_id: string; spend_nano: bigint } | undefined;
+      const session = this.statements.sessionById.get(charge.sessionId) as SessionRow | undefined;
       if (session === undefined) sessionNotFound(charge.sessionId);
       if (session.key_id !== charge.keyId) chargeKeyMismatch(charge.sessionId, charge.keyId);
       const inserted = this.statements.insertCharge.run({
@@ -276,7 +322,9 @@ class SqliteLedger implements Ledger {
           sessionSpendNano: session.spend_nano,
         };
       }
-      const params = { costNano: charge.costNano, keyId: charge.keyId, sessionId: charge.sessionId };
+      // Captured: the response's hold gives way to its real cost. Only a new charge gets here, so a replay releases nothing.
+      const releasedNano = charge.kind === 'response' ? ((this.statements.releaseOldestHold.get(charge.sessionId) as bigint | undefined) ?? 0n) : 0n;
+      const params = { costNano: charge.costNano, releasedNano, keyId: charge.keyId, sessionId: charge.sessionId };
       const { balance_nano } = this.statements.debitKey.get(params) as { balance_nano: bigint };
       const { spend_nano } = this.statements.addSpend.get(params) as { spend_nano: bigint };
       return { applied: true, balanceNano: balance_nano, sessionSpendNano: spend_nano };
@@ -358,7 +406,11 @@ class SqliteLedger implements Ledger {
 
   /** Runs inside a write transaction. */
   private settle(settlement: SettlementInput): SettlementResult {
-    if (this.statements.sessionById.get(settlement.sessionId) === undefined) sessionNotFound(settlement.sessionId);
+    const session = this.statements.sessionById.get(settlement.sessionId) as SessionRow | undefined;
+    if (session === undefined) sessionNotFound(settlement.sessionId);
+    // Whatever the session still holds (a refused or unfinished response) goes back to its key.
+    const released = (this.statements.releaseHolds.all(settlement.sessionId) as bigint[]).reduce((sum, amount) => sum + amount, 0n);
+    if (released > 0n) this.statements.unholdKey.run({ releasedNano: released, keyId: session.key_id });
     const existing = this.statements.settlementOf.get(settlement.sessionId) as
       | { total_nano: bigint; charge_count: bigint }
       | undefined;

@@ -5,12 +5,20 @@
  * A session is charged as its usage arrives (`recordCharge`, exactly once per
  * item) and settled when it ends (`settleSession`), which only records what
  * the charges already debited.
+ *
+ * Each admitted response first places a hold on its key (`placeHold`), as a
+ * card payment is authorised before it is captured: the hold lowers what the
+ * key has available until the response's charge (or the session's
+ * settlement) releases it, so the responses a key has in flight never take
+ * more than its balance before they are charged.
  */
 
 export interface KeyRecord {
   id: string;
   name: string;
   balanceNano: bigint;
+  /** The sum of the key's open holds: what its balance already promises to responses in flight. */
+  heldNano: bigint;
   /** Most one session of this key may spend; null = no cap. */
   spendCapNano: bigint | null;
   /** Most concurrent sessions of this key; null = no limit. */
@@ -50,6 +58,26 @@ export interface ChargeResult {
   balanceNano: bigint;
   /** This session's charges so far. */
   sessionSpendNano: bigint;
+}
+
+export interface HoldInput {
+  sessionId: string;
+  keyId: string;
+  /** What the hold takes from the key's available balance (balance − open holds). */
+  amountNano: bigint;
+  /** The balance the key must keep, holds aside, for the hold to be placed. */
+  reserveNano: bigint;
+}
+
+export interface HoldResult {
+  /**
+   * False, and nothing held, unless the session is open and the key has
+   * balance ≥ reserve and balance − open holds ≥ max(amount, 1 nano-USD).
+   */
+  placed: boolean;
+  /** The key's balance and open holds after this call. */
+  balanceNano: bigint;
+  heldNano: bigint;
 }
 
 export interface SessionOpen {
@@ -114,19 +142,26 @@ export interface Ledger {
   /** Idempotent on the session id. Also counts as a heartbeat of its instance. */
   openSession(session: SessionOpen): Promise<void>;
   /**
+   * Holds `amountNano` of the key's balance for one response of the session,
+   * atomically across every connection and process sharing the database: a
+   * check and its hold cannot be split by another hold of the same key.
+   */
+  placeHold(hold: HoldInput): Promise<HoldResult>;
+  /**
    * Inserts the charge and, only if it is new, debits the key and adds to the
-   * session's spend, in one transaction. The balance may go negative: an
-   * overdraft is recorded, never dropped.
+   * session's spend, in one transaction; a new 'response' charge also
+   * releases the session's oldest open hold, if any. The balance may go
+   * negative: an overdraft is recorded, never dropped.
    */
   recordCharge(charge: ChargeInput): Promise<ChargeResult>;
-  /** Records the session's totals and ends it. Never debits. Idempotent. */
+  /** Records the session's totals, releases its open holds and ends it. Never debits. Idempotent. */
   settleSession(settlement: SettlementInput): Promise<SettlementResult>;
   heartbeat(instanceId: string): Promise<void>;
   /**
    * Settles as 'recovered' every open session of an instance whose heartbeat
    * is older than `staleAfterMs` (or missing), and every open session of
-   * `instanceId` itself (a restarted process). Returns the sessions this call
-   * settled; safe to run from several processes at once.
+   * `instanceId` itself (a restarted process), releasing their holds. Returns
+   * the sessions this call settled; safe to run from several processes at once.
    */
   recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]>;
   usage(query: UsageQuery): Promise<UsageRow[]>;

@@ -35,6 +35,11 @@ export function assertCost(costNano: bigint): void {
   assertNano(costNano, 'A charge', { allowZero: true });
 }
 
+export function assertHold(amountNano: bigint, reserveNano: bigint): void {
+  assertNano(amountNano, 'A hold', { allowZero: true });
+  assertNano(reserveNano, 'A reserve', { allowZero: true });
+}
+
 function assertNano(value: bigint, what: string, { allowZero }: { allowZero: boolean }): void {
   if (typeof value !== 'bigint') throw new LedgerError('invalid_amount', `${what} must be a bigint of nano-USD.`);
   const min = allowZero ? 0n : 1n;

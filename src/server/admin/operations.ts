@@ -26,6 +26,8 @@ export interface KeyView {
   name: string;
   /** USD, exact: "10.000000". */
   balance: string;
+  /** USD the key's responses in flight hold; available = balance − held. */
+  held: string;
   spend_cap: string | null;
   max_sessions: number | null;
   /** Price multiplier as a decimal string: "1", "1.25". */
@@ -39,6 +41,7 @@ export function keyView(key: KeyRecord): KeyView {
     id: key.id,
     name: key.name,
     balance: formatUsd(key.balanceNano),
+    held: formatUsd(key.heldNano),
     spend_cap: key.spendCapNano === null ? null : formatUsd(key.spendCapNano),
     max_sessions: key.maxSessions,
     multiplier: formatPpm(key.priceMultiplierPpm),

@@ -63,4 +63,22 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'holds',
+    // One row per open hold; keys.held_nano is their sum per key, kept in the
+    // same transactions, so that admission reads and locks one row.
+    sql: `
+      ALTER TABLE keys ADD COLUMN held_nano BIGINT NOT NULL DEFAULT 0
+        CONSTRAINT keys_held_not_negative CHECK (held_nano >= 0);
+
+      CREATE TABLE holds (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        amount_nano BIGINT NOT NULL CHECK (amount_nano >= 0),
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      );
+      CREATE INDEX holds_by_session ON holds (session_id, id);
+    `,
+  },
 ];

@@ -66,4 +66,21 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 2,
+    name: 'holds',
+    // One row per open hold; keys.held_nano is their sum per key, kept in the
+    // same transactions, so that admission reads one row.
+    sql: `
+      ALTER TABLE keys ADD COLUMN held_nano INTEGER NOT NULL DEFAULT 0 CHECK (held_nano >= 0);
+
+      CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        amount_nano INTEGER NOT NULL CHECK (amount_nano >= 0),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX holds_by_session ON holds (session_id, id);
+    `,
+  },
 ];
