@@ -91,16 +91,21 @@ describe('hostile frames from a client', () => {
       { name: 'a frame over maxPayload', opcode: OPCODE.text, payload: Buffer.from(`{"type":"input_audio_buffer.append","audio":"${'A'.repeat(MAX_PAYLOAD)}"}`), code: 1009 },
       { name: 'a reserved opcode', opcode: 0x3, payload: Buffer.from('{}'), code: 1002 },
       { name: 'a ping over 125 bytes', opcode: OPCODE.ping, payload: Buffer.alloc(200, 1), code: 1002 },
+      // Frames parsers read differently: the relay refuses them rather than guess which type the upstream takes.
+      { name: 'a type first, then broken JSON', opcode: OPCODE.text, payload: Buffer.from('{"type":"conversation.item.create","item":{'), code: 1007, error: 'invalid_frame' },
+      { name: 'a duplicate type key', opcode: OPCODE.text, payload: Buffer.from('{"type":"input_audio_buffer.clear","type":7}'), code: 1007, error: 'invalid_frame' },
+      { name: 'a second type after the audio', opcode: OPCODE.text, payload: Buffer.from('{"type":"input_audio_buffer.append","audio":"AAAA","type":"input_audio_buffer.clear"}'), code: 1007, error: 'invalid_frame' },
+      { name: 'a type key in another letter case', opcode: OPCODE.text, payload: Buffer.from('{"type":"input_audio_buffer.clear","TYPE":"input_audio_buffer.clear"}'), code: 1007, error: 'invalid_frame' },
+      { name: 'a second object after the first', opcode: OPCODE.text, payload: Buffer.from('{"type":"input_audio_buffer.clear"}{"type":"input_audio_buffer.clear"}'), code: 1007, error: 'invalid_frame' },
     ];
     const survivable: Array<{ name: string; payload: string }> = [
       { name: 'an unknown event type', payload: '{"type":"relay.please_crash"}' },
       { name: 'wrong field types', payload: '{"type":"session.update","session":"not an object","event_id":42}' },
-      { name: 'a type first, then broken JSON', payload: '{"type":"conversation.item.create","item":{' },
       { name: 'a huge string under the cap', payload: JSON.stringify({ type: 'session.update', session: { instructions: 'x'.repeat(MAX_PAYLOAD - 100) } }) },
       { name: 'deep nesting', payload: `{"type":"conversation.item.create","item":${'['.repeat(20_000)}${']'.repeat(20_000)}}` },
       { name: 'deep nesting before the type', payload: `{"a":${'{"b":'.repeat(5_000)}1${'}'.repeat(5_000)},"type":"input_audio_buffer.clear"}` },
       { name: 'escapes and unicode in the type', payload: '{"type":"conversation.item.\\u0063reate\\"\\\\ \u{1F600}"}' },
-      { name: 'a duplicate type key', payload: '{"type":"input_audio_buffer.clear","type":7}' },
+      { name: 'the type key spelled with an escape', payload: '{"typ\\u0065":"input_audio_buffer.clear","Types":1}' },
     ];
     await besideAStreamingSession(async () => {
       for (const frame of fatal) {
@@ -147,12 +152,25 @@ describe('hostile frames from a client', () => {
   it('survives 10,000 generated frames, ending exactly the sessions that sent an unreadable one', async () => {
     // Every client event the upstream answers, except the one that starts (billable) responses.
     const SAFE_TYPES = SUPPORTED_EVENTS.filter((type) => type !== 'response.create');
-    const eventType = fc.oneof(fc.constantFrom(...SAFE_TYPES), fc.string({ unit: 'binary', maxLength: 40 })).filter((t) => t !== 'simulator.fault' && t !== 'response.create');
-    /** Frames the relay must forward: a readable type, anything else in any shape. */
+    // A type holding U+0000 is refused (C-string parsers would read less of it).
+    const eventType = fc
+      .oneof(fc.constantFrom(...SAFE_TYPES), fc.string({ unit: 'binary', maxLength: 40 }))
+      .filter((t) => t !== 'simulator.fault' && t !== 'response.create' && !t.includes('\u0000'));
+    // Keys that read as `type` in another letter case are refused; any other key is the upstream's to judge.
+    const otherKeys = fc.dictionary(fc.string({ unit: 'binary', maxLength: 12 }).filter((k) => !/^type(\u0000|$)/i.test(k)), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 });
+    /** Frames the relay must forward: one readable type, anything else in any shape. */
     const forwarded = fc.oneof(
-      { weight: 4, arbitrary: fc.tuple(eventType, fc.dictionary(fc.string({ unit: 'binary', maxLength: 12 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 })).map(([type, rest]) => ({ text: JSON.stringify({ ...rest, type }) })) },
-      // The relay reads the type and nothing else: what follows it is the upstream's to judge.
-      { weight: 1, arbitrary: fc.tuple(eventType, fc.string({ unit: 'binary', maxLength: 60 })).map(([type, tail]) => ({ text: `{"type":${JSON.stringify(type)}${tail}` })) },
+      { weight: 4, arbitrary: fc.tuple(eventType, otherKeys).map(([type, rest]) => ({ text: JSON.stringify({ ...rest, type }) })) },
+      // The type anywhere among the keys, spaced out, its value spelled with escapes.
+      {
+        weight: 1,
+        arbitrary: fc.tuple(eventType, otherKeys, fc.nat(5), fc.constantFrom(' ', '\n', '\t ')).map(([type, rest, position, space]) => {
+          const entries = Object.entries(rest).map(([k, v]) => `${JSON.stringify(k)}${space}:${space}${JSON.stringify(v)}`);
+          const escaped = [...type].map((c) => (c.length === 1 ? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}` : c)).join('');
+          entries.splice(Math.min(position, entries.length), 0, `"type"${space}:${space}"${escaped}"`);
+          return { text: `{${space}${entries.join(`,${space}`)}${space}}` };
+        }),
+      },
     );
     /** Frames that end the session that sent them. */
     const unreadable = fc.oneof(
@@ -161,6 +179,7 @@ describe('hostile frames from a client', () => {
       fc.uint8Array({ maxLength: 200 }).map((bytes) => ({ opcode: OPCODE.binary, payload: Buffer.from(bytes), code: 1007 })),
       fc.string({ maxLength: 50 }).map((s) => ({ opcode: OPCODE.text, payload: Buffer.concat([Buffer.from(`{"type":"${s.replace(/["\\]/g, '')}`), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]), code: 1007 })),
       fc.constant({ opcode: OPCODE.text, payload: Buffer.alloc(MAX_PAYLOAD + 1, 0x20), code: 1009 }),
+      fc.tuple(eventType, eventType).map(([first, second]) => ({ opcode: OPCODE.text, payload: Buffer.from(`{"type":${JSON.stringify(first)},"type":${JSON.stringify(second)}}`), code: 1007 })),
     );
     let frames = 0;
     let sessions = 0;

@@ -17,6 +17,15 @@ describe('reading the type of an audio frame in place', () => {
     expect(scan('{"type":"input_audio_buffer.app"}')).toBe('input_audio_buffer.app');
   });
 
+  it('reads past the audio: a second type after it makes the frame unreadable', () => {
+    for (const type of AUDIO_TYPES) {
+      expect(scan(`{"type":"${type}","audio":"AAAA","event_id":"e1"}`)).toBe(type);
+      expect(scan(`{"type":"${type}","audio":"AAAA","type":"response.create"}`)).toBeUndefined();
+      expect(scan(`{"type":"${type}","audio":"AAAA","typ\\u0065":"response.create"}`)).toBeUndefined();
+      expect(scan(`{"type":"${type}","audio":"AAAA"}{"type":"response.create"}`)).toBeUndefined();
+    }
+  });
+
   it('agrees with JSON.parse on audio frames however they are spaced or ordered', () => {
     fc.assert(
       fc.property(

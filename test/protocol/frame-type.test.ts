@@ -35,15 +35,16 @@ describe('reading an event type from the head of a frame', () => {
     expect(scan(big)).toBe('input_audio_buffer.append');
   });
 
-  it('agrees with JSON.parse on generated objects', () => {
+  it('agrees with JSON.parse on generated objects, escapes included', () => {
+    // Keys that are `type` but for letter case or a U+0000, and types holding U+0000, are refused: see frame-type.property.test.ts.
+    const otherKey = fc.string().filter((k) => k.split('\u0000')[0]!.toLowerCase() !== 'type');
+    const typeValue = fc.string().filter((t) => !t.includes('\u0000'));
     fc.assert(
-      fc.property(fc.dictionary(fc.string().filter((k) => k !== 'type'), fc.jsonValue()), fc.string(), fc.nat(5), (rest, type, position) => {
+      fc.property(fc.dictionary(otherKey, fc.jsonValue()), typeValue, fc.nat(5), (rest, type, position) => {
         const entries = Object.entries(rest);
         entries.splice(Math.min(position, entries.length), 0, ['type', type]);
         const text = `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`;
-        const expected = (JSON.parse(text) as { type: string }).type;
-        // Escaped characters in the type are read as written; compare on the escape-free case.
-        if (JSON.stringify(type) === `"${type}"`) expect(scan(text)).toBe(expected);
+        expect(scan(text)).toBe((JSON.parse(text) as { type: string }).type);
       }),
       { numRuns: 500 },
     );
