@@ -1,6 +1,14 @@
 import type WebSocket from 'ws';
 import type { SessionEvent } from '../machines/session.js';
 
+/** The session's backpressure as keep-alive reads it, once per ping tick. */
+export interface Backpressure {
+  /** Either direction has its source paused now. */
+  readonly paused: boolean;
+  /** Pauses so far, both directions: a change means a pause began since it was last read. */
+  readonly pauses: number;
+}
+
 export interface KeepAliveOptions {
   client: WebSocket;
   upstream: WebSocket;
@@ -8,18 +16,27 @@ export interface KeepAliveOptions {
   idleTimeoutMs: number;
   /** When the client last sent a frame (a timestamp the reader updates; nothing is re-armed per frame). */
   lastClientFrameAt(): number;
+  backpressure(): Backpressure;
   report(event: SessionEvent): void;
 }
 
 /**
  * Pings both peers and watches the client for idleness. A peer that misses a
  * pong is terminated, so that its reader reports the close like any other.
+ *
+ * A missed pong counts only if neither direction was held by backpressure
+ * since the ping: a socket the relay stopped reading cannot deliver its pong,
+ * and a ping queued behind data a slow peer has not taken cannot reach it.
+ * Such a peer is judged by the stall timeout instead (see FramePipe).
+ *
  * Returns the disposer, which clears both timers and removes the listeners.
  */
 export function keepAlive(options: KeepAliveOptions): () => void {
-  const { client, upstream, pingIntervalMs, idleTimeoutMs, lastClientFrameAt, report } = options;
+  const { client, upstream, pingIntervalMs, idleTimeoutMs, lastClientFrameAt, backpressure, report } = options;
   let clientAnswered = true;
   let upstreamAnswered = true;
+  let pausedAtPing = false;
+  let pausesAtPing = backpressure().pauses;
   const clientOnPong = () => {
     clientAnswered = true;
   };
@@ -28,13 +45,17 @@ export function keepAlive(options: KeepAliveOptions): () => void {
   };
   client.on('pong', clientOnPong);
   upstream.on('pong', upstreamOnPong);
-  const pingTimer = setInterval(() => {
-    if (!clientAnswered) client.terminate();
+  const pingTimer = setInterval(function keepAliveOnTick() {
+    const now = backpressure();
+    const heldSincePing = pausedAtPing || now.paused || now.pauses !== pausesAtPing;
+    pausedAtPing = now.paused;
+    pausesAtPing = now.pauses;
+    if (!clientAnswered && !heldSincePing) client.terminate();
     else if (client.readyState === 1) {
       clientAnswered = false;
       client.ping();
     }
-    if (!upstreamAnswered) upstream.terminate();
+    if (!upstreamAnswered && !heldSincePing) upstream.terminate();
     else if (upstream.readyState === 1) {
       upstreamAnswered = false;
       upstream.ping();

@@ -11,8 +11,11 @@ import type WebSocket from 'ws';
  *
  * Backpressure: when the sink has more than `highWaterBytes` unsent, the
  * source is paused and resumed from the sink's write callback. A pipe paused
- * longer than `stallTimeoutMs` reports a stall. The stall timer is owned here
- * and cleared by `dispose()`.
+ * longer than `stallTimeoutMs` has stalled: it abandons its sink (see
+ * `abandonSink()`) and reports the stall. A sink that takes nothing must never
+ * keep the relay from reading the other side: the upstream's `response.done`,
+ * which carries the charge, is behind whatever the client has not taken. The
+ * stall timer is set when the source is paused and cleared when it is resumed.
  */
 export type Outgoing = Buffer | string;
 export type Deferred = Promise<Outgoing | null>;
@@ -47,6 +50,8 @@ export class FramePipe {
   private waitingBytes = 0;
   private draining = false;
   private stopped = false;
+  /** The sink takes nothing more (it stalled or closed); deferred frames still settle. */
+  private sinkAbandoned = false;
   private paused = false;
   private stallTimer: NodeJS.Timeout | undefined;
   private readonly flushedWaiters: Array<() => void> = [];
@@ -63,9 +68,14 @@ export class FramePipe {
     return this.stopped;
   }
 
+  /** Whether the source is paused because the sink has too much unsent. */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
   /** Forward a frame now, or after whatever is already waiting. */
   push(frame: Outgoing): void {
-    if (this.stopped) return;
+    if (this.stopped || this.sinkAbandoned) return;
     if (this.waiting.length === 0 && this.sink !== null) {
       this.write(frame);
       return;
@@ -89,6 +99,23 @@ export class FramePipe {
     this.stopped = true;
     for (const item of this.waiting) if (typeof item !== 'string' && !Buffer.isBuffer(item)) item.catch(() => undefined);
     this.waiting.length = 0;
+    this.waitingBytes = 0;
+    this.resumeSource();
+    this.notifyFlushed();
+  }
+
+  /**
+   * The sink takes nothing more: frames for it are dropped from now on, so
+   * memory stays bounded, and the source is read on and never paused again.
+   * Deferred frames still settle in order, so a charge that cannot be written
+   * is still reported.
+   */
+  abandonSink(): void {
+    if (this.stopped || this.sinkAbandoned) return;
+    this.sinkAbandoned = true;
+    const deferred = this.waiting.filter((item) => typeof item !== 'string' && !Buffer.isBuffer(item));
+    this.waiting.length = 0;
+    this.waiting.push(...deferred);
     this.waitingBytes = 0;
     this.resumeSource();
     this.notifyFlushed();
@@ -155,7 +182,7 @@ export class FramePipe {
 
   private write(frame: Outgoing): void {
     const sink = this.sink!;
-    if (sink.readyState !== 1) return;
+    if (sink.readyState !== 1 || this.sinkAbandoned) return;
     this.stats.frames++;
     this.stats.bytes += typeof frame === 'string' ? Buffer.byteLength(frame) : frame.byteLength;
     if (sink.bufferedAmount + (typeof frame === 'string' ? frame.length : frame.byteLength) <= this.options.highWaterBytes) {
@@ -186,6 +213,7 @@ export class FramePipe {
 
   private readonly stalled = (): void => {
     this.stallTimer = undefined;
+    this.abandonSink();
     this.options.onStall();
   };
 

@@ -397,6 +397,10 @@ export class SessionLink implements SessionPorts {
       pingIntervalMs: this.options.timings.pingIntervalMs,
       idleTimeoutMs: this.options.timings.idleTimeoutMs,
       lastClientFrameAt: () => this.lastClientFrameAt,
+      backpressure: () => ({
+        paused: this.toUpstream.isPaused || (this.toClient?.isPaused ?? false),
+        pauses: this.toUpstream.stats.pauses + (this.toClient?.stats.pauses ?? 0),
+      }),
       report,
     });
   }
@@ -480,6 +484,8 @@ export class SessionLink implements SessionPorts {
 
   private readonly clientOnFinalClose = (code: number): void => {
     if (this.clientCloseCode === null) this.clientCloseCode = code;
+    // A gone client takes nothing more: the upstream is read on, so the response in flight reaches its charge.
+    this.toClient?.abandonSink();
     this.socketClosed();
   };
 

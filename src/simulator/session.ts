@@ -55,7 +55,7 @@ export const SUPPORTED_EVENTS = [
   'response.cancel',
 ];
 
-const FAULT_KINDS = new Set(['garbage', 'drop', 'close', 'session_expired', 'silence', 'slow_reader', 'stall_response', 'finish_response', 'delay_response']);
+const FAULT_KINDS = new Set(['garbage', 'drop', 'close', 'session_expired', 'silence', 'slow_reader', 'resume_reading', 'stall_response', 'finish_response', 'delay_response']);
 
 /** Close codes a peer may put on the wire (1005, 1006 and 1015 are reserved for local reporting). */
 function isSendableCloseCode(code: number): boolean {
@@ -503,6 +503,9 @@ export class SimulatedSession {
         return;
       case 'slow_reader':
         this.socket.pause();
+        return;
+      case 'resume_reading':
+        this.socket.resume();
         return;
       case 'stall_response':
         this.stallNextResponse = true;

@@ -62,6 +62,8 @@ export type SessionFault =
   | { kind: 'silence' }
   /** Stop reading the socket, so the peer's bufferedAmount grows. */
   | { kind: 'slow_reader' }
+  /** Read the socket again after `slow_reader` (struck out of band: a paused session reads no fault). */
+  | { kind: 'resume_reading' }
   /** The next response sends `response.created`, then nothing until `response.cancel`. */
   | { kind: 'stall_response' }
   /** A stalled response goes on streaming and completes (a no-op when nothing is stalled). */

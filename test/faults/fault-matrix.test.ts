@@ -33,13 +33,16 @@ function rawTextFrame(text: string): Buffer {
 
 async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promise<void> {
   const before = { sockets: count('TCPSocketWrap'), timers: count('Timeout') };
+  const stopsReading = fault === 'client stops reading';
   stack = await startStack({
-    simulator: { chunkIntervalMs: 5 },
+    // A client that stops reading is sent a long audio response, streamed faster than it could take it.
+    simulator: stopsReading ? { chunkIntervalMs: 1, audioChunkBytes: 48_000, audioChunks: 1_000 } : { chunkIntervalMs: 5 },
     timings: {
       connectTimeoutMs: 400,
       pingIntervalMs: fault === 'upstream goes silent' || fault === 'client ignores pings' ? 200 : 15_000,
       drainTimeoutMs: fault === 'upstream goes silent' || fault === 'upstream stops reading' ? 400 : 10_000,
-      closeTimeoutMs: 500,
+      // Long enough for the client to read what it was owed, its error event and the close frame once it resumes.
+      closeTimeoutMs: stopsReading ? 5_000 : 500,
       highWaterBytes: 64 * 1024,
       stallTimeoutMs: 400,
     },
@@ -69,7 +72,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
     await client.next('session.created');
     if (phase === 'response in flight' || phase === 'draining') {
       client.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
-      client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+      client.send({ type: 'response.create', response: { output_modalities: [stopsReading ? 'audio' : 'text'] } });
       await client.next('response.created');
     }
     if (phase === 'draining') {
@@ -111,6 +114,10 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
       }, 5);
       break;
     }
+    case 'client stops reading':
+      client.socket.pause();
+      s.sim.strikeAll({ kind: 'finish_response' });
+      break;
     case 'client vanishes':
       client.socket.terminate();
       if (phase === 'connecting') s.sim.releaseHeld();
@@ -139,6 +146,11 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
   const [settlement] = s.billing.settlements;
   expect(s.billing.settlements).toHaveLength(1);
   expect(settlement!.endReason).toBe(expected.endReason);
+  if (stopsReading) {
+    // Whatever the client failed to take, its response was read to the end and charged.
+    expect(s.billing.charges).toHaveLength(1);
+    client.socket.resume();
+  }
   if (expected.clientClose !== null) {
     expect((await client.closedWith(5_000)).code).toBe(expected.clientClose);
   }

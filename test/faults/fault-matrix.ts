@@ -31,6 +31,7 @@ export type FaultName =
   | 'upstream closes 4001'
   | 'session_expired + 1001'
   | 'upstream stops reading'
+  | 'client stops reading'
   | 'client vanishes'
   | 'client ignores pings'
   | 'client sends after close';
@@ -39,6 +40,8 @@ export interface FaultRow {
   fault: FaultName;
   side: 'upstream' | 'client';
   cells: Partial<Record<Phase, Outcome>>;
+  /** Why the fault cannot happen in a phase, where that is not obvious. */
+  cannotHappen?: Partial<Record<Phase, string>>;
 }
 
 const DIAL = (errorEvent: string, clientClose: number, endReason: string): Partial<Record<Phase, Outcome>> => ({
@@ -113,6 +116,23 @@ export const FAULT_MATRIX: FaultRow[] = [
     },
   },
   {
+    fault: 'client stops reading',
+    side: 'client',
+    cells: {
+      'response in flight': {
+        clientClose: 1011,
+        errorEvent: 'backpressure_stall',
+        endReason: 'cancelled:backpressure_stall',
+        note: 'the response is cancelled, what the client cannot take is dropped, and the tail is billed',
+      },
+      draining: { ...SHUTDOWN, note: 'what the client cannot take is dropped; the response finishes and is billed' },
+    },
+    cannotHappen: {
+      connecting: 'nothing is sent to the client before the upstream answers',
+      'relaying, idle': 'nothing backs up between responses; a client that reads nothing misses its pong, as in client ignores pings',
+    },
+  },
+  {
     fault: 'client vanishes',
     side: 'client',
     cells: {
@@ -142,13 +162,13 @@ export const FAULT_MATRIX: FaultRow[] = [
 
 /** The matrix as the README shows it. */
 export function faultMatrixMarkdown(): string {
-  const cell = (o: Outcome | undefined) => {
-    if (!o) return '—';
+  const cell = (o: Outcome | undefined, cannotHappen: string | undefined) => {
+    if (!o) return cannotHappen ? `— (${cannotHappen})` : '—';
     const client = o.clientClose === null ? 'client gone' : `${o.errorEvent ? `\`${o.errorEvent}\` + ` : ''}${o.clientClose}`;
     return `${client}; \`${o.endReason}\`${o.note ? ` (${o.note})` : ''}`;
   };
   const header = `| fault | side | ${PHASES.join(' | ')} |`;
   const rule = `|---|---|${PHASES.map(() => '---').join('|')}|`;
-  const rows = FAULT_MATRIX.map((row) => `| ${row.fault} | ${row.side} | ${PHASES.map((p) => cell(row.cells[p])).join(' | ')} |`);
+  const rows = FAULT_MATRIX.map((row) => `| ${row.fault} | ${row.side} | ${PHASES.map((p) => cell(row.cells[p], row.cannotHappen?.[p])).join(' | ')} |`);
   return [header, rule, ...rows].join('\n');
 }

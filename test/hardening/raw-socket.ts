@@ -6,7 +6,7 @@ import { connect, type Socket } from 'node:net';
  * what no well-behaved library would: invalid UTF-8 in a text frame, frames
  * bigger than the server allows, headers trickled byte by byte.
  */
-export const OPCODE = { text: 0x1, binary: 0x2, close: 0x8, ping: 0x9 } as const;
+export const OPCODE = { text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa } as const;
 
 /** One masked client frame. */
 export function clientFrame(opcode: number, payload: Buffer, fin = true): Buffer {
@@ -65,8 +65,13 @@ export function rawUpgradeRequest(path: string, host: string, headers: Record<st
   return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
+export interface RawConnectOptions {
+  /** Answer each ping as it is read, as a live client does (a paused socket reads nothing, so answers nothing). */
+  answerPings?: boolean;
+}
+
 /** Opens a WebSocket by hand; resolves once the server answered the upgrade. */
-export function rawConnect(port: number, path: string, headers: Record<string, string>): Promise<RawConnection> {
+export function rawConnect(port: number, path: string, headers: Record<string, string>, options: RawConnectOptions = {}): Promise<RawConnection> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let buffer: Buffer = Buffer.alloc(0);
@@ -133,7 +138,11 @@ export function rawConnect(port: number, path: string, headers: Record<string, s
         buffer = buffer.subarray(end + 4);
         resolve(connection);
       }
+      const seen = frames.length;
       buffer = readFrames(buffer, frames);
+      if (options.answerPings) {
+        for (let i = seen; i < frames.length; i++) if (frames[i]!.opcode === OPCODE.ping) connection.send(OPCODE.pong, frames[i]!.payload);
+      }
       wake();
     });
     socket.once('close', () => {

@@ -14,7 +14,7 @@ export const FAST_TIMINGS: RelayServerOptions['timings'] = {
   maxSessionMs: 3_600_000,
   closeTimeoutMs: 1_000,
   highWaterBytes: 4 * 1024 * 1024,
-  stallTimeoutMs: 30_000,
+  stallTimeoutMs: 10_000,
   connectQueueFrames: 512,
   connectQueueBytes: 8 * 1024 * 1024,
   headerTimeoutMs: 10_000,

@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
 import { startStack, type Stack } from '../helpers/stack.js';
+import { eventually } from '../helpers/wait.js';
 
 let stack: Stack | undefined;
 afterEach(async () => {
@@ -73,6 +74,60 @@ describe('session timers', () => {
     expect((await client.closedWith(3_000)).code).toBe(1011);
     await stack.billing.settled(1);
     expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'upstream_closed', upstreamCloseCode: 1006 });
+  });
+
+  it('keeps a session whose client stops reading for many ping intervals, and delivers the whole response once it reads again', async () => {
+    stack = await startStack({
+      timings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
+      simulator: { chunkIntervalMs: 0, audioChunkBytes: 24_000, audioChunks: 200 },
+    });
+    const client = stack.connect();
+    await client.next('session.created');
+    const link = stack.relay.registry.list()[0]!.link;
+    // The relay stops reading the upstream while the client takes nothing: neither can answer a ping.
+    client.socket.pause();
+    client.send({ type: 'response.create' });
+    await eventually('the upstream paused for the client', () => link.stats.pauses > 0);
+    // Five ping intervals without a pong from either peer.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(stack.billing.settlements).toHaveLength(0);
+    expect(stack.relay.registry.size).toBe(1);
+    client.socket.resume();
+    await client.next('response.done', 10_000);
+    expect(client.count('response.output_audio.delta')).toBe(200);
+    expect(stack.billing.charges).toHaveLength(1);
+    client.close();
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]!.endReason).toBe('client_closed');
+  });
+
+  it('keeps a session whose upstream stops reading for many ping intervals, and answers the client once it reads again', async () => {
+    stack = await startStack({ timings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 } });
+    const client = stack.connect();
+    await client.next('session.created');
+    const link = stack.relay.registry.list()[0]!.link;
+    stack.sim.strikeAll({ kind: 'slow_reader' });
+    // The relay stops reading the client while the upstream takes nothing: neither can answer a ping.
+    const audio = JSON.stringify({ type: 'input_audio_buffer.append', audio: 'A'.repeat(32 * 1024) });
+    const flooding = setInterval(() => {
+      for (let i = 0; i < 20; i++) client.socket.send(audio);
+    }, 5);
+    try {
+      await eventually('the client paused for the upstream', () => link.stats.pauses > 0);
+    } finally {
+      clearInterval(flooding);
+    }
+    // Five ping intervals without a pong from either peer.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(stack.billing.settlements).toHaveLength(0);
+    expect(stack.relay.registry.size).toBe(1);
+    stack.sim.strikeAll({ kind: 'resume_reading' });
+    client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+    await client.next('response.done', 10_000);
+    expect(stack.billing.charges).toHaveLength(1);
+    client.close();
+    await stack.billing.settled(1);
+    expect(stack.billing.settlements[0]!.endReason).toBe('client_closed');
   });
 
   it('gives up waiting for the cancelled response after the drain timeout', async () => {
