@@ -531,6 +531,31 @@ describe('session faults', () => {
     expect(client.ws.bufferedAmount).toBeGreaterThanOrEqual(16 * 1024 * 1024);
   });
 
+  it('ends a turn as server VAD would: commits the buffer and starts a response nobody asked for', async () => {
+    const sim = await simulator();
+    const client = await connect(sim);
+    client.send({ type: 'input_audio_buffer.append', audio: b64(4_800) });
+    client.send({ type: 'simulator.end_of_speech' });
+    await client.next('input_audio_buffer.committed');
+    const created = await client.next('response.created');
+    expect(created.response.status).toBe('in_progress');
+    await client.next('response.done');
+    expect(client.frames.map((f) => f.type)).toContain('input_audio_buffer.speech_stopped');
+  });
+
+  it('starts no response at the end of a turn when turn detection does not create them', async () => {
+    const sim = await simulator();
+    const client = await connect(sim);
+    client.send({ type: 'session.update', session: { type: 'realtime', audio: { input: { turn_detection: { type: 'server_vad', create_response: false } } } } });
+    await client.next('session.updated');
+    client.send({ type: 'input_audio_buffer.append', audio: b64(4_800) });
+    client.send({ type: 'simulator.end_of_speech' });
+    await client.next('input_audio_buffer.committed');
+    client.send({ type: 'session.update', session: {} });
+    await client.next('session.updated');
+    expect(client.frames.some((f) => f.type === 'response.created')).toBe(false);
+  });
+
   it('stalls the next response until it is cancelled', async () => {
     const sim = await simulator();
     const client = await connect(sim);

@@ -58,6 +58,8 @@ export class LedgerMeter implements SessionMeter {
   private readonly unwritten: ChargeInput[] = [];
   /** What each item costs (written or still owed), by kind and id, for the settlement's record. */
   private readonly costs = new Map<string, bigint>();
+  /** Holds placed for response.create events whose response has not started yet. */
+  private heldForRequested = 0;
 
   constructor(private readonly options: MeterOptions) {
     this.servedModel = options.model;
@@ -82,6 +84,25 @@ export class LedgerMeter implements SessionMeter {
    * by this response's charge, or by the settlement if it never comes.
    */
   async admitResponse(): Promise<void> {
+    if (await this.placeHold()) this.heldForRequested++;
+  }
+
+  /**
+   * A response began upstream. One the client asked for holds its share since
+   * its admission; one the upstream started by itself (server VAD) cannot be
+   * refused, so it places its hold now, and a key that cannot cover it stops
+   * the session: the response is cancelled and its tail billed.
+   */
+  async responseStarted(): Promise<void> {
+    if (this.heldForRequested > 0) {
+      this.heldForRequested--;
+      return;
+    }
+    await this.placeHold();
+  }
+
+  /** True when a hold was placed; false when the ledger could not be asked and the last balance seen allowed it. */
+  private async placeHold(): Promise<boolean> {
     const { key, ledger, reserveNano, holdNano, sessionId } = this.options;
     if (key.spendCapNano !== null && this.spentNano >= key.spendCapNano) throw new RelayError('session_spend_cap_exceeded');
     let hold;
@@ -92,10 +113,11 @@ export class LedgerMeter implements SessionMeter {
       // The ledger cannot be asked: judge by the last balance seen. The response
       // is not given away unbilled: its charge fails the session closed.
       if (this.balanceNano < reserveNano || this.balanceNano <= 0n) throw new RelayError('insufficient_quota');
-      return;
+      return false;
     }
     this.balanceNano = hold.balanceNano;
     if (!hold.placed) throw new RelayError('insufficient_quota');
+    return true;
   }
 
   async chargeResponse(response: ResponseDone): Promise<ChargeVerdict> {

@@ -71,6 +71,8 @@ export interface SessionMeter {
   configured(session: { transcriptionModel: string | null }): void;
   /** Before a `response.create` is forwarded. Rejects with a RelayError to refuse it. */
   admitResponse(): void | Promise<void>;
+  /** A response began upstream (asked for or started by the upstream itself). Rejects with a RelayError when the key cannot cover it. */
+  responseStarted(): void | Promise<void>;
   /** Persist the charge for a `response.done` before it is forwarded. Rejection fails the session closed. */
   chargeResponse(response: ResponseDone): Promise<ChargeVerdict>;
   chargeTranscription(event: TranscriptionCompleted): Promise<ChargeVerdict>;

@@ -318,6 +318,22 @@ export class SessionLink implements SessionPorts {
     const response = event?.response as { id?: unknown } | undefined;
     const responseId = typeof response?.id === 'string' ? response.id : '';
     this.report({ type: 'RESPONSE_CREATED', responseId });
+    let started: void | Promise<void>;
+    try {
+      started = this.options.meter.responseStarted();
+    } catch (error) {
+      this.refuseStartedResponse(error);
+      return;
+    }
+    if (started !== undefined) started.catch((error: unknown) => this.refuseStartedResponse(error));
+  }
+
+  /** A response the key cannot cover is cancelled with the session: its tail is still read and billed. */
+  private refuseStartedResponse(error: unknown): void {
+    const relayError = asRelayError(error);
+    if (relayError.code === 'insufficient_quota') this.report({ type: 'CANCEL', reason: 'insufficient_quota' });
+    else if (relayError.code === 'session_spend_cap_exceeded') this.report({ type: 'CANCEL', reason: 'spend_cap' });
+    else this.reportError('relay', relayError);
   }
 
   /** The transcription model decides how transcription usage is priced. */

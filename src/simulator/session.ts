@@ -226,6 +226,8 @@ export class SimulatedSession {
         return this.cancelResponse(clientEventId);
       case 'simulator.fault':
         return this.faultInBand(event, clientEventId);
+      case 'simulator.end_of_speech':
+        return this.endOfSpeech(clientEventId);
       default:
         this.sendError(
           'invalid_value',
@@ -262,6 +264,22 @@ export class SimulatedSession {
     const bytes = Buffer.byteLength(event.audio, 'base64');
     this.bufferBytes += bytes;
     this.audioBytesSinceResponse += bytes;
+  }
+
+  /**
+   * Stands in for server VAD hearing the speaker stop (the simulator cannot
+   * hear): the buffer is committed and, when turn detection creates
+   * responses, a response starts that no client asked for, as OpenAI's does.
+   */
+  private endOfSpeech(clientEventId: string | null): void {
+    const detection = (this.session.audio as { input?: { turn_detection?: Json | null } } | undefined)?.input?.turn_detection;
+    if (!isObject(detection)) {
+      this.sendError('invalid_value', 'simulator.end_of_speech needs turn detection on.', 'session.audio.input.turn_detection', clientEventId);
+      return;
+    }
+    this.send('input_audio_buffer.speech_stopped', { audio_end_ms: 0, item_id: `item_vad_${this.itemSeq + 1}` });
+    if (this.bufferBytes > 0) this.commitAudio(clientEventId);
+    if (detection.create_response !== false && this.response === null) this.createResponse({}, null);
   }
 
   private commitAudio(clientEventId: string | null): void {

@@ -171,6 +171,8 @@ class FakeLink implements SessionPorts {
         const id = `resp_${++this.responseSeq}`;
         this.created.push(id);
         this.upstreamReport({ type: 'RESPONSE_CREATED', responseId: id });
+        // As SessionLink.onResponseCreated: an asked-for response's hold was placed at its admission.
+        void this.track(Promise.resolve(this.meter.responseStarted())).catch(() => undefined);
         return;
       }
       case 'done': {

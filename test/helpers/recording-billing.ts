@@ -42,6 +42,7 @@ export class RecordingBilling implements Gatekeeper {
       admitResponse: () => {
         if (this.refuseResponses) throw new RelayError('insufficient_quota');
       },
+      responseStarted: () => undefined,
       chargeResponse: async (response) => {
         if (this.chargeDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.chargeDelayMs));
         if (this.failCharges) throw new Error('ledger down');
