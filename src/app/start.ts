@@ -7,6 +7,7 @@ import { openLedger, type Ledger } from '../billing/ledger/index.js';
 import { loadPriceFile } from '../billing/price-file.js';
 import { builtInPrices, formatUsd, parseUsd } from '../billing/prices.js';
 import { Billing } from '../billing/service.js';
+import { spoolPathIn } from '../billing/spool-file.js';
 import { ConfigError, type Settings } from '../config/settings.js';
 import { loadUpstreamsFile, upstreamsServing, type UpstreamConfig } from '../config/upstreams.js';
 import { combineMeterHooks, combineObservers } from '../observability/fan-out.js';
@@ -101,10 +102,10 @@ function prepareDataDir(dataDir: string): void {
  * not be lost because the process stopped before it came back.
  */
 function spoolPathFor(settings: Settings, log: Logger): string | null {
-  if (!settings.databaseUrl) return join(settings.dataDir, 'unwritten.jsonl');
+  if (!settings.databaseUrl) return spoolPathIn(settings.dataDir);
   try {
     prepareDataDir(settings.dataDir);
-    return join(settings.dataDir, 'unwritten.jsonl');
+    return spoolPathIn(settings.dataDir);
   } catch (error) {
     log.warn({ dataDir: settings.dataDir, reason: (error as Error).message }, 'no spool for unwritten ledger writes: they are retried in memory only');
     return null;
@@ -181,10 +182,34 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     staleAfterMs: settings.databaseUrl ? 30_000 : 0,
     heartbeatMs: 10_000,
     hooks: combineMeterHooks(sessionLog.meterHooks, metrics.meterHooks),
+    backlogHooks: {
+      quarantined(lines, file) {
+        metrics.backlogHooks.quarantined(lines, file);
+        log.error({ file, lines: lines.length }, `moved ${lines.length} unreadable spool line(s) (a write torn by a crash) to ${file}`);
+      },
+      deadLettered(write, reason, file) {
+        metrics.backlogHooks.deadLettered(write, reason, file);
+        const item = write.kind === 'charge' ? { sessionId: write.charge.sessionId, itemId: write.charge.itemId } : { sessionId: write.settlement.sessionId };
+        log.error({ kind: write.kind, ...item, reason, file }, `the ledger keeps refusing a ${write.kind}: moved to ${file}; fix the cause, then run \`relay spool replay --dead-letter\``);
+      },
+    },
   });
   const recovered = await billing.recover();
-  if (recovered.sessions.length > 0 || recovered.replayed > 0) {
+  const { spool } = recovered;
+  if (spool.written + spool.pending + spool.quarantined + spool.deadLettered > 0) {
+    log.warn(
+      { writtenWrites: spool.written, pendingWrites: spool.pending, quarantinedLines: spool.quarantined, deadLetteredWrites: spool.deadLettered },
+      `replayed the spool of unwritten ledger writes: ${spool.written} written, ${spool.pending} still pending, ${spool.quarantined} quarantined, ${spool.deadLettered} dead-lettered`,
+    );
+  }
+  if (recovered.sessions.length > 0) {
     log.warn({ sessions: recovered.sessions.length, replayedWrites: recovered.replayed }, 'settled sessions left open by an earlier process');
+  }
+  if (recovered.settledOwing.length > 0) {
+    log.error(
+      { sessionIds: recovered.settledOwing },
+      'recovery settled sessions with a charge the ledger refused (pending or dead-lettered): their settlements leave it out; `relay spool replay --dead-letter` writes it later (the balance then includes it)',
+    );
   }
   const demoKey = await ensureDemoKey(ledger, settings.demoBalanceUsd);
   let redisErrorLoggedAt = 0;

@@ -1,6 +1,6 @@
 import { RelayError } from '../errors.js';
 import type { SessionInfo, SessionMeter } from '../server/ports.js';
-import { WriteBacklog } from './backlog.js';
+import { WriteBacklog, type BacklogHooks, type ReplayReport } from './backlog.js';
 import { isLedgerError, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
 import { LedgerMeter, type MeterHooks } from './meter.js';
 import { resolveModel, type PriceTable } from './prices.js';
@@ -19,6 +19,8 @@ export interface BillingOptions {
   staleAfterMs: number;
   heartbeatMs: number;
   hooks?: Partial<MeterHooks>;
+  /** Told when spool lines are quarantined and writes dead-lettered. */
+  backlogHooks?: Partial<BacklogHooks>;
 }
 
 const NO_HOOKS: MeterHooks = { anomaly: () => undefined, charged: () => undefined, chargeFailed: () => undefined };
@@ -39,7 +41,7 @@ export class Billing {
 
   constructor(private readonly options: BillingOptions) {
     this.hooks = { ...NO_HOOKS, ...options.hooks };
-    this.backlog = new WriteBacklog(options.ledger, options.spoolPath);
+    this.backlog = new WriteBacklog(options.ledger, options.spoolPath, { hooks: options.backlogHooks, probe: () => options.ledger.heartbeat(options.instanceId) });
   }
 
   get ledger(): Ledger {
@@ -72,10 +74,12 @@ export class Billing {
 
   /**
    * Settles sessions a crashed process left open (from the charges they
-   * recorded; nothing is charged again) and replays writes it spooled.
+   * recorded; nothing is charged again) and replays writes it spooled. The
+   * replay comes first, so that a spooled charge is in the totals of its
+   * session's recovery.
    */
-  async recover(): Promise<{ sessions: RecoveredSession[]; replayed: number }> {
-    const replayed = await this.backlog.replaySpool();
+  async recover(): Promise<{ sessions: RecoveredSession[]; replayed: number; spool: ReplayReport; settledOwing: string[] }> {
+    const spool = await this.backlog.replaySpool();
     await this.options.ledger.heartbeat(this.options.instanceId);
     const sessions = await this.options.ledger.recoverOpenSessions({ instanceId: this.options.instanceId, staleAfterMs: this.options.staleAfterMs });
     this.heartbeat = setInterval(() => {
@@ -83,7 +87,11 @@ export class Billing {
       if (this.backlog.size > 0) void this.backlog.flush();
     }, this.options.heartbeatMs);
     this.heartbeat.unref();
-    return { sessions, replayed };
+    // The ledger settles every session left open; one whose charge the
+    // ledger refused at the replay is settled without it: said, not hidden.
+    const owed = this.backlog.sessionsOwed();
+    const settledOwing = sessions.filter((session) => owed.has(session.sessionId)).map((session) => session.sessionId);
+    return { sessions, replayed: spool.written, spool, settledOwing };
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,9 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { demoKeyNotice, startRelay, type RunningRelay } from '../app/start.js';
+import { replayDeadLetters, WriteBacklog } from '../billing/backlog.js';
 import { openLedger, type Ledger } from '../billing/ledger/index.js';
+import { spoolFiles, spoolPathIn } from '../billing/spool-file.js';
 import { ConfigError, loadSettings, settingsTable, type Settings } from '../config/settings.js';
 import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
@@ -22,6 +24,9 @@ Commands:
   keys topup <id|name> --amount USD
   keys disable <id|name>      (keys enable <id|name> to undo)
   usage [--key K] [--since ISO-DATE] [--format csv|json]
+  spool replay [--dead-letter]
+                              write the spooled ledger writes now (or, with --dead-letter,
+                              those moved to the dead-letter file) and print what was written
   machine --json | --mermaid  print the session state machine
   check-config                validate the settings and exit
   --help                      this text
@@ -101,6 +106,32 @@ async function usageCommand(settings: Settings, args: string[]): Promise<void> {
   await withLedger(settings, async (ledger) => {
     const rows = await ledger.usage(query);
     process.stdout.write(format === 'csv' ? usageCsv(rows) : `${JSON.stringify(usageJson(rows), null, 2)}\n`);
+  });
+}
+
+/**
+ * Replays the spool (what a stopped relay left unwritten) or the dead-letter
+ * file (what the ledger kept refusing) now. Every write is idempotent, so a
+ * relay replaying the same file at its start does no harm.
+ */
+async function spoolCommand(settings: Settings, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'dead-letter': { type: 'boolean' } } });
+  if (positionals[0] !== 'replay' || positionals.length > 1) throw new UsageError('spool takes replay [--dead-letter]');
+  const spoolPath = spoolPathIn(settings.dataDir);
+  const files = spoolFiles(spoolPath);
+  return withLedger(settings, async (ledger) => {
+    if (values['dead-letter']) {
+      const report = await replayDeadLetters(ledger, spoolPath);
+      process.stdout.write(`${JSON.stringify({ file: files.deadLetter, ...report }, null, 2)}\n`);
+      if (report.settledBefore.length > 0) process.stderr.write(`The settlements of ${report.settledBefore.join(', ')} were recorded before these charges: their totals leave them out (the balances include them).\n`);
+      return report.left.length === 0 ? 0 : 1;
+    }
+    const backlog = new WriteBacklog(ledger, spoolPath, { retryMs: 60_000 });
+    const report = await backlog.replaySpool();
+    // What the ledger still refuses goes back to the spool, for the next start or the next replay.
+    backlog.close();
+    process.stdout.write(`${JSON.stringify({ file: files.spool, ...report, deadLetterFile: files.deadLetter, quarantineFile: files.quarantine }, null, 2)}\n`);
+    return report.pending === 0 && report.deadLettered === 0 ? 0 : 1;
   });
 }
 
@@ -184,6 +215,8 @@ export async function main(argv: string[]): Promise<number> {
     case 'usage':
       await usageCommand(settings, rest);
       return 0;
+    case 'spool':
+      return spoolCommand(settings, rest);
     default:
       throw new UsageError(`unknown command "${command}" (see relay --help)`);
   }

@@ -1,5 +1,6 @@
 import type { Hono } from 'hono';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BacklogHooks } from '../billing/backlog.js';
 import type { MeterHooks } from '../billing/meter.js';
 import { builtInPrices, NANO_PER_USD, resolveModel, type PriceTable } from '../billing/prices.js';
 import { sessionMachine } from '../machines/session.js';
@@ -15,6 +16,8 @@ export interface RelayMetrics {
   readonly observer: Required<Pick<LinkObserver, 'dialed' | 'dialFailed' | 'backpressure' | 'released'>>;
   /** Billing facts: pass in `Billing`'s `hooks`. */
   readonly meterHooks: MeterHooks;
+  /** Spool facts: pass as `Billing`'s `backlogHooks`. */
+  readonly backlogHooks: BacklogHooks;
   /** Mounts GET /metrics and reads the live sessions from `relay` at each scrape. */
   mount(app: Hono<UpgradeEnv>, relay: Pick<RelayServer, 'registry'>): void;
   /** The exposition text, as /metrics serves it. */
@@ -42,6 +45,8 @@ export const METRIC_HELP = {
   relay_billing_write_failures_total: 'Charges the ledger could not write (the session fails closed).',
   relay_spend_usd_total: 'Spend charged, by price family (dated snapshots count as their family), in USD (exported as a float; the ledger keeps integer nano-USD).',
   relay_usage_anomalies_total: 'Usage objects that broke the protocol invariants, by anomaly; billed by the conservative rule.',
+  relay_spool_quarantined_lines_total: 'Unreadable lines of the spool of unwritten ledger writes (torn by a crash) moved to its quarantine file.',
+  relay_ledger_dead_letters_total: 'Ledger writes moved to the dead-letter file after being refused repeatedly, by kind (charge, settlement).',
 } as const;
 
 const STATES = Object.keys(sessionMachine.root.states);
@@ -163,6 +168,8 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
     },
   });
   const anomalies = new Counter({ name: 'relay_usage_anomalies_total', help: METRIC_HELP.relay_usage_anomalies_total, labelNames: ['anomaly'], registers });
+  const quarantined = new Counter({ name: 'relay_spool_quarantined_lines_total', help: METRIC_HELP.relay_spool_quarantined_lines_total, registers });
+  const deadLetters = new Counter({ name: 'relay_ledger_dead_letters_total', help: METRIC_HELP.relay_ledger_dead_letters_total, labelNames: ['kind'], registers });
 
   return {
     registry,
@@ -195,6 +202,14 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
       },
       chargeFailed() {
         writeFailures.inc();
+      },
+    },
+    backlogHooks: {
+      quarantined(lines) {
+        quarantined.inc(lines.length);
+      },
+      deadLettered(write) {
+        deadLetters.inc({ kind: write.kind });
       },
     },
     mount(app, relay) {

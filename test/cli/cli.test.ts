@@ -31,7 +31,7 @@ describe('relay --help', () => {
       expect(line).toContain(row.description);
       expect(line).toContain(`[default: ${row.default}]`);
     }
-    for (const command of ['start', 'keys create', 'keys list', 'keys topup', 'keys disable', 'usage', 'machine --json | --mermaid', 'check-config', '--inspect']) {
+    for (const command of ['start', 'keys create', 'keys list', 'keys topup', 'keys disable', 'usage', 'spool replay [--dead-letter]', 'machine --json | --mermaid', 'check-config', '--inspect']) {
       expect(stdout).toContain(command);
     }
   });

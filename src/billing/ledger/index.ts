@@ -1,3 +1,4 @@
+import { waitingForLocks, whileLocked } from './lock-wait.js';
 import { openPostgresLedger, type PostgresLedgerOptions } from './postgres.js';
 import { openSqliteLedger } from './sqlite.js';
 import type { Ledger } from './types.js';
@@ -20,5 +21,6 @@ export interface OpenLedgerOptions extends PostgresLedgerOptions {
 export async function openLedger(options: OpenLedgerOptions = {}): Promise<Ledger> {
   const { databaseUrl, sqlitePath, ...postgresOptions } = options;
   if (databaseUrl !== undefined && databaseUrl !== '') return openPostgresLedger(databaseUrl, postgresOptions);
-  return openSqliteLedger(sqlitePath);
+  // Opening migrates in a write transaction: it waits for another process's lock like any write.
+  return waitingForLocks(await whileLocked(async () => openSqliteLedger(sqlitePath)));
 }

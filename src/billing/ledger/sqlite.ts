@@ -28,8 +28,12 @@ import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.
 
 export const DEFAULT_SQLITE_PATH = './data/ledger.db';
 
-/** How long a writer waits for another connection's write lock before giving up. */
-const BUSY_TIMEOUT_MS = 5_000;
+/**
+ * How long SQLite itself waits for another connection's lock. It waits on
+ * the event loop, so only a few milliseconds: longer waits are retried on
+ * timers by lock-wait.ts (openLedger wraps this ledger in it).
+ */
+const BUSY_TIMEOUT_MS = 5;
 
 /*
  * Every integer comes back as a bigint (defaultSafeIntegers), so money never
