@@ -80,9 +80,13 @@ describe('an SQLite ledger locked by another process', () => {
     cleanups.push(() => [billed, other].forEach((c) => c.socket.terminate()));
     await Promise.all([billed.next('session.created'), other.next('session.created')]);
 
-    const lock = await holdLock(ledgerPath, mode);
+    // The response is admitted (its hold written) before the lock is taken, and held upstream until then.
     const u = usage({ text: [120, 0], out: [30, 0] });
+    billed.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
     billed.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(u) } } });
+    await billed.next('response.created');
+    const lock = await holdLock(ledgerPath, mode);
+    billed.send({ type: 'simulator.fault', fault: { kind: 'finish_response' } });
     // The upstream has finished the response: its charge is now waiting for the lock.
     await billed.next('response.output_item.done');
     await sleep(300);
