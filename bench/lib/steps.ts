@@ -180,6 +180,16 @@ function relayMemory(stack: Stack): Promise<MemoryReport | null> {
   return stack.relay ? stack.relay.call<MemoryReport>('memory', true) : Promise.resolve(null);
 }
 
+function fullGcs(stack: Stack): Promise<number | null> {
+  return stack.relay ? stack.relay.call<number>('fullGcs') : Promise.resolve(null);
+}
+
+/** Waits (bounded) until the relay has let go of every session, so that what it still holds is what it kept. */
+async function drained(stack: Stack, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (stack.relay && Date.now() < deadline && (await stack.relay.call<number>('sessions')) > 0) await delay(200);
+}
+
 function pct(histogram: ReturnType<Histogram['toJSON']>): Percentiles {
   return percentiles(Histogram.fromJSON(histogram));
 }
@@ -214,9 +224,11 @@ export async function audioStep(context: StepContext, variant: Variant, options:
     context.log(`    ${connected.connected} sessions open in ${(connected.ms / 1000).toFixed(1)} s${connected.failed ? `, ${connected.failed} failed (${connected.failures[0]})` : ''}`);
     await stack.loadgen.call('startAudio', { intervalMs: FRAME_MS, responseStaggerMs: Math.min(3_000, options.responseChunks * FRAME_MS) });
     await delay(options.warmupS * 1000);
+    const gcsBefore = await fullGcs(stack);
     const opened = await openWindow(stack);
     await delay(options.windowS * 1000);
     const closed = await closeWindow(stack, opened);
+    const gcsAfter = await fullGcs(stack);
     await stack.loadgen.call('stopTraffic');
     const after = await relayMemory(stack);
     await stack.loadgen.call('closeAll');
@@ -240,6 +252,7 @@ export async function audioStep(context: StepContext, variant: Variant, options:
       cpuPerFrameUs: closed.relayCpuMs === null ? null : (closed.relayCpuMs * 1000) / Math.max(1, framesForwarded),
       rssMb: closed.relayRss === null ? null : closed.relayRss / 2 ** 20,
       heapPerSessionKb: before && after ? (after.heapUsed - before.heapUsed) / 1024 / Math.max(1, connected.connected) : null,
+      fullGcs: gcsBefore === null || gcsAfter === null ? null : gcsAfter - gcsBefore,
       ledgerWritesPerS: closed.ledgerWrites === null ? null : closed.ledgerWrites / seconds,
       chargesPerS: closed.charges === null ? null : closed.charges / seconds,
       responsesPerS: load.responsesDone / seconds,
@@ -355,6 +368,10 @@ export async function idleStep(context: StepContext, variant: Variant, options: 
     const after = (await relayMemory(stack))!;
     if (context.profileDir) context.log(`    heap snapshot: ${await stack.relay.call<string>('heapSnapshot', context.profileDir, 300_000)}`);
     await stack.loadgen.call('closeAll', null, 600_000);
+    await drained(stack, 30_000);
+    // Freed memory goes back to the allocator at once, to the system over the next second or so.
+    await delay(1000);
+    const closed = (await relayMemory(stack))!;
     const per = (bytes: number) => bytes / 1024 / Math.max(1, connected.connected);
     return {
       variant,
@@ -367,6 +384,9 @@ export async function idleStep(context: StepContext, variant: Variant, options: 
       externalPerSessionKb: per(after.external - before.external),
       heapUsedMb: after.heapUsed / 2 ** 20,
       rssMb: after.rss / 2 ** 20,
+      restRssMb: before.rss / 2 ** 20,
+      closedRssMb: closed.rss / 2 ** 20,
+      closedHeapUsedMb: closed.heapUsed / 2 ** 20,
     };
   });
 }
