@@ -3,9 +3,12 @@
  * load, a warm-up, then a measured window. Nothing carries over between
  * steps, so each variant starts from the same state.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { LoadCounters } from '../children/loadgen.js';
 import type { LedgerCounts, MemoryReport, RelayChildArgs, RelayReady } from '../children/relay.js';
@@ -16,7 +19,19 @@ import { cpuPercent, machineBusyPercent, sampleMachine, sampleProcess, type Mach
 import type { AudioStep, CpuShare, FloodDirection, FloodStep, IdleStep, IsolationStep, SetupStep, Variant } from './results.js';
 
 const SIMULATOR = new URL('../children/simulator.ts', import.meta.url);
-const RELAY = new URL('../children/relay.ts', import.meta.url);
+/*
+ * The relay process runs compiled JavaScript (tsconfig.bench.json, built by
+ * buildRelayChild), as `npm start` runs the relay: a TypeScript loader in it
+ * would add its own memory and CPU to what is measured.
+ */
+const RELAY = new URL('../../dist/bench-run/bench/children/relay.js', import.meta.url);
+
+/** Compiles the relay process (incremental: seconds when nothing changed). */
+export function buildRelayChild(): void {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.bench.json'], { cwd: root, stdio: 'inherit' });
+}
 const LOADGEN = new URL('../children/loadgen.ts', import.meta.url);
 const PATH = '/v1/realtime?model=gpt-realtime';
 /** 24 kHz PCM16 mono: 48,000 bytes a second, 960 per 20 ms frame. */
