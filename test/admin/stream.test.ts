@@ -5,11 +5,11 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { openLedger, type Ledger } from '../../src/billing/ledger/index.js';
 import { adminApp } from '../../src/server/admin/index.js';
 import type { TestClient } from '../helpers/client.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 
 const TOKEN = 'admin-token-for-tests-0123456789';
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 let ledger: Ledger | undefined;
 let dataDir: string | undefined;
 const clients: TestClient[] = [];
@@ -24,12 +24,13 @@ afterEach(async () => {
 });
 
 /** The relay with the admin app mounted; `refreshMs` is how often the stream refreshes on its own. */
-async function start(refreshMs: number): Promise<Stack> {
+async function start(refreshMs: number): Promise<RecordingTestRelay> {
   dataDir = mkdtempSync(join(tmpdir(), 'relay-admin-stream-'));
   const opened = await openLedger({ sqlitePath: join(dataDir, 'ledger.db') });
   ledger = opened;
-  stack = await startStack({
-    relay: { routes: (app, relay) => app.route('/admin', adminApp({ token: TOKEN, ledger: opened, registry: relay.registry, streamRefreshMs: refreshMs })) },
+  stack = await startTestRelay({
+    billing: 'recording',
+    server: { routes: (app, relay) => app.route('/admin', adminApp({ token: TOKEN, ledger: opened, registry: relay.registry, streamRefreshMs: refreshMs })) },
   });
   return stack;
 }

@@ -6,7 +6,7 @@
  * relay's own pricing code.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startBillingStack, type BillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, type ScratchSchema } from '../helpers/postgres.js';
 import { REALTIME_PRICES, realtimeInvoice, sum, transcriptionInvoice, usage, type RealtimeUsage } from './invoice.js';
 import { respond, transcribe, useTranscriptionModel } from './session-bill.js';
@@ -42,11 +42,11 @@ function usagesFor(family: string): RealtimeUsage[] {
 }
 
 describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s ledger)', (ledger) => {
-  let stack: BillingStack;
+  let stack: LedgerTestRelay;
   let schema: ScratchSchema | undefined;
   beforeAll(async () => {
     schema = ledger === 'postgres' ? await createScratchSchema() : undefined;
-    stack = await startBillingStack({ postgres: schema });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, postgres: schema });
   });
   afterEach(async () => {
     await stack?.disconnectAll();
@@ -58,7 +58,7 @@ describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s led
 
   it.each(MODELS)('%s: charges, settlement and balance match the published %s prices', async (model, family) => {
     const { key, record } = await stack.createKey();
-    const client = stack.connect(key, model);
+    const client = stack.connect({ key, model: model });
     await client.next('session.created');
     const usages = usagesFor(family);
     const ids: string[] = [];
@@ -82,7 +82,7 @@ describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s led
 
   it('bills input transcription by tokens (gpt-4o-transcribe, gpt-4o-mini-transcribe) and by seconds (whisper-1)', async () => {
     const { key, record } = await stack.createKey();
-    const client = stack.connect(key, 'gpt-realtime');
+    const client = stack.connect({ key, model: 'gpt-realtime' });
     await client.next('session.created');
     const expected = new Map<string, bigint>();
     // 2.5 s, 0.7 s and 4.1 s of 24 kHz PCM16.

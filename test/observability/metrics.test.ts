@@ -2,10 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { builtInPrices } from '../../src/billing/prices.js';
 import { createRelayMetrics } from '../../src/observability/metrics.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { metricValue, parseMetrics, scrape, type Sample } from './prom-text.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -28,7 +28,7 @@ function delta(before: Sample[], after: Sample[], name: string, labels: Record<s
 
 describe('/metrics', () => {
   it('counts a session once it ends: reason, duration, dial, frames and bytes each way, charges, spend and anomalies', async () => {
-    stack = await startFullStack();
+    stack = await startTestRelay({ builtInSimulator: true });
     const before = await scrape(stack.httpUrl);
     const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
     await client.next('session.created');
@@ -51,7 +51,7 @@ describe('/metrics', () => {
     await client.until(() => client.count('response.done') === 2, 'the second response.done');
     client.close();
     await client.closedWith();
-    await stack.settled();
+    await stack.idle();
 
     const after = await scrape(stack.httpUrl);
     expect(delta(before, after, 'relay_sessions_ended_total', { reason: 'client_closed' })).toBe(1);
@@ -79,12 +79,12 @@ describe('/metrics', () => {
   });
 
   it('counts an upstream that refuses the dial, by upstream and code', async () => {
-    stack = await startFullStack();
+    stack = await startTestRelay({ builtInSimulator: true });
     const before = await scrape(stack.httpUrl);
     stack.sim!.queueHandshakeFault({ kind: 'refuse', status: 500 });
     const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
     await client.closedWith();
-    await stack.settled();
+    await stack.idle();
     const after = await scrape(stack.httpUrl);
     const failures = after.filter((s) => s.name === 'relay_upstream_dial_failures_total' && s.labels.upstream === 'simulator' && s.value > 0);
     expect(failures).toHaveLength(1);
@@ -95,7 +95,7 @@ describe('/metrics', () => {
   });
 
   it('counts a backpressure pause and the stall that ends the session', async () => {
-    stack = await startFullStack({ settings: { highWaterBytes: 256 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 500 } });
+    stack = await startTestRelay({ builtInSimulator: true, settings: { highWaterBytes: 256 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 500 } });
     const before = await scrape(stack.httpUrl);
     const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
     await client.next('session.created');
@@ -104,7 +104,7 @@ describe('/metrics', () => {
     const frame = JSON.stringify({ type: 'input_audio_buffer.append', audio: Buffer.alloc(48 * 1024, 1).toString('base64') });
     for (let i = 0; i < 400; i++) client.socket.send(frame);
     expect((await client.closedWith(15_000)).code).toBe(1011);
-    await stack.settled();
+    await stack.idle();
     const after = await scrape(stack.httpUrl);
     expect(delta(before, after, 'relay_backpressure_pauses_total')).toBe(1);
     expect(delta(before, after, 'relay_sessions_ended_total', { reason: 'cancelled:backpressure_stall' })).toBe(1);

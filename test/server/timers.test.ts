@@ -2,10 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { eventually } from '../helpers/wait.js';
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -22,7 +22,7 @@ function rawSocketOf(client: TestClient): { pause(): void; resume(): void } {
 
 describe('session timers', () => {
   it('closes a session with no client frame for the idle timeout, and not one that keeps talking', async () => {
-    stack = await startStack({ timings: { idleTimeoutMs: 300 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { idleTimeoutMs: 300 } });
     const talker = stack.connect();
     const idler = stack.connect();
     await talker.next('session.created');
@@ -42,7 +42,7 @@ describe('session timers', () => {
   });
 
   it('ends a session at its maximum duration with session_expired and 1001', async () => {
-    stack = await startStack({ timings: { maxSessionMs: 300 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { maxSessionMs: 300 } });
     const client = stack.connect();
     await client.next('session.created');
     expect((await client.next('error', 3_000)).error).toMatchObject({ code: 'session_expired' });
@@ -52,7 +52,7 @@ describe('session timers', () => {
   });
 
   it('drops a client that stops answering pings and bills its response', async () => {
-    stack = await startStack({ timings: { pingIntervalMs: 150 }, simulator: { chunkIntervalMs: 50, audioChunks: 200 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { pingIntervalMs: 150 }, simulator: { chunkIntervalMs: 50, audioChunks: 200 } });
     const client = quietClient(stack.url());
     await client.next('session.created');
     client.send({ type: 'response.create' });
@@ -67,7 +67,7 @@ describe('session timers', () => {
   });
 
   it('drops an upstream that stops answering pings and tells the client 1011', async () => {
-    stack = await startStack({ timings: { pingIntervalMs: 150 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { pingIntervalMs: 150 } });
     const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'simulator.fault', fault: { kind: 'silence' } });
@@ -77,8 +77,9 @@ describe('session timers', () => {
   });
 
   it('keeps a session whose client stops reading for many ping intervals, and delivers the whole response once it reads again', async () => {
-    stack = await startStack({
-      timings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
+    stack = await startTestRelay({
+      billing: 'recording',
+      settings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
       simulator: { chunkIntervalMs: 0, audioChunkBytes: 24_000, audioChunks: 200 },
     });
     const client = stack.connect();
@@ -102,7 +103,7 @@ describe('session timers', () => {
   });
 
   it('keeps a session whose upstream stops reading for many ping intervals, and answers the client once it reads again', async () => {
-    stack = await startStack({ timings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 } });
     const client = stack.connect();
     await client.next('session.created');
     const link = stack.relay.registry.list()[0]!.link;
@@ -131,7 +132,7 @@ describe('session timers', () => {
   });
 
   it('gives up waiting for the cancelled response after the drain timeout', async () => {
-    stack = await startStack({ timings: { drainTimeoutMs: 300 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { drainTimeoutMs: 300 } });
     const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
@@ -145,8 +146,9 @@ describe('session timers', () => {
   });
 
   it('cancels a session whose client stopped reading once it has stalled too long', async () => {
-    stack = await startStack({
-      timings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 300 },
+    stack = await startTestRelay({
+      billing: 'recording',
+      settings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 300 },
       simulator: { chunkIntervalMs: 0, audioChunkBytes: 48_000, audioChunks: 400 },
     });
     const client = stack.connect();
@@ -160,8 +162,9 @@ describe('session timers', () => {
   });
 
   it('pauses and resumes a slow client without losing or reordering a frame', async () => {
-    stack = await startStack({
-      timings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
+    stack = await startTestRelay({
+      billing: 'recording',
+      settings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
       simulator: { chunkIntervalMs: 0, audioChunkBytes: 24_000, audioChunks: 200 },
     });
     const client = stack.connect();

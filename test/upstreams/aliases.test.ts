@@ -3,10 +3,10 @@ import { resolveAlias, upstreamsServing } from '../../src/config/upstreams.js';
 import { upstreamRequest, type Upstream } from '../../src/server/upstream.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { expectedResponseCost, type ResponseUsage } from './expected-cost.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let sim: Simulator | undefined;
 afterEach(async () => {
   await stack?.close();
@@ -36,13 +36,13 @@ async function oneResponse(model: string): Promise<void> {
   const done = await client.next('response.done');
   expect((done.response as { usage: unknown }).usage).toEqual(USAGE);
   client.close();
-  await stack!.settled();
+  await stack!.idle();
 }
 
 describe('model aliases', () => {
   it('bills an alias at the price of the model actually served', async () => {
     sim = await startSimulator({ chunkIntervalMs: 1 });
-    stack = await startFullStack({
+    stack = await startTestRelay({
       upstreams: {
         upstreams: [{ name: 'openai', kind: 'openai', baseUrl: sim.url.replace(/^ws/, 'http') + '/v1', apiKey: 'sk-sim' }],
         aliases: { fast: 'gpt-realtime-mini' },
@@ -60,7 +60,7 @@ describe('model aliases', () => {
 
   it('maps an alias to the upstream\'s own deployment name and still prices the model', async () => {
     sim = await startSimulator({ azure: true, apiKey: 'az-key', chunkIntervalMs: 1 });
-    stack = await startFullStack({
+    stack = await startTestRelay({
       upstreams: {
         upstreams: [{ name: 'azure', kind: 'azure', baseUrl: sim.url.replace(/^ws/, 'http'), apiKey: 'az-key', deployments: { 'gpt-realtime': 'rt-prod-2025' } }],
         aliases: { assistant: 'gpt-realtime' },
@@ -75,7 +75,7 @@ describe('model aliases', () => {
 
 describe('model names that are also names of object properties', () => {
   it.for(['constructor', '__proto__', 'toString', 'hasOwnProperty'])('refuses model=%s as model_not_found, naming the model as given', async (model) => {
-    stack = await startFullStack();
+    stack = await startTestRelay();
     const client = TestClient.connect(stack.realtimeUrl({ model }), { key: stack.key });
     await client.closedWith();
     expect(client.unexpected?.status).toBe(400);

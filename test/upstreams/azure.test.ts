@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let azure: Simulator | undefined;
 afterEach(async () => {
   await stack?.close();
@@ -15,7 +15,7 @@ const AZURE_KEY = 'azure-resource-key';
 
 async function sessionThroughAzure(kind: 'azure' | 'azure-preview', apiVersion?: string): Promise<TestClient> {
   azure = await startSimulator({ azure: true, apiKey: AZURE_KEY, chunkIntervalMs: 1 });
-  stack = await startFullStack({
+  stack = await startTestRelay({
     upstreams: {
       upstreams: [
         {
@@ -36,7 +36,7 @@ async function sessionThroughAzure(kind: 'azure' | 'azure-preview', apiVersion?:
   client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
   await client.next('response.done');
   client.close();
-  await stack.settled();
+  await stack.idle();
   return client;
 }
 

@@ -2,9 +2,9 @@ import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startSimulator, type HandshakeFault, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let sims: Simulator[] = [];
 afterEach(async () => {
   await stack?.close();
@@ -18,7 +18,7 @@ const CONNECT_TIMEOUT_MS = 2_000;
 /** `count` simulators serving every model, tried in the order given. */
 async function startUpstreams(count: number): Promise<Simulator[]> {
   sims = await Promise.all(Array.from({ length: count }, () => startSimulator({ chunkIntervalMs: 1 })));
-  stack = await startFullStack({
+  stack = await startTestRelay({
     settings: { connectTimeoutMs: CONNECT_TIMEOUT_MS },
     upstreams: {
       upstreams: sims.map((sim, i) => ({ name: `upstream-${i + 1}`, kind: 'openai' as const, baseUrl: `${sim.url.replace(/^ws/, 'http')}/v1`, apiKey: 'sk-sim', priority: i })),
@@ -75,7 +75,7 @@ describe('failover between upstreams', () => {
     expect(second!.connections).toBe(1);
     expect(dialLogs(40)).toEqual([expect.objectContaining({ upstream: 'upstream-1', code })]);
     client.close();
-    await stack!.settled();
+    await stack!.idle();
     expect(stack!.settlements()[0]!.summary).toMatchObject({ upstream: 'upstream-2', endReason: 'client_closed' });
   });
 
@@ -89,7 +89,7 @@ describe('failover between upstreams', () => {
     });
     const sim = await startSimulator({ chunkIntervalMs: 1 });
     sims = [sim];
-    stack = await startFullStack({
+    stack = await startTestRelay({
       settings: { connectTimeoutMs: CONNECT_TIMEOUT_MS },
       upstreams: {
         upstreams: [
@@ -147,7 +147,7 @@ describe('failover between upstreams', () => {
     expect(client.events.map((e) => e.type)).toEqual(['session.created']);
     expect(first!.connections).toBe(1);
     expect(second!.handshakes).toHaveLength(0);
-    await stack!.settled();
+    await stack!.idle();
     expect(stack!.settlements()[0]!.summary).toMatchObject({ upstream: 'upstream-1', endReason: 'upstream_closed' });
   });
 
@@ -159,7 +159,7 @@ describe('failover between upstreams', () => {
     const error = await client.next('error');
     expect(error.error).toMatchObject({ code: 'upstream_rate_limited' });
     expect((await client.closedWith()).code).toBe(1013);
-    await stack!.settled();
+    await stack!.idle();
     expect(await stack!.ledger.usage({ key: 'demo' })).toEqual([]);
   });
 });
