@@ -21,10 +21,6 @@ afterEach(async () => {
 
 const count = (kind: string) => process.getActiveResourcesInfo().filter((r) => r === kind).length;
 
-function rawSocket(client: TestClient): { write(data: Buffer): boolean; pause(): void } {
-  return (client.socket as unknown as { _socket: { write(data: Buffer): boolean; pause(): void } })._socket;
-}
-
 /** A masked text frame written straight onto the socket, bypassing the client library's own checks. */
 function rawTextFrame(text: string): Buffer {
   const payload = Buffer.from(text);
@@ -127,7 +123,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
       break;
     case 'client sends after close':
       client.socket.close(1000);
-      rawSocket(client).write(rawTextFrame('{"type":"response.create"}'));
+      client.tcp!.write(rawTextFrame('{"type":"response.create"}'));
       break;
     default:
       break;

@@ -16,10 +16,6 @@ function quietClient(url: string): TestClient {
   return new TestClient(new WebSocket(url, { headers: { Authorization: `Bearer ${TEST_KEY}` }, autoPong: false }));
 }
 
-function rawSocketOf(client: TestClient): { pause(): void; resume(): void } {
-  return (client.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
-}
-
 describe('session timers', () => {
   it('closes a session with no client frame for the idle timeout, and not one that keeps talking', async () => {
     stack = await startTestRelay({ billing: 'recording', settings: { idleTimeoutMs: 300 } });
@@ -153,11 +149,11 @@ describe('session timers', () => {
     });
     const client = stack.connect();
     await client.next('session.created');
-    rawSocketOf(client).pause();
+    client.socket.pause();
     client.send({ type: 'response.create' });
     await stack.billing.settled(1, 10_000);
     expect(stack.billing.settlements[0]!.endReason).toBe('cancelled:backpressure_stall');
-    rawSocketOf(client).resume();
+    client.socket.resume();
     expect((await client.closedWith(5_000)).code).not.toBe(1000);
   });
 
@@ -169,10 +165,10 @@ describe('session timers', () => {
     });
     const client = stack.connect();
     await client.next('session.created');
-    rawSocketOf(client).pause();
+    client.socket.pause();
     client.send({ type: 'response.create' });
     await new Promise((resolve) => setTimeout(resolve, 300));
-    rawSocketOf(client).resume();
+    client.socket.resume();
     await client.next('response.done', 10_000);
     expect(client.count('response.output_audio.delta')).toBe(200);
     const deltas = client.events.filter((e) => e.type === 'response.output_audio.delta');
