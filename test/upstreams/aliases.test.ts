@@ -5,6 +5,7 @@ import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { expectedResponseCost, type ResponseUsage } from './expected-cost.js';
+import { EVERY_KIND_OF_TOKEN_USAGE } from '../helpers/usage.js';
 
 let stack: LedgerTestRelay | undefined;
 let sim: Simulator | undefined;
@@ -14,27 +15,12 @@ afterEach(async () => {
   stack = sim = undefined;
 });
 
-/** Every modality and the cache in play, so a wrong rate anywhere changes the bill. */
-const USAGE: ResponseUsage & Record<string, unknown> = {
-  total_tokens: 6500,
-  input_tokens: 4000,
-  output_tokens: 2500,
-  input_token_details: {
-    text_tokens: 1000,
-    audio_tokens: 3000,
-    image_tokens: 0,
-    cached_tokens: 1200,
-    cached_tokens_details: { text_tokens: 200, audio_tokens: 1000, image_tokens: 0 },
-  },
-  output_token_details: { text_tokens: 500, audio_tokens: 2000 },
-};
-
 async function oneResponse(model: string): Promise<void> {
   const client = TestClient.connect(stack!.realtimeUrl({ model }), { key: stack!.key });
   await client.next('session.created');
-  client.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(USAGE) } } });
+  client.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(EVERY_KIND_OF_TOKEN_USAGE) } } });
   const done = await client.next('response.done');
-  expect((done.response as { usage: unknown }).usage).toEqual(USAGE);
+  expect((done.response as { usage: unknown }).usage).toEqual(EVERY_KIND_OF_TOKEN_USAGE);
   client.close();
   await stack!.idle();
 }
@@ -51,10 +37,10 @@ describe('model aliases', () => {
     await oneResponse('fast');
     expect(sim.handshakes[0]!.query).toEqual({ model: 'gpt-realtime-mini' });
     const [charge] = await stack.ledger.usage({ key: 'demo' });
-    const expected = expectedResponseCost('gpt-realtime-mini', USAGE);
+    const expected = expectedResponseCost('gpt-realtime-mini', EVERY_KIND_OF_TOKEN_USAGE);
     expect(charge).toMatchObject({ model: 'gpt-realtime-mini', costNano: expected });
     // Not the price of the bigger model the alias does not name.
-    expect(expected).not.toBe(expectedResponseCost('gpt-realtime', USAGE));
+    expect(expected).not.toBe(expectedResponseCost('gpt-realtime', EVERY_KIND_OF_TOKEN_USAGE));
     expect(stack.sessions()[0]).toMatchObject({ model: 'gpt-realtime-mini', spendNano: expected });
   });
 
@@ -69,7 +55,7 @@ describe('model aliases', () => {
     await oneResponse('assistant');
     expect(sim.handshakes[0]!.query).toEqual({ model: 'rt-prod-2025' });
     const [charge] = await stack.ledger.usage({ key: 'demo' });
-    expect(charge).toMatchObject({ model: 'gpt-realtime', costNano: expectedResponseCost('gpt-realtime', USAGE) });
+    expect(charge).toMatchObject({ model: 'gpt-realtime', costNano: expectedResponseCost('gpt-realtime', EVERY_KIND_OF_TOKEN_USAGE) });
   });
 });
 
