@@ -19,6 +19,10 @@ afterEach(async () => {
   stack = undefined;
 });
 
+/*
+ * On real time, not the fake clock: each cell checks that the session left no
+ * timer armed, and only real timers show in process.getActiveResourcesInfo().
+ */
 const count = (kind: string) => process.getActiveResourcesInfo().filter((r) => r === kind).length;
 
 /** A masked text frame written straight onto the socket, bypassing the client library's own checks. */

@@ -47,6 +47,7 @@ function rawExchange(request: string, trickleMs?: number): Promise<{ response: s
 
 describe('slow and abusive handshakes', () => {
   it('drops an upgrade whose headers trickle in (slowloris) after the header timeout, while a session beside it goes on', async () => {
+    // On real time: the header timeout is the HTTP server's headersTimeout, armed on Node's internal timers, which no fake clock reaches.
     stack = await startTestRelay({ billing: 'recording', settings: { headerTimeoutMs: 600 } });
     const neighbour = stack.connect();
     await neighbour.next('session.created');

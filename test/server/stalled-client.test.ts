@@ -14,6 +14,13 @@ import { OPCODE, rawConnect, type RawConnection } from '../hardening/raw-socket.
 
 let stack: LedgerTestRelay | undefined;
 let client: RawConnection | undefined;
+/*
+ * On real time, not the fake clock: once the client reads again it must take
+ * megabytes of backlog and the close frame before the relay's close timeout
+ * ends the socket. That race is between a timer and the kernel's socket
+ * throughput; a fake clock moved in steps runs ahead of the sockets and the
+ * close timeout wins.
+ */
 afterEach(async () => {
   client?.socket.destroy();
   client = undefined;
