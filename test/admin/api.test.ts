@@ -6,9 +6,7 @@ import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 const TOKEN = 'admin-token-for-tests-0123456789';
 
 let stack: LedgerTestRelay | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await stack?.close();
   stack = undefined;
 });
@@ -45,9 +43,7 @@ async function admin(path: string, init: { method?: string; body?: unknown; toke
 }
 
 function connect(key: string): TestClient {
-  const client = TestClient.connect(stack!.realtimeUrl(), { key });
-  clients.push(client);
-  return client;
+  return stack!.connect({ key });
 }
 
 function expectError(answer: Answer, status: number, code: string, param?: string) {

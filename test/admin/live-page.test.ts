@@ -26,9 +26,7 @@ if (!HAVE_CHROMIUM && !process.env.CI) {
 let stack: LedgerTestRelay | undefined;
 let browser: BrowserContext | undefined;
 let profile: string | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await browser?.close();
   await stack?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
@@ -52,9 +50,7 @@ async function openBrowser(): Promise<Page> {
 }
 
 function connect(key: string): TestClient {
-  const client = TestClient.connect(stack!.realtimeUrl(), { key });
-  clients.push(client);
-  return client;
+  return stack!.connect({ key });
 }
 
 describe('the live sessions page', () => {

@@ -12,9 +12,7 @@ const TOKEN = 'admin-token-for-tests-0123456789';
 let stack: RecordingTestRelay | undefined;
 let ledger: Ledger | undefined;
 let dataDir: string | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await stack?.close();
   await ledger?.close();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -54,7 +52,6 @@ describe('the live sessions stream', () => {
 
     stack!.sim.queueHandshakeFault({ kind: 'hold' });
     const client = stack!.connect();
-    clients.push(client);
     const [connecting] = await events.until((list) => list[0]?.state === 'connecting');
     expect(connecting).toMatchObject({ key: { name: 'test' }, model: 'gpt-realtime', upstream: null, response_in_flight: false, spend: '0.000000' });
     await vi.waitFor(() => expect(stack!.sim.handshakes.length).toBe(1));
@@ -78,7 +75,6 @@ describe('the live sessions stream', () => {
     const abort = new AbortController();
     const events = await openStream(abort.signal);
     const client = stack!.connect();
-    clients.push(client);
     await client.next('session.created');
     const before = await events.until((list) => list[0]?.state === 'relaying');
     // Forwarded frames are not lifecycle changes; only the refresh can show them.

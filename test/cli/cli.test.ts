@@ -10,7 +10,8 @@ import type { TransitionInfo } from '../../src/machines/diagram.js';
 import { toMermaid } from '../../src/machines/diagram.js';
 import { sessionMachine } from '../../src/machines/session.js';
 import { TestClient } from '../helpers/client.js';
-import { ROOT, runRelay, spawnRelay } from '../helpers/relay-process.js';
+import type { LogLine } from '../helpers/log-lines.js';
+import { ROOT, runRelay, spawnRelay, type RelayProcess } from '../helpers/relay-process.js';
 
 let scratch: string;
 beforeAll(() => {
@@ -160,6 +161,15 @@ describe('a database that does not answer', () => {
   });
 });
 
+/** A session through the spawned relay at `url`, opened and closed by its client; resolves with the relay's log line for its end. */
+async function oneSession(relay: RelayProcess, url: string, key: string): Promise<LogLine> {
+  const client = TestClient.connect(`${url}/v1/realtime?model=gpt-realtime`, { key });
+  await client.next('session.created');
+  client.close();
+  await client.closedWith();
+  return relay.waitForLog((l) => l.msg === 'session ended', 'the session end line');
+}
+
 describe('npm start', () => {
   it('says in its first log line that it relays to the simulator, listens on the port it prints, and stops on SIGTERM', async () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
@@ -176,11 +186,7 @@ describe('npm start', () => {
 
       const health = await fetch(`${url![1]!.replace(/^ws/, 'http')}/healthz`);
       expect(health.status).toBe(200);
-      const client = TestClient.connect(`${url![1]}/v1/realtime?model=gpt-realtime`, { key });
-      await client.next('session.created');
-      client.close();
-      await client.closedWith();
-      await relay.waitForLog((l) => l.msg === 'session ended', 'the session end line');
+      await oneSession(relay, url![1]!, key);
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     }
@@ -197,11 +203,7 @@ describe('npm start', () => {
       key = relay.demoKey!;
       const listening = await relay.waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'the listening line');
       // A session too, so that every line a key could slip into is written.
-      const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg!)![0]}/v1/realtime?model=gpt-realtime`, { key });
-      await client.next('session.created');
-      client.close();
-      await client.closedWith();
-      await relay.waitForLog((l) => l.msg === 'session ended', 'the session end line');
+      await oneSession(relay, /ws:\/\/\S+/.exec(listening.msg!)![0], key);
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     }
@@ -224,10 +226,7 @@ describe('npm start', () => {
       await relay.waitForLog((l) => l.msg?.includes(`Stately inspector at ${inspectUrl}`) === true, 'the inspector line');
       const listening = await relay.waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'the listening line');
       const key = relay.demoKey!;
-      const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg!)![0]}/v1/realtime?model=gpt-realtime`, { key });
-      await client.next('session.created');
-      client.close();
-      sessionId = (await relay.waitForLog((l) => l.msg === 'session ended', 'the session end line')).sessionId as string;
+      sessionId = (await oneSession(relay, /ws:\/\/\S+/.exec(listening.msg!)![0], key)).sessionId as string;
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
       await new Promise<void>((resolve) => {

@@ -5,9 +5,7 @@ import { startTcpProxy, type TcpProxy } from '../hardening/tcp-proxy.js';
 
 let stack: LedgerTestRelay | undefined;
 let proxy: TcpProxy | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await stack?.close();
   await proxy?.close();
   stack = undefined;
@@ -15,11 +13,11 @@ afterEach(async () => {
 });
 
 function connect(options: { key?: string; protocols?: string[] } = {}): TestClient & { retryAfter?: string } {
-  const client: TestClient & { retryAfter?: string } = TestClient.connect(stack!.realtimeUrl(), options);
+  // An explicit key (undefined: none), so that a browser's subprotocol key goes alone.
+  const client: TestClient & { retryAfter?: string } = stack!.connect({ key: options.key, protocols: options.protocols });
   client.socket.once('unexpected-response', (_req, res) => {
     client.retryAfter = res.headers['retry-after'];
   });
-  clients.push(client);
   return client;
 }
 
