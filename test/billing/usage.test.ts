@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { normalizeResponseUsage, normalizeTranscriptionUsage, USAGE_ANOMALIES } from '../../src/billing/usage.js';
 import type { NormalizedUsage } from '../../src/billing/usage.js';
-import { EVERY_KIND_OF_TOKEN_USAGE } from '../helpers/usage.js';
+import { EVERY_KIND_OF_TOKEN_USAGE, usageShaped } from '../helpers/usage.js';
 
 const noUnattributed = { input: 0, output: 0, either: 0, cached: 0, notCached: 0 };
 
@@ -289,20 +289,5 @@ function usageLike(): fc.Arbitrary<unknown> {
     fc.constant(Number.MAX_SAFE_INTEGER),
     fc.object(),
   );
-  const maybe = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
-  return fc.record({
-    total_tokens: field,
-    input_tokens: field,
-    output_tokens: field,
-    input_token_details: maybe(
-      fc.record({
-        text_tokens: field,
-        audio_tokens: field,
-        image_tokens: field,
-        cached_tokens: field,
-        cached_tokens_details: maybe(fc.record({ text_tokens: field, audio_tokens: field, image_tokens: field })),
-      }),
-    ),
-    output_token_details: maybe(fc.record({ text_tokens: field, audio_tokens: field, reasoning_tokens: field })),
-  });
+  return usageShaped(field);
 }

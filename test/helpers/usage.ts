@@ -1,3 +1,5 @@
+import fc from 'fast-check';
+
 /**
  * A GA response usage with every kind of token in play: text, audio and
  * image, cached and not, each detail adding up to its total. A wrong rate or
@@ -16,3 +18,28 @@ export const EVERY_KIND_OF_TOKEN_USAGE = {
   },
   output_token_details: { text_tokens: 200, audio_tokens: 300 },
 };
+
+/**
+ * Objects shaped like a response usage whose every count is drawn from
+ * `field`, each details object present or not; `cachedDetailsInstead`, when
+ * given, may stand where the cached details would.
+ */
+export function usageShaped(field: fc.Arbitrary<unknown>, cachedDetailsInstead?: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> {
+  const maybe = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
+  const cachedDetails = fc.record({ text_tokens: field, audio_tokens: field, image_tokens: field });
+  return fc.record({
+    total_tokens: field,
+    input_tokens: field,
+    output_tokens: field,
+    input_token_details: maybe(
+      fc.record({
+        text_tokens: field,
+        audio_tokens: field,
+        image_tokens: field,
+        cached_tokens: field,
+        cached_tokens_details: maybe(cachedDetailsInstead ? fc.oneof(cachedDetails, cachedDetailsInstead) : cachedDetails),
+      }),
+    ),
+    output_token_details: maybe(fc.record({ text_tokens: field, audio_tokens: field, reasoning_tokens: field })),
+  });
+}
