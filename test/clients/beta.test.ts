@@ -95,7 +95,7 @@ describe('a beta client against a GA upstream', () => {
 
   it('bills a beta session exactly as the same GA session', async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
-    const ga = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const ga = stack.connect();
     await converse(ga, 'ga');
     ga.close();
     await stack.idle();

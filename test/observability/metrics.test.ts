@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtInPrices } from '../../src/billing/prices.js';
 import { createRelayMetrics } from '../../src/observability/metrics.js';
-import { TestClient } from '../helpers/client.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { metricValue, parseMetrics, scrape, type Sample } from './prom-text.js';
 
@@ -30,7 +29,7 @@ describe('/metrics', () => {
   it('counts a session once it ends: reason, duration, dial, frames and bytes each way, charges, spend and anomalies', async () => {
     stack = await startTestRelay({ builtInSimulator: true });
     const before = await scrape(stack.httpUrl);
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.next('session.created');
 
     const live = await scrape(stack.httpUrl);
@@ -82,7 +81,7 @@ describe('/metrics', () => {
     stack = await startTestRelay({ builtInSimulator: true });
     const before = await scrape(stack.httpUrl);
     stack.sim!.queueHandshakeFault({ kind: 'refuse', status: 500 });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.closedWith();
     await stack.idle();
     const after = await scrape(stack.httpUrl);
@@ -97,7 +96,7 @@ describe('/metrics', () => {
   it('counts a backpressure pause and the stall that ends the session', async () => {
     stack = await startTestRelay({ builtInSimulator: true, settings: { highWaterBytes: 256 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 500 } });
     const before = await scrape(stack.httpUrl);
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.next('session.created');
     // The upstream stops reading: the relay's unsent bytes to it grow until it pauses the client.
     client.send({ type: 'simulator.fault', fault: { kind: 'slow_reader' } });

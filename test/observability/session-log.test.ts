@@ -18,7 +18,7 @@ const AUDIO = Buffer.from('session-log-test-audio-payload;'.repeat(40)).toString
 /** One session: `frames` audio frames, a text response, then the client closes. Returns its id (from its start line) and the lines logged meanwhile. */
 async function runSession(stack: LedgerTestRelay, frames: number): Promise<{ sessionId: string | undefined; lines: LogLine[]; client: TestClient }> {
   const from = stack.logs.length;
-  const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+  const client = stack.connect();
   await client.next('session.created');
   for (let i = 0; i < frames; i++) client.send({ type: 'input_audio_buffer.append', audio: AUDIO });
   client.send({ type: 'response.create', response: { output_modalities: ['text'] } });

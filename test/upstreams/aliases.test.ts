@@ -2,7 +2,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { resolveAlias, upstreamsServing } from '../../src/config/upstreams.js';
 import { upstreamRequest, type Upstream } from '../../src/server/upstream.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
-import { TestClient } from '../helpers/client.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { expectedResponseCost, type ResponseUsage } from './expected-cost.js';
 import { EVERY_KIND_OF_TOKEN_USAGE } from '../helpers/usage.js';
@@ -16,7 +15,7 @@ afterEach(async () => {
 });
 
 async function oneResponse(model: string): Promise<void> {
-  const client = TestClient.connect(stack!.realtimeUrl({ model }), { key: stack!.key });
+  const client = stack!.connect({ model });
   await client.next('session.created');
   client.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(EVERY_KIND_OF_TOKEN_USAGE) } } });
   const done = await client.next('response.done');
@@ -62,7 +61,7 @@ describe('model aliases', () => {
 describe('model names that are also names of object properties', () => {
   it.for(['constructor', '__proto__', 'toString', 'hasOwnProperty'])('refuses model=%s as model_not_found, naming the model as given', async (model) => {
     stack = await startTestRelay();
-    const client = TestClient.connect(stack.realtimeUrl({ model }), { key: stack.key });
+    const client = stack.connect({ model });
     await client.closedWith();
     expect(client.unexpected?.status).toBe(400);
     const { error } = JSON.parse(client.unexpected!.body) as { error: { code: string; type: string; message: string } };

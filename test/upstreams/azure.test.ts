@@ -30,7 +30,7 @@ async function sessionThroughAzure(kind: 'azure' | 'azure-preview', apiVersion?:
       ],
     },
   });
-  const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+  const client = stack.connect();
   const created = await client.next('session.created');
   expect(created.session).toMatchObject({ model: 'prod-realtime' });
   client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
@@ -73,7 +73,7 @@ describe('Azure OpenAI upstreams', () => {
 
   it('refuses a model no upstream serves before the upgrade', async () => {
     await sessionThroughAzure('azure');
-    const client = TestClient.connect(stack!.realtimeUrl({ model: 'gpt-realtime-mini' }), { key: stack!.key });
+    const client = stack!.connect({ model: 'gpt-realtime-mini' });
     await client.closedWith();
     expect(client.unexpected?.status).toBe(400);
     expect(JSON.parse(client.unexpected!.body)).toMatchObject({ error: { code: 'model_not_found' } });

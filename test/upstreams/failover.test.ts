@@ -29,7 +29,7 @@ async function startUpstreams(count: number): Promise<Simulator[]> {
 
 /** A client that sends a burst of events the moment its socket opens, before any upstream has answered. */
 async function clientWithEarlyFrames(): Promise<TestClient> {
-  const client = TestClient.connect(stack!.realtimeUrl(), { key: stack!.key });
+  const client = stack!.connect();
   await new Promise((resolve) => client.socket.once('open', resolve));
   for (const id of ['item_early_a', 'item_early_b', 'item_early_c']) {
     client.send({ type: 'conversation.item.create', item: { id, type: 'message', role: 'user', content: [{ type: 'input_text', text: id }] } });
@@ -142,7 +142,7 @@ describe('failover between upstreams', () => {
   it('does not fail over once the upstream has sent its first frame', async () => {
     const [first, second] = await startUpstreams(2);
     first!.queueSessionFault({ kind: 'close', code: 1011, reason: 'upstream broke' });
-    const client = TestClient.connect(stack!.realtimeUrl(), { key: stack!.key });
+    const client = stack!.connect();
     expect(await client.closedWith()).toEqual({ code: 1011, reason: 'upstream broke' });
     expect(client.events.map((e) => e.type)).toEqual(['session.created']);
     expect(first!.connections).toBe(1);
@@ -155,7 +155,7 @@ describe('failover between upstreams', () => {
     const [first, second] = await startUpstreams(2);
     first!.queueHandshakeFault({ kind: 'refuse', status: 503 });
     second!.queueHandshakeFault({ kind: 'refuse', status: 429 });
-    const client = TestClient.connect(stack!.realtimeUrl(), { key: stack!.key });
+    const client = stack!.connect();
     const error = await client.next('error');
     expect(error.error).toMatchObject({ code: 'upstream_rate_limited' });
     expect((await client.closedWith()).code).toBe(1013);

@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { TestClient } from '../helpers/client.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { startScriptedUpstream, type ScriptedUpstream } from './scripted-upstream.js';
 
@@ -18,7 +17,7 @@ const UPSTREAM_NOVELTY = '{"type":"server.novelty.announcement" , "event_id":"ev
 describe('event types the relay does not know', () => {
   it('passes a made-up client event to the upstream, and the upstream\'s verdict back', async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'conversation.item.summarize', event_id: 'evt_client_7' });
     const error = await client.next('error');
@@ -42,7 +41,7 @@ describe('event types the relay does not know', () => {
       });
     });
     stack = await startTestRelay({ upstreams: { upstreams: [{ name: 'scripted', baseUrl: upstream.baseUrl, apiKey: 'sk-scripted' }] } });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key, headers });
+    const client = stack.connect({ headers });
     await client.next('session.created');
     client.socket.send(CLIENT_NOVELTY);
     await client.next('server.novelty.announcement');

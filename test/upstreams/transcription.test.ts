@@ -89,7 +89,7 @@ describe('transcription sessions (?intent=transcription)', () => {
 
   it('bills input transcription in a conversation session at its configured model, apart from the responses', async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'session.update', session: { type: 'realtime', audio: { input: { transcription: { model: 'gpt-4o-mini-transcribe' } } } } });
     await client.next('session.updated');
