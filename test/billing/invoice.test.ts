@@ -10,24 +10,11 @@ import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, type ScratchSchema } from '../helpers/postgres.js';
 import { REALTIME_PRICES, realtimeInvoice, sum, transcriptionInvoice, usage, type RealtimeUsage } from './invoice.js';
 import { respond, transcribe, useTranscriptionModel } from './session-bill.js';
+import { REALTIME_MODEL_FAMILIES } from '../helpers/models.js';
 
 const noPostgres = await probePostgres();
 if (noPostgres && !POSTGRES_REQUIRED) console.warn(`skipping the PostgreSQL ledger in the invoice tests: ${noPostgres}`);
 const LEDGERS = noPostgres && !POSTGRES_REQUIRED ? ['sqlite'] : ['sqlite', 'postgres'];
-
-/** Model names as clients send them, and the family whose published price applies. */
-const MODELS: Array<[model: string, family: string]> = [
-  ['gpt-realtime', 'gpt-realtime'],
-  ['gpt-realtime-2', 'gpt-realtime-2'],
-  ['gpt-realtime-2.1', 'gpt-realtime-2.1'],
-  ['gpt-realtime-mini', 'gpt-realtime-mini'],
-  ['gpt-4o-realtime-preview', 'gpt-4o-realtime-preview'],
-  ['gpt-4o-mini-realtime-preview', 'gpt-4o-mini-realtime-preview'],
-  ['gpt-realtime-2025-08-28', 'gpt-realtime'],
-  ['gpt-realtime-mini-2025-10-06', 'gpt-realtime-mini'],
-  ['gpt-4o-realtime-preview-2025-06-03', 'gpt-4o-realtime-preview'],
-  ['gpt-4o-mini-realtime-preview-2024-12-17', 'gpt-4o-mini-realtime-preview'],
-];
 
 /** Cached tokens with per-modality details, audio both ways, images where the family prices them, and nothing at all. */
 function usagesFor(family: string): RealtimeUsage[] {
@@ -56,7 +43,7 @@ describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s led
     await schema?.drop();
   });
 
-  it.each(MODELS)('%s: charges, settlement and balance match the published %s prices', async (model, family) => {
+  it.each(REALTIME_MODEL_FAMILIES)('%s: charges, settlement and balance match the published %s prices', async (model, family) => {
     const { key, record } = await stack.createKey();
     const client = stack.connect({ key, model: model });
     await client.next('session.created');
