@@ -1,20 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ADMIN_ERRORS } from '../../src/server/admin/index.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 const TOKEN = 'admin-token-for-tests-0123456789';
 
-let stack: FullStack | undefined;
-const clients: TestClient[] = [];
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await stack?.close();
   stack = undefined;
 });
 
-async function start(settings: { adminToken?: string } = { adminToken: TOKEN }): Promise<FullStack> {
-  stack = await startFullStack({ settings, logLevel: 'warn' });
+async function start(settings: { adminToken?: string } = { adminToken: TOKEN }): Promise<LedgerTestRelay> {
+  stack = await startTestRelay({ settings: { ...settings, logLevel: 'warn' } });
   return stack;
 }
 
@@ -45,9 +43,7 @@ async function admin(path: string, init: { method?: string; body?: unknown; toke
 }
 
 function connect(key: string): TestClient {
-  const client = TestClient.connect(stack!.realtimeUrl(), { key });
-  clients.push(client);
-  return client;
+  return stack!.connect({ key });
 }
 
 function expectError(answer: Answer, status: number, code: string, param?: string) {
@@ -260,7 +256,7 @@ describe('the admin API', () => {
     expect((done.response as { status: string }).status).toBe('cancelled');
     expect(client.events.at(-1)).toMatchObject({ type: 'error', error: { code: 'session_cancelled' } });
 
-    await stack!.settled();
+    await stack!.idle();
     const [settlement] = stack!.settlements();
     expect(settlement).toMatchObject({ sessionId: id, status: 'settled', endReason: 'cancelled:operator', chargeCount: 1 });
     expect(settlement!.summary).toMatchObject({ drain: 'response_done', clientCloseCode: 1000 });

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { describeMachine } from '../../src/machines/diagram.js';
 import { sessionMachine } from '../../src/machines/session.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /*
  * The live sessions page in headless Chromium, against the relay as
@@ -23,12 +23,10 @@ if (!HAVE_CHROMIUM && !process.env.CI) {
   console.warn(`Skipping the live sessions page test: no Chromium at ${CHROMIUM} (install it with: apt-get update && apt-get install -y chromium).`);
 }
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let browser: BrowserContext | undefined;
 let profile: string | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await browser?.close();
   await stack?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
@@ -52,9 +50,7 @@ async function openBrowser(): Promise<Page> {
 }
 
 function connect(key: string): TestClient {
-  const client = TestClient.connect(stack!.realtimeUrl(), { key });
-  clients.push(client);
-  return client;
+  return stack!.connect({ key });
 }
 
 describe('the live sessions page', () => {
@@ -63,7 +59,7 @@ describe('the live sessions page', () => {
   });
 
   it.skipIf(!HAVE_CHROMIUM)('shows sessions live as they change state, and its Cancel button ends one, billed and recorded', async () => {
-    stack = await startFullStack({ settings: { adminToken: TOKEN }, logLevel: 'debug' });
+    stack = await startTestRelay({ settings: { adminToken: TOKEN, logLevel: 'debug' } });
     const sim = stack.sim!;
     const page = await openBrowser();
     const pageErrors: string[] = [];

@@ -5,16 +5,14 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { openLedger, type Ledger } from '../../src/billing/ledger/index.js';
 import { adminApp } from '../../src/server/admin/index.js';
 import type { TestClient } from '../helpers/client.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 
 const TOKEN = 'admin-token-for-tests-0123456789';
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 let ledger: Ledger | undefined;
 let dataDir: string | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await stack?.close();
   await ledger?.close();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -24,12 +22,13 @@ afterEach(async () => {
 });
 
 /** The relay with the admin app mounted; `refreshMs` is how often the stream refreshes on its own. */
-async function start(refreshMs: number): Promise<Stack> {
+async function start(refreshMs: number): Promise<RecordingTestRelay> {
   dataDir = mkdtempSync(join(tmpdir(), 'relay-admin-stream-'));
   const opened = await openLedger({ sqlitePath: join(dataDir, 'ledger.db') });
   ledger = opened;
-  stack = await startStack({
-    relay: { routes: (app, relay) => app.route('/admin', adminApp({ token: TOKEN, ledger: opened, registry: relay.registry, streamRefreshMs: refreshMs })) },
+  stack = await startTestRelay({
+    billing: 'recording',
+    server: { routes: (app, relay) => app.route('/admin', adminApp({ token: TOKEN, ledger: opened, registry: relay.registry, streamRefreshMs: refreshMs })) },
   });
   return stack;
 }
@@ -53,7 +52,6 @@ describe('the live sessions stream', () => {
 
     stack!.sim.queueHandshakeFault({ kind: 'hold' });
     const client = stack!.connect();
-    clients.push(client);
     const [connecting] = await events.until((list) => list[0]?.state === 'connecting');
     expect(connecting).toMatchObject({ key: { name: 'test' }, model: 'gpt-realtime', upstream: null, response_in_flight: false, spend: '0.000000' });
     await vi.waitFor(() => expect(stack!.sim.handshakes.length).toBe(1));
@@ -77,7 +75,6 @@ describe('the live sessions stream', () => {
     const abort = new AbortController();
     const events = await openStream(abort.signal);
     const client = stack!.connect();
-    clients.push(client);
     await client.next('session.created');
     const before = await events.until((list) => list[0]?.state === 'relaying');
     // Forwarded frames are not lifecycle changes; only the refresh can show them.

@@ -7,16 +7,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startBillingRig, startBillingStack, type BillingRig, type BillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import type { TestClient } from '../helpers/client.js';
 import { FaultyLedger } from './faulty-ledger.js';
 import { realtimeInvoice, sum, transcriptionInvoice, usage, usdToNano, withMultiplier } from './invoice.js';
 import { respond, transcribe, useTranscriptionModel } from './session-bill.js';
 
 describe('spend cap and multiplier', () => {
-  let stack: BillingStack;
+  let stack: LedgerTestRelay;
   beforeAll(async () => {
-    stack = await startBillingStack();
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 } });
   });
   afterEach(async () => {
     await stack?.disconnectAll();
@@ -28,7 +28,7 @@ describe('spend cap and multiplier', () => {
   it('ends a session whose charges reach its spend cap with session_spend_cap_exceeded (1008), after delivering the response', async () => {
     const cap = usdToNano('0.02');
     const { key, record } = await stack.createKey({ spendCapNano: cap });
-    const client = stack.connect(key);
+    const client = stack.connect({ key });
     await client.next('session.created');
     const u = usage({ out: [0, 200] }); // 200 × 64 per 1M = 0.0128 USD
     const cost = realtimeInvoice('gpt-realtime', u);
@@ -49,7 +49,7 @@ describe('spend cap and multiplier', () => {
     expect(book.balanceNano).toBe(record.balanceNano - 2n * cost);
 
     // The cap is per session: the key itself still works.
-    const next = stack.connect(key);
+    const next = stack.connect({ key });
     await next.next('session.created');
     next.close();
     await stack.idle();
@@ -58,7 +58,7 @@ describe('spend cap and multiplier', () => {
   it('bills a resale multiplier exactly, rounding each charge up to the next nano-USD', async () => {
     const multiplierPpm = 1_250_001n;
     const { key, record } = await stack.createKey({ priceMultiplierPpm: Number(multiplierPpm) });
-    const client = stack.connect(key);
+    const client = stack.connect({ key });
     await client.next('session.created');
     const seven = usage({ text: [7, 0] }); // 28 000 nano-USD × 1.250001 = 35 000.028
     const two = usage({ text: [1, 0], out: [1, 0] }); // 20 000 × 1.250001 = 25 000.02
@@ -86,10 +86,10 @@ describe('spend cap and multiplier', () => {
 });
 
 describe('tail billing', () => {
-  let stack: BillingStack;
+  let stack: LedgerTestRelay;
   beforeAll(async () => {
     // Slow enough that the client leaves while the response is still streaming.
-    stack = await startBillingStack({ simulator: { chunkIntervalMs: 20, textDeltas: 500 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 20, textDeltas: 500 } });
   });
   afterEach(async () => {
     await stack?.disconnectAll();
@@ -105,7 +105,7 @@ describe('tail billing', () => {
 
   it.each(Object.keys(leave))('bills the cancelled tail once when the client %s mid-response', async (how) => {
     const { key, record } = await stack.createKey();
-    const client = stack.connect(key);
+    const client = stack.connect({ key });
     await client.next('session.created');
     const tail = usage({ text: [120, 64], audio: [30, 0], out: [37, 0] });
     client.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(tail) } } });
@@ -125,7 +125,7 @@ describe('tail billing', () => {
 });
 
 describe('fail closed', () => {
-  let rig: BillingRig | undefined;
+  let rig: LedgerTestRelay | undefined;
   const folders: string[] = [];
   afterEach(async () => {
     await rig?.close();
@@ -134,9 +134,9 @@ describe('fail closed', () => {
   });
 
   /** A session whose response.done arrives while the ledger is down. */
-  async function responseWhileLedgerDown(target: BillingRig, faulty: FaultyLedger) {
+  async function responseWhileLedgerDown(target: LedgerTestRelay, faulty: FaultyLedger) {
     const { key, record } = await target.createKey();
-    const client = target.connect(key);
+    const client = target.connect({ key });
     await client.next('session.created');
     const u = usage({ text: [250, 50], out: [80, 120] });
     faulty.down = true;
@@ -153,7 +153,7 @@ describe('fail closed', () => {
 
   it('closes with billing_unavailable (1011) when a charge cannot be written, and the backlog writes it once when the ledger is back', async () => {
     let faulty!: FaultyLedger;
-    rig = await startBillingRig({ wrap: (ledger) => (faulty = new FaultyLedger(ledger)) });
+    rig = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, wrapLedger: (ledger) => (faulty = new FaultyLedger(ledger)) });
     const { record, responseId, cost } = await responseWhileLedgerDown(rig, faulty);
 
     // Nothing written yet, nothing lost: the charge and the settlement wait in the backlog.
@@ -178,13 +178,13 @@ describe('fail closed', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'relay-spool-'));
     folders.push(dataDir);
     let faulty!: FaultyLedger;
-    const first = await startBillingRig({ dataDir, wrap: (ledger) => (faulty = new FaultyLedger(ledger)) });
+    const first = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, dataDir, wrapLedger: (ledger) => (faulty = new FaultyLedger(ledger)) });
     rig = first;
     const { record, responseId, cost } = await responseWhileLedgerDown(first, faulty);
     // Stopping while the ledger is still down spools the pending writes.
     await first.close();
 
-    rig = await startBillingRig({ dataDir });
+    rig = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, dataDir });
     expect(rig.recovered.replayed).toBe(2);
     const book = await rig.view.book(record.id);
     expect(book.charges.map((c) => [c.itemId, c.costNano])).toEqual([[responseId, cost]]);

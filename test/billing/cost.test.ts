@@ -4,6 +4,7 @@ import { costBreakdown, priceTranscription, priceUsage, transcriptionCostBreakdo
 import { PriceError, resolveModel } from '../../src/billing/prices.js';
 import type { RealtimePrice, TranscriptionPrice } from '../../src/billing/prices.js';
 import { normalizeResponseUsage, normalizeTranscriptionUsage } from '../../src/billing/usage.js';
+import { EVERY_KIND_OF_TOKEN_USAGE, usageShaped } from '../helpers/usage.js';
 
 /**
  * The price table of the protocol reference, written out again by hand
@@ -35,21 +36,6 @@ function transcriptionPrice(model: string): TranscriptionPrice {
 
 const bill = (model: string, usage: unknown, multiplierPpm?: number) =>
   priceUsage(normalizeResponseUsage(usage), realtimePrice(model), multiplierPpm);
-
-/** Every field set: cached, audio and image. */
-const fullUsage = {
-  total_tokens: 1500,
-  input_tokens: 1000,
-  output_tokens: 500,
-  input_token_details: {
-    text_tokens: 300,
-    audio_tokens: 600,
-    image_tokens: 100,
-    cached_tokens: 350,
-    cached_tokens_details: { text_tokens: 100, audio_tokens: 200, image_tokens: 50 },
-  },
-  output_token_details: { text_tokens: 200, audio_tokens: 300 },
-};
 
 describe('a response with every kind of token, per family', () => {
   // Uncached / cached / output tokens: text 200 / 100 / 200, audio 400 / 200 / 300, image 50 / 50.
@@ -103,7 +89,7 @@ describe('a response with every kind of token, per family', () => {
   ];
 
   it.each(expected)('%s bills the hand-computed amount', (family, amounts) => {
-    const breakdown = costBreakdown(normalizeResponseUsage(fullUsage), realtimePrice(family));
+    const breakdown = costBreakdown(normalizeResponseUsage(EVERY_KIND_OF_TOKEN_USAGE), realtimePrice(family));
     expect(breakdown).toEqual({
       ...amounts,
       unattributed: 0n,
@@ -113,9 +99,9 @@ describe('a response with every kind of token, per family', () => {
   });
 
   it('bills a dated snapshot at its family price', () => {
-    expect(bill('gpt-realtime-2025-08-28', fullUsage)).toBe(36_395_000n);
-    expect(bill('gpt-realtime-mini-2025-10-06', fullUsage)).toBe(10_710_000n);
-    expect(bill('gpt-4o-realtime-preview-2024-12-17', fullUsage)).toBe(46_250_000n);
+    expect(bill('gpt-realtime-2025-08-28', EVERY_KIND_OF_TOKEN_USAGE)).toBe(36_395_000n);
+    expect(bill('gpt-realtime-mini-2025-10-06', EVERY_KIND_OF_TOKEN_USAGE)).toBe(10_710_000n);
+    expect(bill('gpt-4o-realtime-preview-2024-12-17', EVERY_KIND_OF_TOKEN_USAGE)).toBe(46_250_000n);
   });
 
   it('matches the price table written out independently', () => {
@@ -250,7 +236,7 @@ describe('contradictory usage is billed the dearest consistent way', () => {
   });
 
   it('bills a total above input + output at the dearest rate', () => {
-    expect(bill('gpt-realtime', { ...fullUsage, total_tokens: 1510 })).toBe(36_395_000n + 640_000n); // + 10×64000
+    expect(bill('gpt-realtime', { ...EVERY_KIND_OF_TOKEN_USAGE, total_tokens: 1510 })).toBe(36_395_000n + 640_000n); // + 10×64000
   });
 
   it('withdraws the largest discounts when the cached total is below its details', () => {
@@ -276,8 +262,8 @@ describe('contradictory usage is billed the dearest consistent way', () => {
 
 describe('the price multiplier', () => {
   it('scales the bill in parts per million', () => {
-    expect(bill('gpt-realtime', fullUsage, 1_500_000)).toBe(54_592_500n); // 36,395,000 × 1.5
-    expect(bill('gpt-realtime', fullUsage, 0)).toBe(0n);
+    expect(bill('gpt-realtime', EVERY_KIND_OF_TOKEN_USAGE, 1_500_000)).toBe(54_592_500n); // 36,395,000 × 1.5
+    expect(bill('gpt-realtime', EVERY_KIND_OF_TOKEN_USAGE, 0)).toBe(0n);
   });
 
   it('rounds up, so a margin is never lost to rounding', () => {
@@ -287,7 +273,7 @@ describe('the price multiplier', () => {
   });
 
   it.each([[-1], [1.5], [Number.NaN], [2 ** 60]])('refuses a multiplier of %s', (multiplier) => {
-    expect(() => bill('gpt-realtime', fullUsage, multiplier)).toThrow(PriceError);
+    expect(() => bill('gpt-realtime', EVERY_KIND_OF_TOKEN_USAGE, multiplier)).toThrow(PriceError);
   });
 
   it('is ceil(subtotal × ppm / 1,000,000) for every amount', () => {
@@ -573,22 +559,7 @@ describe('billing properties', () => {
 
   it('never throws or bills a negative amount on any usage, and never bills less than its details', () => {
     const field = fc.oneof(fc.nat({ max: 100_000 }), fc.integer(), fc.double(), fc.string(), fc.constant(null), fc.constant(undefined));
-    const maybe = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
-    const junk = fc.record({
-      total_tokens: field,
-      input_tokens: field,
-      output_tokens: field,
-      input_token_details: maybe(
-        fc.record({
-          text_tokens: field,
-          audio_tokens: field,
-          image_tokens: field,
-          cached_tokens: field,
-          cached_tokens_details: maybe(fc.oneof(fc.record({ text_tokens: field, audio_tokens: field, image_tokens: field }), fc.string())),
-        }),
-      ),
-      output_token_details: maybe(fc.record({ text_tokens: field, audio_tokens: field, reasoning_tokens: field })),
-    });
+    const junk = usageShaped(field, fc.string());
     fc.assert(
       fc.property(fc.constantFrom(...FAMILIES), fc.oneof(junk, fc.anything()), (family, raw) => {
         const usage = normalizeResponseUsage(raw);

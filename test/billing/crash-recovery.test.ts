@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
-import { sqliteView } from '../helpers/billing-stack.js';
+import { sqliteView } from '../helpers/ledger.js';
 import { TestClient } from '../helpers/client.js';
 import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 import { realtimeInvoice, sum, usage } from './invoice.js';

@@ -12,7 +12,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import { startSimulator } from '../../src/simulator/index.js';
-import { postgresView, startBillingStack, type KeyBook } from '../helpers/billing-stack.js';
+import { postgresView, type KeyBook } from '../helpers/ledger.js';
+import { startTestRelay } from '../helpers/relay.js';
 import { TestClient, type ReceivedEvent } from '../helpers/client.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres } from '../helpers/postgres.js';
 import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
@@ -57,8 +58,8 @@ function expectOneResponseAtATime(answers: ReceivedEvent[], clients: TestClient[
   expect(refused).toEqual(Array.from({ length: clients.length - 1 }, () => 'insufficient_quota'));
 }
 
-/** All ask at once; exactly one runs, to its `response.done`, and its charge takes the balance below zero: that client is told and its session ends. */
-async function runOneResponse(clients: TestClient[]): Promise<void> {
+/** All ask at once: one response runs, and its charge takes the balance below zero, so that client is told and its session ends (1008). */
+async function expectOneResponseThenCutOff(clients: TestClient[]): Promise<void> {
   const answers = await askAllAtOnce(clients);
   expectOneResponseAtATime(answers, clients);
   const runner = clients[answers.findIndex((answer) => answer.type === 'response.created')]!;
@@ -75,13 +76,12 @@ function expectBoundedOverspend(book: KeyBook): void {
 
 describe('holds on a key shared by many sessions', () => {
   it('runs one response at a time for a key with 0.011 USD and 30 sessions asking at once; the others get insufficient_quota', async () => {
-    const stack = await startBillingStack({ simulator: { chunkIntervalMs: 5, textDeltas: 10 } });
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 5, textDeltas: 10 } });
     cleanups.push(() => stack.close());
     const { key, record } = await stack.createKey({ balanceNano: BALANCE });
-    const clients = Array.from({ length: SESSIONS }, () => stack.connect(key));
+    const clients = Array.from({ length: SESSIONS }, () => stack.connect({ key }));
 
-    await runOneResponse(clients);
-
+    await expectOneResponseThenCutOff(clients);
     for (const client of clients) client.close();
     await stack.idle();
     expectBoundedOverspend(await stack.view.book(record.id));
@@ -90,10 +90,10 @@ describe('holds on a key shared by many sessions', () => {
   }, 60_000);
 
   it('refuses a new session with 429 insufficient_quota while responses in flight hold all of the balance', async () => {
-    const stack = await startBillingStack({ settings: { responseHoldUsd: '0.011' } });
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, settings: { responseHoldUsd: '0.011' } });
     cleanups.push(() => stack.close());
     const { key, record } = await stack.createKey({ balanceNano: BALANCE });
-    const first = stack.connect(key);
+    const first = stack.connect({ key });
     await first.next('session.created');
     // The response stays in flight, and its hold with it.
     first.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
@@ -101,7 +101,7 @@ describe('holds on a key shared by many sessions', () => {
     await first.next('response.created');
     expect(await stack.ledger.getKey(record.id)).toMatchObject({ balanceNano: BALANCE, heldNano: BALANCE });
 
-    const second = stack.connect(key);
+    const second = stack.connect({ key });
     await second.closedWith();
     expect(second.unexpected?.status).toBe(429);
     expect(JSON.parse(second.unexpected!.body).error.code).toBe('insufficient_quota');
@@ -110,7 +110,7 @@ describe('holds on a key shared by many sessions', () => {
     first.close();
     await stack.idle();
     expect(await stack.ledger.getKey(record.id)).toMatchObject({ heldNano: 0n });
-    const third = stack.connect(key);
+    const third = stack.connect({ key });
     await third.next('session.created');
   }, 30_000);
 
@@ -138,8 +138,7 @@ describe('holds on a key shared by many sessions', () => {
       const { key, record } = await ledger.createKey({ name: 'shared', balanceNano: BALANCE });
       for (let i = 0; i < SESSIONS; i++) clients.push(TestClient.connect(relays[i % 2]!.realtimeUrl(), { key }));
 
-      await runOneResponse(clients);
-
+      await expectOneResponseThenCutOff(clients);
       for (const client of clients) client.close();
       await Promise.all(clients.map((client) => client.closedWith(10_000)));
       // A graceful stop settles every session before the process exits.

@@ -6,28 +6,15 @@
  * relay's own pricing code.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startBillingStack, type BillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, type ScratchSchema } from '../helpers/postgres.js';
 import { REALTIME_PRICES, realtimeInvoice, sum, transcriptionInvoice, usage, type RealtimeUsage } from './invoice.js';
 import { respond, transcribe, useTranscriptionModel } from './session-bill.js';
+import { REALTIME_MODEL_FAMILIES } from '../helpers/models.js';
 
 const noPostgres = await probePostgres();
 if (noPostgres && !POSTGRES_REQUIRED) console.warn(`skipping the PostgreSQL ledger in the invoice tests: ${noPostgres}`);
 const LEDGERS = noPostgres && !POSTGRES_REQUIRED ? ['sqlite'] : ['sqlite', 'postgres'];
-
-/** Model names as clients send them, and the family whose published price applies. */
-const MODELS: Array<[model: string, family: string]> = [
-  ['gpt-realtime', 'gpt-realtime'],
-  ['gpt-realtime-2', 'gpt-realtime-2'],
-  ['gpt-realtime-2.1', 'gpt-realtime-2.1'],
-  ['gpt-realtime-mini', 'gpt-realtime-mini'],
-  ['gpt-4o-realtime-preview', 'gpt-4o-realtime-preview'],
-  ['gpt-4o-mini-realtime-preview', 'gpt-4o-mini-realtime-preview'],
-  ['gpt-realtime-2025-08-28', 'gpt-realtime'],
-  ['gpt-realtime-mini-2025-10-06', 'gpt-realtime-mini'],
-  ['gpt-4o-realtime-preview-2025-06-03', 'gpt-4o-realtime-preview'],
-  ['gpt-4o-mini-realtime-preview-2024-12-17', 'gpt-4o-mini-realtime-preview'],
-];
 
 /** Cached tokens with per-modality details, audio both ways, images where the family prices them, and nothing at all. */
 function usagesFor(family: string): RealtimeUsage[] {
@@ -42,11 +29,11 @@ function usagesFor(family: string): RealtimeUsage[] {
 }
 
 describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s ledger)', (ledger) => {
-  let stack: BillingStack;
+  let stack: LedgerTestRelay;
   let schema: ScratchSchema | undefined;
   beforeAll(async () => {
     schema = ledger === 'postgres' ? await createScratchSchema() : undefined;
-    stack = await startBillingStack({ postgres: schema });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, postgres: schema });
   });
   afterEach(async () => {
     await stack?.disconnectAll();
@@ -56,9 +43,9 @@ describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s led
     await schema?.drop();
   });
 
-  it.each(MODELS)('%s: charges, settlement and balance match the published %s prices', async (model, family) => {
+  it.each(REALTIME_MODEL_FAMILIES)('%s: charges, settlement and balance match the published %s prices', async (model, family) => {
     const { key, record } = await stack.createKey();
-    const client = stack.connect(key, model);
+    const client = stack.connect({ key, model: model });
     await client.next('session.created');
     const usages = usagesFor(family);
     const ids: string[] = [];
@@ -82,7 +69,7 @@ describe.each(LEDGERS)('a session is billed exactly the provider invoice (%s led
 
   it('bills input transcription by tokens (gpt-4o-transcribe, gpt-4o-mini-transcribe) and by seconds (whisper-1)', async () => {
     const { key, record } = await stack.createKey();
-    const client = stack.connect(key, 'gpt-realtime');
+    const client = stack.connect({ key, model: 'gpt-realtime' });
     await client.next('session.created');
     const expected = new Map<string, bigint>();
     // 2.5 s, 0.7 s and 4.1 s of 24 kHz PCM16.

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WriteBacklog, type PendingWrite } from '../../src/billing/backlog.js';
 import { LedgerError, openLedger, type ChargeInput, type Ledger, type SettlementInput } from '../../src/billing/ledger/index.js';
-import { sqliteView } from '../helpers/billing-stack.js';
+import { sqliteView } from '../helpers/ledger.js';
 import { tempDataDir } from '../helpers/relay-process.js';
-import { runRelay } from '../cli/run-relay.js';
+import { runRelay } from '../helpers/relay-process.js';
 
 /** Where the relay keeps writes pending at a stop, in its data folder. */
 const spoolPathIn = (dataDir: string) => join(dataDir, 'unwritten.jsonl');

@@ -5,25 +5,17 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadPriceFile, parsePriceFile, PriceFileError } from '../../src/billing/price-file.js';
 import { builtInPrices, decimalString, formatUsd, parseUsd, PriceError, resolveModel } from '../../src/billing/prices.js';
+import { REALTIME_MODEL_FAMILIES } from '../helpers/models.js';
 
 describe('model names resolve to their price family', () => {
   const table: Array<[string, string | null]> = [
-    // Families by their own names, including those that are prefixes of others.
-    ['gpt-realtime', 'gpt-realtime'],
-    ['gpt-realtime-2', 'gpt-realtime-2'],
-    ['gpt-realtime-2.1', 'gpt-realtime-2.1'],
-    ['gpt-realtime-mini', 'gpt-realtime-mini'],
-    ['gpt-4o-realtime-preview', 'gpt-4o-realtime-preview'],
-    ['gpt-4o-mini-realtime-preview', 'gpt-4o-mini-realtime-preview'],
-    // Dated snapshots.
-    ['gpt-realtime-2025-08-28', 'gpt-realtime'],
-    ['gpt-realtime-mini-2025-10-06', 'gpt-realtime-mini'],
+    // Families by their own names, including those that are prefixes of others, and a snapshot of each.
+    ...REALTIME_MODEL_FAMILIES,
+    // More dated snapshots.
     ['gpt-realtime-mini-2025-12-15', 'gpt-realtime-mini'],
     ['gpt-realtime-2-2026-03-01', 'gpt-realtime-2'],
     ['gpt-realtime-2.1-2026-06-30', 'gpt-realtime-2.1'],
     ['gpt-4o-realtime-preview-2024-12-17', 'gpt-4o-realtime-preview'],
-    ['gpt-4o-realtime-preview-2025-06-03', 'gpt-4o-realtime-preview'],
-    ['gpt-4o-mini-realtime-preview-2024-12-17', 'gpt-4o-mini-realtime-preview'],
     ['gpt-4o-transcribe', 'gpt-4o-transcribe'],
     ['gpt-4o-mini-transcribe', 'gpt-4o-mini-transcribe'],
     ['gpt-4o-mini-transcribe-2025-03-20', 'gpt-4o-mini-transcribe'],

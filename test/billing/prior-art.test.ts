@@ -5,7 +5,7 @@
  * expected amount comes from the published price table (invoice.ts).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startBillingRig, startBillingStack, type BillingRig, type BillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, type ScratchSchema } from '../helpers/postgres.js';
 import { FaultyLedger, type ChargeFault } from './faulty-ledger.js';
 import { realtimeInvoice, sum, usage, usdToNano } from './invoice.js';
@@ -20,17 +20,17 @@ const RESERVE = usdToNano('0.01');
 
 describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
   const schemas: ScratchSchema[] = [];
-  const stacks: BillingStack[] = [];
+  const stacks: LedgerTestRelay[] = [];
   /** A relay of its own, on a ledger of its own. */
-  async function openStack(): Promise<BillingStack> {
+  async function openStack(): Promise<LedgerTestRelay> {
     const schema = ledger === 'postgres' ? await createScratchSchema() : undefined;
     if (schema) schemas.push(schema);
-    const opened = await startBillingStack({ postgres: schema });
+    const opened = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, postgres: schema });
     stacks.push(opened);
     return opened;
   }
 
-  let stack: BillingStack;
+  let stack: LedgerTestRelay;
   beforeAll(async () => {
     stack = await openStack();
   });
@@ -45,7 +45,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
   describe('1 · double billing', () => {
     it('a session costs exactly the sum of its responses, once: the settlement never debits again', async () => {
       const { key, record } = await stack.createKey();
-      const client = stack.connect(key);
+      const client = stack.connect({ key });
       await client.next('session.created');
       const usages = [usage({ text: [500, 100], out: [200, 0] }), usage({ text: [20, 0], audio: [300, 0], out: [10, 400] }), usage({ image: [100, 0], out: [5, 0] })];
       for (const u of usages) await respond(client, u);
@@ -68,7 +68,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
   describe('2 · unrefunded pre-charge', () => {
     it('a session with no responses costs nothing and never holds money back', async () => {
       const { key, record } = await stack.createKey();
-      const client = stack.connect(key);
+      const client = stack.connect({ key });
       await client.next('session.created');
       const during = await stack.view.book(record.id);
       expect(during.balanceNano).toBe(record.balanceNano);
@@ -86,7 +86,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
   describe('3 · cached, image and detail-less usage', () => {
     async function billOne(u: unknown): Promise<bigint> {
       const { key, record } = await stack.createKey();
-      const client = stack.connect(key);
+      const client = stack.connect({ key });
       await client.next('session.created');
       await respond(client, u);
       client.close();
@@ -130,7 +130,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
   describe('5 · quota exhaustion mid-session', () => {
     it('a response that overdraws the key is recorded in full, delivered, then the session ends with insufficient_quota (1008)', async () => {
       const { key, record } = await stack.createKey({ balanceNano: RESERVE });
-      const client = stack.connect(key);
+      const client = stack.connect({ key });
       await client.next('session.created');
       const u = usage({ text: [100, 0], out: [0, 500] });
       const cost = realtimeInvoice('gpt-realtime', u);
@@ -154,7 +154,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
       // A simulator of its own: it numbers the responses it creates resp_1, resp_2, …
       const own = await openStack();
       const { key, record } = await own.createKey({ balanceNano: RESERVE - 1n });
-      const client = own.connect(key);
+      const client = own.connect({ key });
       await client.next('session.created');
       client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
       const error = await client.next('error');
@@ -176,7 +176,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
 
     it('a key with no balance is refused before the upgrade with HTTP 429 insufficient_quota', async () => {
       const { key, record } = await stack.createKey({ balanceNano: 0n });
-      const client = stack.connect(key);
+      const client = stack.connect({ key });
       await client.closedWith();
       expect(client.unexpected?.status).toBe(429);
       expect(JSON.parse(client.unexpected!.body)).toMatchObject({ error: { code: 'insufficient_quota', type: 'insufficient_quota' } });
@@ -186,7 +186,7 @@ describe.each(LEDGERS)('through the relay (%s ledger)', (ledger) => {
 });
 
 describe('4 · a failed charge added twice', () => {
-  let rig: BillingRig | undefined;
+  let rig: LedgerTestRelay | undefined;
   afterEach(async () => {
     await rig?.close();
     rig = undefined;
@@ -194,9 +194,9 @@ describe('4 · a failed charge added twice', () => {
 
   it.each<ChargeFault>(['before_write', 'after_write'])('a charge whose write failed (%s) is in the ledger exactly once', async (where) => {
     let faulty!: FaultyLedger;
-    rig = await startBillingRig({ wrap: (ledger) => (faulty = new FaultyLedger(ledger)) });
+    rig = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, wrapLedger: (ledger) => (faulty = new FaultyLedger(ledger)) });
     const { key, record } = await rig.createKey();
-    const client = rig.connect(key);
+    const client = rig.connect({ key });
     await client.next('session.created');
     const u = usage({ text: [100, 0], out: [50, 70] });
     faulty.failNextCharge(where);

@@ -6,7 +6,7 @@
  * that, every session of a key could run one unheld response at once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { startBillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay } from '../helpers/relay.js';
 import type { TestClient } from '../helpers/client.js';
 import { usdToNano } from './invoice.js';
 
@@ -33,10 +33,10 @@ function errorCode(client: TestClient): string | undefined {
 describe('responses the upstream starts by itself', () => {
   it('runs one at a time for a key with 0.011 USD when the speakers of 30 sessions stop at once; the others are cancelled, billed for their tails, and told insufficient_quota', async () => {
     // Long responses, so that a cancel arrives while they are still running.
-    const stack = await startBillingStack({ simulator: { chunkIntervalMs: 10, audioChunks: 400, audioChunkBytes: 480 } });
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 10, audioChunks: 400, audioChunkBytes: 480 } });
     cleanups.push(() => stack.close());
     const { key, record } = await stack.createKey({ balanceNano: BALANCE });
-    const clients = Array.from({ length: SESSIONS }, () => stack.connect(key));
+    const clients = Array.from({ length: SESSIONS }, () => stack.connect({ key }));
     await Promise.all(clients.map((client) => client.next('session.created', 10_000)));
 
     for (const client of clients) {

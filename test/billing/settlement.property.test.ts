@@ -22,7 +22,7 @@ import { Billing } from '../../src/billing/service.js';
 import { RelayError } from '../../src/errors.js';
 import { sessionMachine, type CancelReason, type SessionEvent, type SessionOutcome, type SessionPorts } from '../../src/machines/session.js';
 import type { ChargeVerdict, SessionMeter, SessionSummary } from '../../src/server/ports.js';
-import { sqliteView, type LedgerView } from '../helpers/billing-stack.js';
+import { sqliteView, type LedgerView } from '../helpers/ledger.js';
 import { FaultyLedger, type ChargeFault } from './faulty-ledger.js';
 import { REALTIME_PRICES, realtimeInvoice, sum, usage, type RealtimeUsage } from './invoice.js';
 

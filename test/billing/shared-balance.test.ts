@@ -11,7 +11,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import { startSimulator } from '../../src/simulator/index.js';
-import { postgresView } from '../helpers/billing-stack.js';
+import { postgresView } from '../helpers/ledger.js';
 import { TestClient } from '../helpers/client.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres } from '../helpers/postgres.js';
 import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WriteBacklog } from '../../src/billing/backlog.js';
 import { openLedger, type ChargeInput } from '../../src/billing/ledger/index.js';
-import { sqliteView } from '../helpers/billing-stack.js';
+import { sqliteView } from '../helpers/ledger.js';
 import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 import { metricValue, scrape } from '../observability/prom-text.js';
 

@@ -2,27 +2,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { normalizeResponseUsage, normalizeTranscriptionUsage, USAGE_ANOMALIES } from '../../src/billing/usage.js';
 import type { NormalizedUsage } from '../../src/billing/usage.js';
+import { EVERY_KIND_OF_TOKEN_USAGE, usageShaped } from '../helpers/usage.js';
 
 const noUnattributed = { input: 0, output: 0, either: 0, cached: 0, notCached: 0 };
 
-/** A GA usage in which every invariant holds. */
-const gaUsage = {
-  total_tokens: 1500,
-  input_tokens: 1000,
-  output_tokens: 500,
-  input_token_details: {
-    text_tokens: 300,
-    audio_tokens: 600,
-    image_tokens: 100,
-    cached_tokens: 350,
-    cached_tokens_details: { text_tokens: 100, audio_tokens: 200, image_tokens: 50 },
-  },
-  output_token_details: { text_tokens: 200, audio_tokens: 300 },
-};
-
 describe('response usage', () => {
   it('reads a consistent GA usage with uncached input apart from cached input', () => {
-    expect(normalizeResponseUsage(gaUsage)).toEqual({
+    expect(normalizeResponseUsage(EVERY_KIND_OF_TOKEN_USAGE)).toEqual({
       text: { input: 200, cachedInput: 100, output: 200 },
       audio: { input: 400, cachedInput: 200, output: 300 },
       image: { input: 50, cachedInput: 50 },
@@ -303,20 +289,5 @@ function usageLike(): fc.Arbitrary<unknown> {
     fc.constant(Number.MAX_SAFE_INTEGER),
     fc.object(),
   );
-  const maybe = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
-  return fc.record({
-    total_tokens: field,
-    input_tokens: field,
-    output_tokens: field,
-    input_token_details: maybe(
-      fc.record({
-        text_tokens: field,
-        audio_tokens: field,
-        image_tokens: field,
-        cached_tokens: field,
-        cached_tokens_details: maybe(fc.record({ text_tokens: field, audio_tokens: field, image_tokens: field })),
-      }),
-    ),
-    output_token_details: maybe(fc.record({ text_tokens: field, audio_tokens: field, reasoning_tokens: field })),
-  });
+  return usageShaped(field);
 }

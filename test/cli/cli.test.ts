@@ -10,7 +10,8 @@ import type { TransitionInfo } from '../../src/machines/diagram.js';
 import { toMermaid } from '../../src/machines/diagram.js';
 import { sessionMachine } from '../../src/machines/session.js';
 import { TestClient } from '../helpers/client.js';
-import { RelayProcess, ROOT, runRelay } from './run-relay.js';
+import type { LogLine } from '../helpers/log-lines.js';
+import { ROOT, runRelay, spawnRelay, type RelayProcess } from '../helpers/relay-process.js';
 
 let scratch: string;
 beforeAll(() => {
@@ -160,56 +161,57 @@ describe('a database that does not answer', () => {
   });
 });
 
+/** A session through the spawned relay at `url`, opened and closed by its client; resolves with the relay's log line for its end. */
+async function oneSession(relay: RelayProcess, url: string, key: string): Promise<LogLine> {
+  const client = TestClient.connect(`${url}/v1/realtime?model=gpt-realtime`, { key });
+  await client.next('session.created');
+  client.close();
+  await client.closedWith();
+  return relay.waitForLog((l) => l.msg === 'session ended', 'the session end line');
+}
+
 describe('npm start', () => {
   it('says in its first log line that it relays to the simulator, listens on the port it prints, and stops on SIGTERM', async () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
     const [program, ...args] = pkg.scripts.start.split(' ');
     expect(program).toBe('node');
-    const relay = RelayProcess.start(args, { RELAY_DATA_DIR: join(scratch, 'start-data'), PORT: '0', LOG_LEVEL: 'info' });
+    const relay = await spawnRelay({ args, dataDir: join(scratch, 'start-data'), env: { LOG_LEVEL: 'info' } });
     try {
-      const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
-      expect(relay.lines[0]!.msg).toMatch(/relays to the built-in upstream simulator at ws:\/\/127\.0\.0\.1:\d+ \(no OPENAI_API_KEY is set\)/);
-      const url = /listening on (ws:\/\/127\.0\.0\.1:(\d+))/.exec(listening.msg);
+      const listening = await relay.waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'the listening line');
+      expect(relay.logs[0]!.msg).toMatch(/relays to the built-in upstream simulator at ws:\/\/127\.0\.0\.1:\d+ \(no OPENAI_API_KEY is set\)/);
+      const url = /listening on (ws:\/\/127\.0\.0\.1:(\d+))/.exec(listening.msg!);
       expect(url).not.toBeNull();
       expect(Number(url![2])).toBeGreaterThan(0);
-      const key = await relay.demoKey();
+      const key = relay.demoKey!;
 
       const health = await fetch(`${url![1]!.replace(/^ws/, 'http')}/healthz`);
       expect(health.status).toBe(200);
-      const client = TestClient.connect(`${url![1]}/v1/realtime?model=gpt-realtime`, { key });
-      await client.next('session.created');
-      client.close();
-      await client.closedWith();
-      await relay.line((l) => l.msg === 'session ended', 'the session end line');
+      await oneSession(relay, url![1]!, key);
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     }
     // The terminal shows the demo key and nothing else.
-    expect(relay.stderr).toMatch(/^demo key \(shown once, not logged\): rk_\S+\n$/);
+    expect(relay.stderr()).toMatch(/^demo key \(shown once, not logged\): rk_\S+\n$/);
   });
 
   it('shows the demo key once on the terminal and writes it into no log line', async () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
     const [, ...args] = pkg.scripts.start.split(' ');
-    const relay = RelayProcess.start(args, { RELAY_DATA_DIR: join(scratch, 'demo-key-data'), PORT: '0', LOG_LEVEL: 'debug' });
+    const relay = await spawnRelay({ args, dataDir: join(scratch, 'demo-key-data'), env: { LOG_LEVEL: 'debug' } });
     let key = '';
     try {
-      key = await relay.demoKey();
-      const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
+      key = relay.demoKey!;
+      const listening = await relay.waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'the listening line');
       // A session too, so that every line a key could slip into is written.
-      const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg)![0]}/v1/realtime?model=gpt-realtime`, { key });
-      await client.next('session.created');
-      client.close();
-      await client.closedWith();
-      await relay.line((l) => l.msg === 'session ended', 'the session end line');
+      await oneSession(relay, /ws:\/\/\S+/.exec(listening.msg!)![0], key);
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     }
     expect(key).toMatch(/^rk_/);
-    expect(relay.stderr.split(key)).toHaveLength(2);
-    const logged = relay.lines.filter((l) => JSON.stringify(l).includes(key));
+    expect(relay.stderr().split(key)).toHaveLength(2);
+    const logged = relay.logs.filter((l) => JSON.stringify(l).includes(key));
     expect(logged).toEqual([]);
-    expect(relay.lines.find((l) => l.msg.startsWith('demo key created'))).toMatchObject({ balance: '5.000000' });
+    expect(relay.logs.find((l) => l.msg?.startsWith('demo key created') === true)).toMatchObject({ balance: '5.000000' });
   });
 
   it('with --inspect sends every session to the inspector at RELAY_INSPECT_URL', async () => {
@@ -219,15 +221,12 @@ describe('npm start', () => {
     inspector.on('connection', (socket) => socket.on('message', (data: Buffer) => received.push(JSON.parse(data.toString()))));
     const inspectUrl = `ws://127.0.0.1:${(inspector.address() as AddressInfo).port}`;
     let sessionId = '';
-    const relay = RelayProcess.start(['bin/relay.mjs', '--inspect'], { RELAY_DATA_DIR: join(scratch, 'inspect-data'), PORT: '0', RELAY_INSPECT_URL: inspectUrl });
+    const relay = await spawnRelay({ args: ['bin/relay.mjs', '--inspect'], dataDir: join(scratch, 'inspect-data'), env: { RELAY_INSPECT_URL: inspectUrl } });
     try {
-      await relay.line((l) => l.msg.includes(`Stately inspector at ${inspectUrl}`), 'the inspector line');
-      const listening = await relay.line((l) => l.msg.startsWith('listening on '), 'the listening line');
-      const key = await relay.demoKey();
-      const client = TestClient.connect(`${/ws:\/\/\S+/.exec(listening.msg)![0]}/v1/realtime?model=gpt-realtime`, { key });
-      await client.next('session.created');
-      client.close();
-      sessionId = (await relay.line((l) => l.msg === 'session ended', 'the session end line')).sessionId as string;
+      await relay.waitForLog((l) => l.msg?.includes(`Stately inspector at ${inspectUrl}`) === true, 'the inspector line');
+      const listening = await relay.waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'the listening line');
+      const key = relay.demoKey!;
+      sessionId = (await oneSession(relay, /ws:\/\/\S+/.exec(listening.msg!)![0], key)).sessionId as string;
     } finally {
       expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
       await new Promise<void>((resolve) => {

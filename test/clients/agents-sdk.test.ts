@@ -2,7 +2,7 @@ import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession, tool, type Rea
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { FUNCTION_CALL_ARGUMENTS } from '../../src/simulator/index.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /*
  * In Node the Agents SDK's WebSocket transport uses the `ws` package (its
@@ -10,7 +10,7 @@ import { startFullStack, type FullStack } from '../helpers/full-stack.js';
  * its `url` option is used as given, so plain ws:// to the relay works.
  */
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let session: RealtimeSession | undefined;
 afterEach(async () => {
   session?.close();
@@ -55,7 +55,7 @@ async function open(agent: RealtimeAgent): Promise<{ s: RealtimeSession; errors:
 
 describe('the Agents SDK (RealtimeSession over OpenAIRealtimeWebSocket) pointed at the relay', () => {
   it('completes a text turn', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const { s, errors } = await open(new RealtimeAgent({ name: 'greeter', instructions: 'Greet briefly.' }));
     const ended = agentTurns(s, 1);
     s.sendMessage('Hello?');
@@ -66,12 +66,12 @@ describe('the Agents SDK (RealtimeSession over OpenAIRealtimeWebSocket) pointed 
     ]);
     expect(errors).toEqual([]);
     s.close();
-    await stack.settled();
+    await stack.idle();
     expect(await stack.ledger.usage({ key: 'demo' })).toHaveLength(1);
   });
 
   it('runs a function tool and answers with its result', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const calls: unknown[] = [];
     const lookupOrder = tool({
       name: 'lookup_order',
@@ -95,7 +95,7 @@ describe('the Agents SDK (RealtimeSession over OpenAIRealtimeWebSocket) pointed 
     ]);
     expect(errors).toEqual([]);
     s.close();
-    await stack.settled();
+    await stack.idle();
     const charges = await stack.ledger.usage({ key: 'demo' });
     expect(charges).toHaveLength(2);
     expect(stack.settlements()[0]).toMatchObject({ chargeCount: 2, totalNano: charges[0]!.costNano + charges[1]!.costNano });

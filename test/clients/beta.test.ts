@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /*
  * Clients written for the retired beta interface (`OpenAI-Beta: realtime=v1`
@@ -10,7 +10,7 @@ import { startFullStack, type FullStack } from '../helpers/full-stack.js';
  * proves the relay never forwarded it.
  */
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -32,7 +32,7 @@ async function converse(client: TestClient, dialect: 'ga' | 'beta'): Promise<voi
 
 describe('a beta client against a GA upstream', () => {
   it('speaks beta end to end and the beta header never reaches the upstream', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key, headers: BETA_HEADER });
 
     const created = await client.next('session.created');
@@ -71,14 +71,14 @@ describe('a beta client against a GA upstream', () => {
 
     client.close();
     expect((await client.closedWith()).code).toBe(1000);
-    await stack.settled();
+    await stack.idle();
     expect(stack.sim!.handshakes).toHaveLength(1);
     expect(stack.sim!.handshakes[0]!.headers).not.toHaveProperty('openai-beta');
     expect(stack.settlements()[0]).toMatchObject({ chargeCount: 2, endReason: 'client_closed' });
   });
 
   it('serves a browser offering the beta subprotocol, without passing it on', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const client = TestClient.connect(stack.realtimeUrl(), { protocols: ['realtime', `openai-insecure-api-key.${stack.key}`, 'openai-beta.realtime-v1'] });
     const created = await client.next('session.created');
     expect(client.socket.protocol).toBe('realtime');
@@ -87,22 +87,22 @@ describe('a beta client against a GA upstream', () => {
     await client.next('response.done');
     expect(client.count('response.text.delta')).toBeGreaterThan(0);
     client.close();
-    await stack.settled();
+    await stack.idle();
     const upstreamHeaders = stack.sim!.handshakes[0]!.headers;
     expect(upstreamHeaders['sec-websocket-protocol']).toBeUndefined();
     expect(upstreamHeaders).not.toHaveProperty('openai-beta');
   });
 
   it('bills a beta session exactly as the same GA session', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
-    const ga = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
+    const ga = stack.connect();
     await converse(ga, 'ga');
     ga.close();
-    await stack.settled();
+    await stack.idle();
     const beta = TestClient.connect(stack.realtimeUrl(), { key: stack.key, headers: BETA_HEADER });
     await converse(beta, 'beta');
     beta.close();
-    await stack.settled();
+    await stack.idle();
 
     const [gaSession, betaSession] = stack.settlements();
     const charges = await stack.ledger.usage({ key: 'demo' });

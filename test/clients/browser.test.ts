@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -53,13 +53,13 @@ if (!available) {
 }
 
 describe.skipIf(!available)('a real browser (chromium) with the WebSocket API', () => {
-  let stack: FullStack;
+  let stack: LedgerTestRelay;
   let pages: Server;
   let pagesUrl: string;
   let browser: Browser;
 
   beforeAll(async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     pages = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE));
     await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
     pagesUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/`;
@@ -89,7 +89,7 @@ describe.skipIf(!available)('a real browser (chromium) with the WebSocket API', 
     expect(await page.textContent('#error')).toBe('');
     expect(await page.textContent('#close')).toBe('1000 done');
     await page.close();
-    await stack.settled();
+    await stack.idle();
     const charges = await stack.ledger.usage({ key: 'demo' });
     expect(charges).toHaveLength(1);
   });

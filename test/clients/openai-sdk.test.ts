@@ -1,9 +1,9 @@
 import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -43,7 +43,7 @@ function record(rt: OpenAIRealtimeWS) {
 
 describe('the openai SDK (OpenAIRealtimeWS) pointed at the relay', () => {
   it('configures a session, gets a text and an audio response in order, and is billed once per response', async () => {
-    stack = await startFullStack({ tls: true, simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ tls: true, simulator: { chunkIntervalMs: 1 } });
     // The SDK forces wss:// onto baseURL; only this client trusts the test certificate.
     const openai = new OpenAI({ apiKey: stack.key, baseURL: `${stack.httpUrl}/v1` });
     const rt = new OpenAIRealtimeWS({ model: 'gpt-realtime', options: { ca: stack.certificate!.cert } }, openai);
@@ -76,7 +76,7 @@ describe('the openai SDK (OpenAIRealtimeWS) pointed at the relay', () => {
     const closed = new Promise((resolve) => rt.socket.once('close', resolve));
     rt.close();
     await closed;
-    await stack.settled();
+    await stack.idle();
 
     const responseIds = [(text.response as { id: string }).id, (audio.response as { id: string }).id];
     const charges = await stack.ledger.usage({ key: 'demo' });

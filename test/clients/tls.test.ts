@@ -2,9 +2,9 @@ import { get as httpsGet } from 'node:https';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -24,8 +24,8 @@ function httpsJson(url: string, ca: Buffer): Promise<{ status: number; body: unk
 
 describe('TLS on the relay port', () => {
   it('serves https:// health and wss:// sessions on the same port', async () => {
-    stack = await startFullStack({ tls: true, simulatorOptions: { chunkIntervalMs: 0 } });
-    expect(stack.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/);
+    stack = await startTestRelay({ tls: true, simulator: { chunkIntervalMs: 0 } });
+    expect(stack.wsUrl).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/);
     const ca = stack.certificate!.cert;
     expect(await httpsJson(`${stack.httpUrl}/healthz`, ca)).toEqual({ status: 200, body: { status: 'ok' } });
 
@@ -35,12 +35,12 @@ describe('TLS on the relay port', () => {
     await client.next('response.done');
     client.close();
     expect(await client.closedWith()).toMatchObject({ code: 1000 });
-    await stack.settled();
+    await stack.idle();
     expect(stack.settlements()).toHaveLength(1);
   });
 
   it('is a real certificate check: a client that does not trust it cannot connect', async () => {
-    stack = await startFullStack({ tls: true });
+    stack = await startTestRelay({ tls: true });
     const socket = new WebSocket(stack.realtimeUrl(), { headers: { Authorization: `Bearer ${stack.key}` } });
     const error = await new Promise<Error & { code?: string }>((resolve) => socket.once('error', resolve));
     expect(error.code).toBe('DEPTH_ZERO_SELF_SIGNED_CERT');

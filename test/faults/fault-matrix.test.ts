@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { eventually } from '../helpers/wait.js';
 import { FAULT_MATRIX, PHASES, type FaultName, type Outcome, type Phase } from './fault-matrix.js';
 
@@ -13,17 +13,17 @@ import { FAULT_MATRIX, PHASES, type FaultName, type Outcome, type Phase } from '
  * session is left open.
  */
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
 });
 
+/*
+ * On real time, not the fake clock: each cell checks that the session left no
+ * timer armed, and only real timers show in process.getActiveResourcesInfo().
+ */
 const count = (kind: string) => process.getActiveResourcesInfo().filter((r) => r === kind).length;
-
-function rawSocket(client: TestClient): { write(data: Buffer): boolean; pause(): void } {
-  return (client.socket as unknown as { _socket: { write(data: Buffer): boolean; pause(): void } })._socket;
-}
 
 /** A masked text frame written straight onto the socket, bypassing the client library's own checks. */
 function rawTextFrame(text: string): Buffer {
@@ -34,10 +34,11 @@ function rawTextFrame(text: string): Buffer {
 async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promise<void> {
   const before = { sockets: count('TCPSocketWrap'), timers: count('Timeout') };
   const stopsReading = fault === 'client stops reading';
-  stack = await startStack({
+  stack = await startTestRelay({
+    billing: 'recording',
     // A client that stops reading is sent a long audio response, streamed faster than it could take it.
     simulator: stopsReading ? { chunkIntervalMs: 1, audioChunkBytes: 48_000, audioChunks: 1_000 } : { chunkIntervalMs: 5 },
-    timings: {
+    settings: {
       connectTimeoutMs: 400,
       pingIntervalMs: fault === 'upstream goes silent' || fault === 'client ignores pings' ? 200 : 15_000,
       drainTimeoutMs: fault === 'upstream goes silent' || fault === 'upstream stops reading' ? 400 : 10_000,
@@ -48,7 +49,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
     },
   });
   const s = stack;
-  const handshakeFaults: Partial<Record<FaultName, Parameters<Stack['sim']['queueHandshakeFault']>[0]>> = {
+  const handshakeFaults: Partial<Record<FaultName, Parameters<RecordingTestRelay['sim']['queueHandshakeFault']>[0]>> = {
     'upstream refuses 401': { kind: 'refuse', status: 401 },
     'upstream refuses 429': { kind: 'refuse', status: 429 },
     'upstream refuses 503': { kind: 'refuse', status: 503 },
@@ -126,7 +127,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
       break;
     case 'client sends after close':
       client.socket.close(1000);
-      rawSocket(client).write(rawTextFrame('{"type":"response.create"}'));
+      client.tcp!.write(rawTextFrame('{"type":"response.create"}'));
       break;
     default:
       break;

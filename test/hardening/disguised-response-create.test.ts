@@ -6,7 +6,7 @@
  * frame with JSON.parse, so it would answer any response.create that reached it).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startBillingStack, type BillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import type { TestClient } from '../helpers/client.js';
 
 /** 20 ms of 24 kHz PCM16, base64. */
@@ -14,12 +14,12 @@ const AUDIO_B64 = Buffer.from(Array.from({ length: 960 }, (_, i) => (i * 13) & 0
 /** Half of the default RELAY_RESPONSE_RESERVE_USD (0.01): enough to open a session, not to ask for a response. */
 const BELOW_RESERVE_NANO = 5_000_000n;
 
-let stack: BillingStack;
+let stack: LedgerTestRelay;
 /** Every frame that reached the upstream, as text. */
 const upstreamReceived: string[] = [];
 
 beforeAll(async () => {
-  stack = await startBillingStack({ simulator: { textDeltas: 3, tap: { received: (frame) => upstreamReceived.push(frame.toString('utf8')) } } });
+  stack = await startTestRelay({ simulator: { chunkIntervalMs: 0, textDeltas: 3, tap: { received: (frame) => upstreamReceived.push(frame.toString('utf8')) } } });
 });
 afterEach(async () => {
   await stack.disconnectAll();
@@ -30,7 +30,7 @@ afterAll(async () => {
 
 async function openSessionBelowReserve(): Promise<{ client: TestClient; keyId: string }> {
   const { key, record } = await stack.createKey({ balanceNano: BELOW_RESERVE_NANO });
-  const client = stack.connect(key);
+  const client = stack.connect({ key });
   await client.next('session.created');
   return { client, keyId: record.id };
 }

@@ -8,10 +8,10 @@ import type { Admission, Gatekeeper, HandshakeAttempt } from '../../src/server/p
 import { MemoryLimits } from '../../src/limits/index.js';
 import { TestClient } from '../helpers/client.js';
 import { RecordingBilling, TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { rawUpgradeRequest } from './raw-socket.js';
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -47,7 +47,8 @@ function rawExchange(request: string, trickleMs?: number): Promise<{ response: s
 
 describe('slow and abusive handshakes', () => {
   it('drops an upgrade whose headers trickle in (slowloris) after the header timeout, while a session beside it goes on', async () => {
-    stack = await startStack({ timings: { headerTimeoutMs: 600 } });
+    // On real time: the header timeout is the HTTP server's headersTimeout, armed on Node's internal timers, which no fake clock reaches.
+    stack = await startTestRelay({ billing: 'recording', settings: { headerTimeoutMs: 600 } });
     const neighbour = stack.connect();
     await neighbour.next('session.created');
     const slow = await rawExchange(rawUpgradeRequest('/v1/realtime?model=gpt-realtime', 'relay', { Authorization: `Bearer ${TEST_KEY}` }), 100);
@@ -61,13 +62,13 @@ describe('slow and abusive handshakes', () => {
   });
 
   it('answers oversized request headers with 431', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const huge = await rawExchange(rawUpgradeRequest('/v1/realtime?model=gpt-realtime', 'relay', { Authorization: `Bearer ${TEST_KEY}`, 'X-Padding': 'p'.repeat(20_000) }));
     expect(huge.response).toMatch(/^HTTP\/1\.1 431/);
   });
 
   it('stays up and answers every attempt of an upgrade flood', async () => {
-    stack = await startStack({ simulator: { chunkIntervalMs: 0 } });
+    stack = await startTestRelay({ billing: 'recording', simulator: { chunkIntervalMs: 0 } });
     const attempts = Array.from({ length: 300 }, (_, i) => stack!.connect(i % 3 === 0 ? {} : { key: `rk_flood_${i}` }));
     await Promise.all(attempts.map((client) => client.until(() => client.closed !== null || client.events.some((e) => e.type === 'session.created'), 'an answer', 20_000)));
     const opened = attempts.filter((c) => c.closed === null);
@@ -82,7 +83,7 @@ describe('slow and abusive handshakes', () => {
   });
 
   it('refuses a disallowed Origin with 403 before the upgrade, and lets allowed and server-side clients in', async () => {
-    stack = await startStack({ relay: { allowedOrigins: ['https://app.example'] } });
+    stack = await startTestRelay({ billing: 'recording', server: { allowedOrigins: ['https://app.example'] } });
     const evil = stack.connect({ headers: { Origin: 'https://evil.example' } });
     await evil.closedWith();
     expect(evil.unexpected?.status).toBe(403);
@@ -121,7 +122,7 @@ describe('slow and abusive handshakes', () => {
         };
       },
     };
-    stack = await startStack({ gatekeeper });
+    stack = await startTestRelay({ billing: 'recording', server: { gatekeeper } });
     let serverSide!: import('node:stream').Duplex;
     stack.relay.server.once('upgrade', (_request, upgraded) => (serverSide = upgraded));
     const socket = connect(relayPort(), '127.0.0.1');
@@ -141,7 +142,7 @@ describe('slow and abusive handshakes', () => {
   });
 
   it('never echoes a key-bearing subprotocol in the 101', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     for (const offer of [[`openai-insecure-api-key.${TEST_KEY}`, 'realtime'], ['realtime', `openai-insecure-api-key.${TEST_KEY}`, 'openai-beta.realtime-v1']]) {
       const socket = new WebSocket(stack.url(), offer, { perMessageDeflate: false });
       const header = await new Promise<string | undefined>((resolve, reject) => {

@@ -3,17 +3,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { word } from '../../src/simulator/shapes.js';
 import { SUPPORTED_EVENTS } from '../../src/simulator/index.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { clientFrame, OPCODE, rawConnect, type RawConnection } from './raw-socket.js';
 
 const MAX_PAYLOAD = 64 * 1024;
 const TEXT_DELTAS = 60;
 
-let stack: Stack;
+let stack: RecordingTestRelay;
 let port: number;
 
 beforeAll(async () => {
-  stack = await startStack({ maxPayloadBytes: MAX_PAYLOAD, simulator: { chunkIntervalMs: 1, textDeltas: TEXT_DELTAS } });
+  stack = await startTestRelay({ billing: 'recording', settings: { maxPayloadBytes: MAX_PAYLOAD }, simulator: { chunkIntervalMs: 1, textDeltas: TEXT_DELTAS } });
   port = Number(new URL(stack.relay.url()).port);
 });
 afterAll(async () => {

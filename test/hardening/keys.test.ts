@@ -4,14 +4,14 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashKey, hashMatches } from '../../src/billing/ledger/key-material.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack;
+let stack: LedgerTestRelay;
 let key: string;
 let disabledKey: string;
 
 beforeAll(async () => {
-  stack = await startFullStack({ logLevel: 'trace', simulatorOptions: { chunkIntervalMs: 1 } });
+  stack = await startTestRelay({ settings: { logLevel: 'trace' }, simulator: { chunkIntervalMs: 1 } });
   key = (await stack.ledger.createKey({ name: 'hardening', balanceNano: 5_000_000_000n })).key;
   disabledKey = (await stack.ledger.createKey({ name: 'hardening-disabled', balanceNano: 5_000_000_000n })).key;
   await stack.ledger.setDisabled('hardening-disabled', true);
@@ -109,7 +109,7 @@ describe('relay keys', () => {
     await wrong.closedWith();
     const browserWrong = TestClient.connect(stack.realtimeUrl(), { protocols: ['realtime', 'openai-insecure-api-key.rk_wrong_browser_key'] });
     await browserWrong.closedWith();
-    await stack.settled();
+    await stack.idle();
 
     const logText = stack.logs.slice(logsBefore).map((line) => JSON.stringify(line)).join('\n');
     expect(stack.logs.length).toBeGreaterThan(logsBefore);

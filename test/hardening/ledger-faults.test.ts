@@ -1,20 +1,14 @@
-import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRelay, type RunningRelay } from '../../src/app/start.js';
 import { openLedger, type Ledger } from '../../src/billing/ledger/index.js';
-import { loadSettings } from '../../src/config/settings.js';
-import { createLogger } from '../../src/observability/logger.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
+import { runRelay } from '../helpers/relay-process.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, TEST_DATABASE_URL, type ScratchSchema } from '../helpers/postgres.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 const postgresAbsent = await probePostgres();
 if (postgresAbsent && POSTGRES_REQUIRED) throw new Error(`REQUIRE_POSTGRES=1 but ${postgresAbsent}`);
@@ -24,9 +18,8 @@ describe.skipIf(postgresAbsent !== null)('the Postgres ledger cut mid-session', 
   let schema: ScratchSchema;
   let proxy: TcpProxy;
   let sim: Simulator;
-  let running: RunningRelay;
+  let running: LedgerTestRelay;
   let direct: Ledger;
-  let dataDir: string;
 
   beforeAll(async () => {
     schema = await createScratchSchema();
@@ -36,36 +29,22 @@ describe.skipIf(postgresAbsent !== null)('the Postgres ledger cut mid-session', 
     viaProxy.hostname = '127.0.0.1';
     viaProxy.port = String(proxy.port);
     sim = await startSimulator({ chunkIntervalMs: 10, textDeltas: 80 });
-    dataDir = mkdtempSync(join(tmpdir(), 'relay-ledger-faults-'));
-    const settings = loadSettings({}, {
-      host: '127.0.0.1',
-      port: 0,
-      dataDir,
-      databaseUrl: viaProxy.href,
-      openaiApiKey: 'sk-sim',
-      openaiBaseUrl: `${sim.url.replace(/^ws/, 'http')}/v1`,
-      demoBalanceUsd: '0',
-      logLevel: 'silent',
-      closeTimeoutMs: 1_000,
-      shutdownTimeoutMs: 5_000,
-    });
-    running = await startRelay(settings, createLogger('silent', new Writable({ write: (_c, _e, done) => done() })));
+    running = await startTestRelay({ upstreamSimulator: sim, settings: { databaseUrl: viaProxy.href, logLevel: 'silent' } });
     direct = await openLedger({ databaseUrl: schema.url });
   });
 
   afterAll(async () => {
     proxy?.restore();
-    await running?.stop();
+    await running?.close();
     await direct?.close();
     await sim?.close();
     await proxy?.close();
     await schema?.drop();
-    rmSync(dataDir, { recursive: true, force: true });
   });
 
   it('fails the session closed with billing_unavailable, then writes the charge and the settlement exactly once when the database returns', async () => {
     const { key, record } = await direct.createKey({ name: 'cut', balanceNano: 5_000_000_000n });
-    const client = TestClient.connect(`${running.relay.url()}/v1/realtime?model=gpt-realtime`, { key });
+    const client = TestClient.connect(`${running.wsUrl}/v1/realtime?model=gpt-realtime`, { key });
     await client.next('session.created');
     client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
     const created = await client.next('response.created');
@@ -100,12 +79,12 @@ describe.skipIf(postgresAbsent !== null)('the Postgres ledger cut mid-session', 
   it('refuses new sessions with 503 billing_unavailable while the database is away, and opens them again after', async () => {
     const { key } = await direct.createKey({ name: 'away', balanceNano: 5_000_000_000n });
     proxy.cut();
-    const refused = TestClient.connect(`${running.relay.url()}/v1/realtime?model=gpt-realtime`, { key });
+    const refused = TestClient.connect(`${running.wsUrl}/v1/realtime?model=gpt-realtime`, { key });
     await refused.closedWith(10_000);
     expect(refused.unexpected?.status).toBe(503);
     expect(JSON.parse(refused.unexpected!.body).error.code).toBe('billing_unavailable');
     proxy.restore();
-    const after = TestClient.connect(`${running.relay.url()}/v1/realtime?model=gpt-realtime`, { key });
+    const after = TestClient.connect(`${running.wsUrl}/v1/realtime?model=gpt-realtime`, { key });
     await after.next('session.created', 10_000);
     after.close();
     await after.closedWith();
@@ -122,19 +101,9 @@ describe('a SQLite data folder that cannot be written', () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 
-  function start(dataDir: string, asUser?: number): Promise<{ code: number | null; stderr: string; ms: number }> {
-    return new Promise((resolve) => {
-      const began = Date.now();
-      const child = spawn(process.execPath, ['bin/relay.mjs', 'start'], {
-        cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), PORT: '0', RELAY_DATA_DIR: dataDir, LOG_LEVEL: 'error' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-        ...(asUser === undefined ? {} : { uid: asUser, gid: asUser }),
-      });
-      let stderr = '';
-      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on('exit', (code) => resolve({ code, stderr, ms: Date.now() - began }));
-    });
+  function start(dataDir: string, asUser?: number) {
+    // HOME too: a service account may not read the test runner's.
+    return runRelay(['start'], { HOME: tmpdir(), PORT: '0', RELAY_DATA_DIR: dataDir, LOG_LEVEL: 'error' }, { uid: asUser });
   }
 
   it('stops at once with a clear configuration error (exit 2) when the folder cannot be created', async () => {

@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import { startSimulator } from '../../src/simulator/index.js';
 import { realtimeInvoice, usage } from '../billing/invoice.js';
-import { sqliteView } from '../helpers/billing-stack.js';
+import { sqliteView } from '../helpers/ledger.js';
 import { TestClient } from '../helpers/client.js';
 import { spawnRelay, tempDataDir } from '../helpers/relay-process.js';
 

@@ -1,3 +1,4 @@
+import { connect as tcpConnect, type NetConnectOpts, type Socket } from 'node:net';
 import WebSocket from 'ws';
 
 export interface ReceivedEvent {
@@ -13,7 +14,14 @@ export class TestClient {
   unexpected: { status: number; body: string } | null = null;
   private waiters: Array<() => void> = [];
 
-  constructor(readonly socket: WebSocket) {
+  /**
+   * `tcp`: the TCP connection under a ws:// client that connect() opened, for
+   * a test that writes bytes no WebSocket library would send.
+   */
+  constructor(
+    readonly socket: WebSocket,
+    readonly tcp: Socket | null = null,
+  ) {
     socket.on('message', (data: Buffer) => {
       this.raw.push(data);
       try {
@@ -42,7 +50,11 @@ export class TestClient {
   static connect(url: string, options: { key?: string; protocols?: string[]; headers?: Record<string, string> } = {}): TestClient {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (options.key !== undefined) headers.Authorization = `Bearer ${options.key}`;
-    return new TestClient(new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: false }));
+    if (!url.startsWith('ws:')) return new TestClient(new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: false }));
+    let tcp: Socket | null = null;
+    // The connection is opened here rather than inside ws so that the test holds it (http.request's createConnection).
+    const socket = new WebSocket(url, options.protocols ?? [], { headers, perMessageDeflate: false, createConnection: (opts: unknown) => (tcp = tcpConnect(opts as NetConnectOpts)) });
+    return new TestClient(socket, tcp);
   }
 
   private wake(): void {

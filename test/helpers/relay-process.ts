@@ -1,27 +1,39 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
+import { lineReader, parseLogLine, type LogLine } from './log-lines.js';
+import { Arrivals } from './wait.js';
 
 /**
- * The relay as an operator runs it: `node bin/relay.mjs start` in a child
- * process, on 127.0.0.1 and a free port (PORT=0), with its SQLite ledger in
- * a temp folder. Its JSON log lines are parsed as they arrive and the URL is
- * read from them; the demo key is read from stderr, the only place it is shown.
+ * The relay as an operator runs it, in a child process started from the
+ * repository root with a clean environment:
+ * - `spawnRelay`: a long-running relay (`node bin/relay.mjs start` unless
+ *   told otherwise) on 127.0.0.1 and a free port, its JSON log lines parsed as
+ *   they arrive, its URL read from them and its demo key read from stderr, the
+ *   only place it is shown;
+ * - `runRelay`: a `relay` command run to its end (`--help`, `keys create`…).
  */
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** How `relay start` shows the demo key on its terminal. */
 export const DEMO_KEY_ON_TERMINAL = /^demo key \(shown once, not logged\): (rk_\S+)$/m;
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const BIN = join(ROOT, 'bin/relay.mjs');
+/**
+ * The environment a fresh shell would give `relay`: nothing of the test
+ * runner's (no OPENAI_API_KEY, DATABASE_URL or REDIS_URL leaking in), plus `env`.
+ */
+export function cleanEnv(env: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const base: NodeJS.ProcessEnv = { PATH: process.env.PATH };
+  for (const name of ['HOME', 'TMPDIR', 'SYSTEMROOT']) if (process.env[name]) base[name] = process.env[name];
+  return { ...base, ...env };
+}
 
-export interface LogLine {
-  level: number;
-  msg?: string;
-  [field: string]: unknown;
+export function tempDataDir(prefix = 'relay-process-'): { path: string; remove(): void } {
+  const path = mkdtempSync(`${tmpdir()}/${prefix}`);
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
 export interface Exit {
@@ -29,8 +41,41 @@ export interface Exit {
   signal: NodeJS.Signals | null;
 }
 
+export interface Finished extends Exit {
+  stdout: string;
+  stderr: string;
+  /** How long the process ran. */
+  ms: number;
+}
+
+export interface RunRelayOptions {
+  /** Killed (SIGKILL) after this long. Default 20 s. */
+  timeoutMs?: number;
+  /** Run as this user and group id (a service account). */
+  uid?: number;
+}
+
+/** `relay <args>` from the repository root, run to its end, with `env` on a clean environment. */
+export async function runRelay(args: string[], env: Record<string, string> = {}, options: RunRelayOptions = {}): Promise<Finished> {
+  const began = Date.now();
+  const child = spawn(process.execPath, ['bin/relay.mjs', ...args], {
+    cwd: ROOT,
+    env: cleanEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.uid }),
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const killer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000);
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  clearTimeout(killer);
+  return { code, signal, stdout, stderr, ms: Date.now() - began };
+}
+
 export interface RelayProcess {
-  readonly child: ChildProcess;
+  readonly child: ReturnType<typeof spawn>;
   /** ws://127.0.0.1:<port> */
   readonly url: string;
   /** http://127.0.0.1:<port> */
@@ -38,6 +83,7 @@ export interface RelayProcess {
   /** The demo key the relay printed once, or null if the ledger already had keys. */
   readonly demoKey: string | null;
   readonly dataDir: string;
+  /** Every log line so far, parsed, oldest first. */
   readonly logs: LogLine[];
   /** Whatever the process wrote to stderr. */
   stderr(): string;
@@ -48,97 +94,53 @@ export interface RelayProcess {
   signal(signal: NodeJS.Signals): void;
   /** Resolves when the process has exited; rejects after `timeoutMs`. */
   exited(timeoutMs?: number): Promise<Exit>;
+  /** `signal`, then how the process ended; SIGKILL if it has not ended within `timeoutMs`. */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<Exit>;
   /** SIGKILL unless it already exited; resolves once it is gone. */
   kill(): Promise<void>;
 }
 
 export interface SpawnRelayOptions {
-  /** The ledger's folder; the caller owns it (see tempDataDir). */
+  /** The ledger's folder (RELAY_DATA_DIR); the caller owns it (see tempDataDir). */
   dataDir: string;
-  /** More settings, as environment variables. */
+  /** More settings, as environment variables, on top of HOST=127.0.0.1, PORT=0 and LOG_LEVEL=info. */
   env?: Record<string, string>;
+  /** What node runs from the repository root. Default `bin/relay.mjs start`. */
+  args?: string[];
   startupTimeoutMs?: number;
 }
 
-export function tempDataDir(prefix = 'relay-process-'): { path: string; remove(): void } {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
-}
-
+/** Starts the relay and resolves once it has finished starting (its `connect: …` line). */
 export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProcess> {
-  const env: NodeJS.ProcessEnv = {
-    // Only what node needs: settings from the test's own environment must not leak in.
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    TMPDIR: process.env.TMPDIR,
-    HOST: '127.0.0.1',
-    PORT: '0',
-    RELAY_DATA_DIR: options.dataDir,
-    LOG_LEVEL: 'info',
-    ...options.env,
-  };
-  const child = spawn(process.execPath, [BIN, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = cleanEnv({ HOST: '127.0.0.1', PORT: '0', RELAY_DATA_DIR: options.dataDir, LOG_LEVEL: 'info', ...options.env });
+  const child = spawn(process.execPath, options.args ?? ['bin/relay.mjs', 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   let stderr = '';
   let exit: Exit | null = null;
-  const waiters = new Set<() => void>();
-  const wake = () => {
-    for (const waiter of [...waiters]) waiter();
-  };
-  let partial = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    partial += chunk;
-    const lines = partial.split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) {
-      if (line.trim() === '') continue;
-      try {
-        logs.push(JSON.parse(line) as LogLine);
-      } catch {
-        logs.push({ level: 0, msg: line });
-      }
-    }
-    wake();
+  const arrivals = new Arrivals(() => (exit ? `the relay exited (${JSON.stringify(exit)})` : null));
+  const readStdout = lineReader((line) => logs.push(parseLogLine(line)));
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    readStdout(chunk);
+    arrivals.check();
   });
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
     stderr += chunk;
-    wake();
+    arrivals.check();
   });
   const exitPromise = new Promise<Exit>((resolveExit) => {
     child.once('exit', (code, signal) => {
       exit = { code, signal };
       resolveExit(exit);
-      wake();
+      arrivals.check();
     });
   });
 
-  const describe = () => `exit=${JSON.stringify(exit)}; logs:\n${logs.map((l) => l.msg).join('\n')}\nstderr:\n${stderr}`;
+  const describe = () => `logs:\n${logs.map((l) => l.msg).join('\n')}\nstderr:\n${stderr}`;
 
   function waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs = 10_000): Promise<LogLine> {
-    return waitFor(() => logs.find(predicate), what, timeoutMs);
-  }
-
-  function waitFor<T>(find: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
-    return new Promise((resolveLine, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const check = () => {
-        const found = find();
-        if (found !== undefined || exit) {
-          waiters.delete(check);
-          clearTimeout(timer);
-          if (found !== undefined) resolveLine(found);
-          else reject(new Error(`the relay exited before showing ${what}; ${describe()}`));
-        }
-      };
-      timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`timed out waiting for ${what}; ${describe()}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
+    return arrivals.until(() => logs.find(predicate), what, timeoutMs, describe);
   }
 
   function exited(timeoutMs = 10_000): Promise<Exit> {
@@ -157,13 +159,23 @@ export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProce
     await exitPromise;
   }
 
+  async function stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<Exit> {
+    if (!exit) child.kill(signal);
+    const killer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    try {
+      return await exitPromise;
+    } finally {
+      clearTimeout(killer);
+    }
+  }
+
   try {
     const listening = await waitForLog((l) => l.msg?.startsWith('listening on ') === true, 'its listening line', options.startupTimeoutMs ?? 20_000);
     // "connect: …" is the last line of a start; the line saying a demo key was created, if any, came before it.
     await waitForLog((l) => l.msg?.startsWith('connect: ') === true, 'the end of its start-up', 5_000);
     const url = /^listening on (\S+)/.exec(listening.msg!)![1]!;
     const created = logs.some((l) => l.msg?.startsWith('demo key created') === true);
-    const demo = created ? await waitFor(() => DEMO_KEY_ON_TERMINAL.exec(stderr) ?? undefined, 'the demo key on stderr', 5_000) : null;
+    const demo = created ? await arrivals.until(() => DEMO_KEY_ON_TERMINAL.exec(stderr) ?? undefined, 'the demo key on stderr', 5_000, describe) : null;
     return {
       child,
       url,
@@ -178,60 +190,11 @@ export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProce
         child.kill(signal);
       },
       exited,
+      stop,
       kill,
     };
   } catch (error) {
     await kill();
     throw error;
-  }
-}
-
-export interface LedgerSessionRow {
-  id: string;
-  status: string;
-  endReason: string | null;
-  spendNano: bigint;
-  settlement: { status: string; endReason: string; chargeCount: number; totalNano: bigint; summary: Record<string, unknown> } | null;
-}
-
-/** The sessions in a relay's SQLite ledger with their settlements, read-only, oldest first. */
-export function ledgerSessions(dataDir: string): LedgerSessionRow[] {
-  const db = new Database(join(dataDir, 'ledger.db'), { readonly: true, fileMustExist: true });
-  try {
-    db.defaultSafeIntegers(true);
-    const rows = db
-      .prepare(
-        `SELECT s.id, s.status, s.end_reason, s.spend_nano, t.status AS t_status, t.end_reason AS t_end_reason, t.charge_count, t.total_nano, t.summary_json
-         FROM sessions s LEFT JOIN settlements t ON t.session_id = s.id ORDER BY s.started_at, s.id`,
-      )
-      .all() as Array<{
-      id: string;
-      status: string;
-      end_reason: string | null;
-      spend_nano: bigint;
-      t_status: string | null;
-      t_end_reason: string | null;
-      charge_count: bigint | null;
-      total_nano: bigint | null;
-      summary_json: string | null;
-    }>;
-    return rows.map((r) => ({
-      id: r.id,
-      status: r.status,
-      endReason: r.end_reason,
-      spendNano: r.spend_nano,
-      settlement:
-        r.t_status === null
-          ? null
-          : {
-              status: r.t_status,
-              endReason: r.t_end_reason!,
-              chargeCount: Number(r.charge_count),
-              totalNano: r.total_nano!,
-              summary: JSON.parse(r.summary_json!) as Record<string, unknown>,
-            },
-    }));
-  } finally {
-    db.close();
   }
 }

@@ -1,12 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import WebSocket from 'ws';
-import { startRelay, type RunningRelay } from '../../src/app/start.js';
-import { loadSettings } from '../../src/config/settings.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { startSimulator, type Simulator, type SimulatorOptions } from '../../src/simulator/index.js';
 
 /** 20 ms of 24 kHz PCM16, base64: the payload of every audio frame in these tests. */
 export const AUDIO_B64 = Buffer.from(Array.from({ length: 960 }, (_, i) => (i * 13) & 0xff)).toString('base64');
@@ -75,56 +68,8 @@ export class RawClient {
   }
 }
 
-export interface BilledRelay {
-  sim: Simulator;
-  running: RunningRelay;
-  key: string;
-  url: string;
-  /** Every log line the relay wrote, unparsed, at level trace. */
-  logLines: string[];
-  close(): Promise<void>;
-}
-
-/** The relay as `relay start` builds it (SQLite ledger in a temp folder, billing on), in front of a simulator of this test's. */
-export async function startBilledRelay(simulator: SimulatorOptions): Promise<BilledRelay> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'relay-hotpath-'));
-  const sim = await startSimulator(simulator);
-  const logLines: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') logLines.push(line);
-      done();
-    },
-  });
-  const settings = loadSettings(
-    {},
-    {
-      host: '127.0.0.1',
-      port: 0,
-      dataDir,
-      openaiApiKey: 'sk-sim',
-      openaiBaseUrl: `${sim.url.replace(/^ws/, 'http')}/v1`,
-      demoBalanceUsd: '0',
-      logLevel: 'trace',
-      closeTimeoutMs: 1_000,
-      shutdownTimeoutMs: 5_000,
-    },
-  );
-  const running = await startRelay(settings, createLogger('trace', sink));
-  const { key } = await running.billing.ledger.createKey({ name: 'hotpath', balanceNano: 1_000_000_000_000n });
-  return {
-    sim,
-    running,
-    key,
-    url: `${running.relay.url()}/v1/realtime?model=gpt-realtime`,
-    logLines,
-    async close() {
-      await running.stop();
-      await sim.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
+/** The key every hot-path test connects with: a balance no test can spend. */
+export const HOTPATH_KEY = { name: 'hotpath', balanceNano: 1_000_000_000_000n };
 
 /** The file a stack frame line points at, or null for node internals. */
 function frameFile(line: string): string | null {

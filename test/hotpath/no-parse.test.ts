@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { appendFrame, callerOf, RawClient, startBilledRelay, typeOf, type BilledRelay } from './harness.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
+import { appendFrame, callerOf, RawClient, HOTPATH_KEY, typeOf } from './harness.js';
 
 const FRAMES = 1_000;
 const AUDIO_TYPES = new Set(['input_audio_buffer.append', 'response.output_audio.delta', 'response.audio.delta']);
 
-let relay: BilledRelay | undefined;
+let relay: LedgerTestRelay | undefined;
 let client: RawClient | undefined;
 afterEach(async () => {
   vi.restoreAllMocks();
@@ -16,13 +17,16 @@ afterEach(async () => {
 
 describe('audio frames on the hot path', () => {
   it('relays 1,000 audio frames each way without parsing one', async () => {
-    relay = await startBilledRelay({
-      chunkIntervalMs: 0,
-      audioChunks: FRAMES,
-      // The simulator parses each frame right after this hook: the check below runs once it has.
-      tap: { received: () => queueMicrotask(() => client?.notify()) },
+    relay = await startTestRelay({
+      settings: { logLevel: 'trace' },
+      simulator: {
+        chunkIntervalMs: 0,
+        audioChunks: FRAMES,
+        // The simulator parses each frame right after this hook: the check below runs once it has.
+        tap: { received: () => queueMicrotask(() => client?.notify()) },
+      },
     });
-    client = RawClient.connect(relay.url, relay.key);
+    client = RawClient.connect(relay.url(), (await relay.createKey(HOTPATH_KEY)).key);
     await client.until(() => client!.count('session.created') === 1, 'session.created');
 
     const parses: Array<{ by: ReturnType<typeof callerOf>; type: string }> = [];

@@ -1,13 +1,13 @@
 import type { InspectionEvent } from 'xstate';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type LedgerTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { appendFrame, callerOf, RawClient, startBilledRelay, type BilledRelay } from './harness.js';
+import { appendFrame, callerOf, RawClient, HOTPATH_KEY } from './harness.js';
 
 const FRAMES = 1_000;
 
-let stack: Stack | undefined;
-let relay: BilledRelay | undefined;
+let stack: RecordingTestRelay | undefined;
+let relay: LedgerTestRelay | undefined;
 let client: RawClient | undefined;
 afterEach(async () => {
   vi.restoreAllMocks();
@@ -71,10 +71,13 @@ describe('per-frame work on the hot path', () => {
   it('sends the session machine only the response events while 1,000 frames pass each way', async () => {
     const machineEvents: string[] = [];
     let counting = false;
-    stack = await startStack({
+    stack = await startTestRelay({
+      billing: 'recording',
       simulator: { chunkIntervalMs: 0, audioChunks: FRAMES },
-      inspect: (event: InspectionEvent) => {
-        if (counting && event.type === '@xstate.event') machineEvents.push(event.event.type);
+      server: {
+        inspect: (event: InspectionEvent) => {
+          if (counting && event.type === '@xstate.event') machineEvents.push(event.event.type);
+        },
       },
     });
     client = RawClient.connect(stack.url(), TEST_KEY);
@@ -87,13 +90,13 @@ describe('per-frame work on the hot path', () => {
   });
 
   it('writes no log line and arms no timer per frame with billing on', async () => {
-    relay = await startBilledRelay({ chunkIntervalMs: 0, audioChunks: FRAMES });
-    client = RawClient.connect(relay.url, relay.key);
+    relay = await startTestRelay({ settings: { logLevel: 'trace' }, simulator: { chunkIntervalMs: 0, audioChunks: FRAMES } });
+    client = RawClient.connect(relay.url(), (await relay.createKey(HOTPATH_KEY)).key);
     await client.until(() => client!.count('session.created') === 1, 'session.created');
-    const linesBefore = relay.logLines.length;
+    const linesBefore = relay.logs.length;
     const timers = await relayTimerCalls(() => audioStretch(client!));
     // Logged at trace level, so that a debug line per frame would show here too.
-    expect(relay.logLines.slice(linesBefore)).toEqual([]);
+    expect(relay.logs.slice(linesBefore)).toEqual([]);
     expect(timers).toEqual([]);
   });
 });

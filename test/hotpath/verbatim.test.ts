@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { AUDIO_B64, RawClient, startBilledRelay, type BilledRelay, type Frame } from './harness.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
+import { AUDIO_B64, RawClient, HOTPATH_KEY, type Frame } from './harness.js';
 
-let relay: BilledRelay | undefined;
+let relay: LedgerTestRelay | undefined;
 let client: RawClient | undefined;
 afterEach(async () => {
   client?.close();
@@ -32,19 +33,22 @@ describe('frames cross the relay verbatim', () => {
   it('forwards every frame with the bytes and the kind it was received with, both ways', async () => {
     const simulatorReceived: Frame[] = [];
     const simulatorSent: string[] = [];
-    relay = await startBilledRelay({
-      chunkIntervalMs: 0,
-      audioChunks: 3,
-      tap: {
-        received: (data, isBinary) => simulatorReceived.push({ data: Buffer.from(data), isBinary }),
-        serialize: (event) => {
-          const text = oddly(event);
-          simulatorSent.push(text);
-          return text;
+    relay = await startTestRelay({
+      settings: { logLevel: 'trace' },
+      simulator: {
+        chunkIntervalMs: 0,
+        audioChunks: 3,
+        tap: {
+          received: (data, isBinary) => simulatorReceived.push({ data: Buffer.from(data), isBinary }),
+          serialize: (event) => {
+            const text = oddly(event);
+            simulatorSent.push(text);
+            return text;
+          },
         },
       },
     });
-    client = RawClient.connect(relay.url, relay.key);
+    client = RawClient.connect(relay.url(), (await relay.createKey(HOTPATH_KEY)).key);
     await client.until(() => client!.frames.length >= 1, 'session.created');
     await client.sendAll(CLIENT_FRAMES);
     await client.until(() => client!.frames.some((f) => /"type" :\s*"response\.done"/.test(f.data.toString())), 'response.done');
@@ -59,7 +63,7 @@ describe('frames cross the relay verbatim', () => {
     expect(simulatorSent.filter((text) => /"type" :\s*"response\.output_audio\.delta"/.test(text))).toHaveLength(3);
     expect(simulatorSent.some((text) => text.includes('real\\u0074ime'))).toBe(true);
     // The relay did read it: the response was charged.
-    const usage = await relay.running.billing.ledger.usage({ key: 'hotpath' });
+    const usage = await relay.ledger.usage({ key: 'hotpath' });
     expect(usage).toHaveLength(1);
   });
 });

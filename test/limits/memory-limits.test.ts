@@ -2,26 +2,16 @@ import { describe, expect, it } from 'vitest';
 import { RelayError } from '../../src/errors.js';
 import { addressBucket } from '../../src/limits/bucket.js';
 import { MemoryLimits } from '../../src/limits/index.js';
+import { NO_LIMITS, refusal } from './refusal.js';
 
 function clock(start = 1_000_000) {
   let now = start;
   return { now: () => now, advance: (ms: number) => void (now += ms) };
 }
 
-async function refusal(promise: Promise<unknown>): Promise<RelayError> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(RelayError);
-  return error as RelayError;
-}
-
-const NONE = { maxSessionsPerKey: 0, sessionsPerMinute: 0, handshakesPerMinutePerIp: 0 };
-
 describe('limits of one instance', () => {
   it('lets a key hold its cap of sessions and refuses one more with 429 until one ends', async () => {
-    const limits = new MemoryLimits({ ...NONE, maxSessionsPerKey: 2 });
+    const limits = new MemoryLimits({ ...NO_LIMITS, maxSessionsPerKey: 2 });
     const first = await limits.acquire({ keyId: 'k', maxSessions: null });
     await limits.acquire({ keyId: 'k', maxSessions: null });
     const error = await refusal(limits.acquire({ keyId: 'k', maxSessions: null }));
@@ -38,16 +28,16 @@ describe('limits of one instance', () => {
   });
 
   it("uses the key's own cap over the relay's default, and 0 means unlimited", async () => {
-    const limits = new MemoryLimits({ ...NONE, maxSessionsPerKey: 5 });
+    const limits = new MemoryLimits({ ...NO_LIMITS, maxSessionsPerKey: 5 });
     await limits.acquire({ keyId: 'k', maxSessions: 1 });
     await refusal(limits.acquire({ keyId: 'k', maxSessions: 1 }));
-    const unlimited = new MemoryLimits(NONE);
+    const unlimited = new MemoryLimits(NO_LIMITS);
     for (let i = 0; i < 1000; i++) await unlimited.acquire({ keyId: 'k', maxSessions: null });
     expect(unlimited.stats().openSessions).toBe(1000);
   });
 
   it('forgets a key once its last session is released', async () => {
-    const limits = new MemoryLimits({ ...NONE, maxSessionsPerKey: 3 });
+    const limits = new MemoryLimits({ ...NO_LIMITS, maxSessionsPerKey: 3 });
     const releases = await Promise.all(Array.from({ length: 50 }, (_, i) => limits.acquire({ keyId: `k${i}`, maxSessions: null })));
     expect(limits.stats().keysWithSessions).toBe(50);
     for (const release of releases) release();
@@ -56,7 +46,7 @@ describe('limits of one instance', () => {
 
   it('refills new sessions per minute as a token bucket and says when to retry', async () => {
     const time = clock();
-    const limits = new MemoryLimits({ ...NONE, sessionsPerMinute: 6 }, time.now);
+    const limits = new MemoryLimits({ ...NO_LIMITS, sessionsPerMinute: 6 }, time.now);
     for (let i = 0; i < 6; i++) (await limits.acquire({ keyId: 'k', maxSessions: null }))();
     const error = await refusal(limits.acquire({ keyId: 'k', maxSessions: null }));
     // One token every 10 s.
@@ -74,7 +64,7 @@ describe('limits of one instance', () => {
 
   it('does not spend a session token on a session refused for concurrency', async () => {
     const time = clock();
-    const limits = new MemoryLimits({ ...NONE, maxSessionsPerKey: 1, sessionsPerMinute: 2 }, time.now);
+    const limits = new MemoryLimits({ ...NO_LIMITS, maxSessionsPerKey: 1, sessionsPerMinute: 2 }, time.now);
     const release = await limits.acquire({ keyId: 'k', maxSessions: null });
     for (let i = 0; i < 5; i++) await refusal(limits.acquire({ keyId: 'k', maxSessions: null }));
     release();
@@ -83,7 +73,7 @@ describe('limits of one instance', () => {
 
   it('counts handshakes per client address, IPv6 by its /64', async () => {
     const time = clock();
-    const limits = new MemoryLimits({ ...NONE, handshakesPerMinutePerIp: 3 }, time.now);
+    const limits = new MemoryLimits({ ...NO_LIMITS, handshakesPerMinutePerIp: 3 }, time.now);
     for (let i = 0; i < 3; i++) await limits.countHandshake('203.0.113.7');
     const error = await refusal(limits.countHandshake('::ffff:203.0.113.7'));
     expect(error.retryAfterSeconds).toBe(20);
@@ -97,7 +87,7 @@ describe('limits of one instance', () => {
 
   it('sweeps the buckets of callers that went quiet, so the maps stay bounded', async () => {
     const time = clock();
-    const limits = new MemoryLimits({ ...NONE, sessionsPerMinute: 10, handshakesPerMinutePerIp: 10 }, time.now);
+    const limits = new MemoryLimits({ ...NO_LIMITS, sessionsPerMinute: 10, handshakesPerMinutePerIp: 10 }, time.now);
     for (let i = 0; i < 2000; i++) {
       await limits.countHandshake(`198.51.${i >> 8}.${i & 255}`);
       (await limits.acquire({ keyId: `k${i}`, maxSessions: null }))();

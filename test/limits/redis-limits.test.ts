@@ -4,21 +4,11 @@ import { RelayError } from '../../src/errors.js';
 import { RedisLimits } from '../../src/limits/index.js';
 import { startTcpProxy } from '../hardening/tcp-proxy.js';
 import { dropPrefix, probeRedis, REDIS_REQUIRED, TEST_REDIS_URL, uniquePrefix } from './redis-probe.js';
+import { NO_LIMITS, refusal } from './refusal.js';
 
 const absent = await probeRedis();
 if (absent && REDIS_REQUIRED) throw new Error(`REQUIRE_REDIS=1 but ${absent}`);
 if (absent) console.warn(`skipping the Redis limits tests: ${absent} (set REQUIRE_REDIS=1 to fail instead)`);
-
-const NONE = { maxSessionsPerKey: 0, sessionsPerMinute: 0, handshakesPerMinutePerIp: 0 };
-
-async function refusal(promise: Promise<unknown>): Promise<RelayError> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(RelayError);
-  return error as RelayError;
-}
 
 describe.skipIf(absent !== null)('limits shared through Redis', () => {
   const prefixes: string[] = [];
@@ -39,7 +29,7 @@ describe.skipIf(absent !== null)('limits shared through Redis', () => {
     prefixes.push(prefix);
     const made: RedisLimits[] = [];
     for (let i = 0; i < count; i++) {
-      const { limits } = await RedisLimits.connect({ ...NONE, url, prefix, leaseTtlMs: 15_000, ...options });
+      const { limits } = await RedisLimits.connect({ ...NO_LIMITS, url, prefix, leaseTtlMs: 15_000, ...options });
       opened.push(limits);
       made.push(limits);
     }
@@ -142,12 +132,12 @@ describe.skipIf(absent !== null)('limits shared through Redis', () => {
     proxy.cut();
     try {
       const prefix = uniquePrefix('down');
-      const { limits, connected } = await RedisLimits.connect({ ...NONE, maxSessionsPerKey: 1, url: `redis://127.0.0.1:${proxy.port}`, prefix, leaseTtlMs: 15_000 });
+      const { limits, connected } = await RedisLimits.connect({ ...NO_LIMITS, maxSessionsPerKey: 1, url: `redis://127.0.0.1:${proxy.port}`, prefix, leaseTtlMs: 15_000 });
       opened.push(limits);
       expect(connected).toBe(false);
       expect((await refusal(limits.acquire({ keyId: 'k', maxSessions: null }))).code).toBe('limits_unavailable');
       // With nothing to limit, Redis is not consulted at all.
-      const free = await RedisLimits.connect({ ...NONE, url: `redis://127.0.0.1:${proxy.port}`, prefix, leaseTtlMs: 15_000 });
+      const free = await RedisLimits.connect({ ...NO_LIMITS, url: `redis://127.0.0.1:${proxy.port}`, prefix, leaseTtlMs: 15_000 });
       opened.push(free.limits);
       await free.limits.countHandshake('192.0.2.1');
       (await free.limits.acquire({ keyId: 'k', maxSessions: null }))();

@@ -1,13 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { startTcpProxy, type TcpProxy } from '../hardening/tcp-proxy.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let proxy: TcpProxy | undefined;
-const clients: TestClient[] = [];
 afterEach(async () => {
-  for (const client of clients.splice(0)) client.socket.terminate();
   await stack?.close();
   await proxy?.close();
   stack = undefined;
@@ -15,17 +13,17 @@ afterEach(async () => {
 });
 
 function connect(options: { key?: string; protocols?: string[] } = {}): TestClient & { retryAfter?: string } {
-  const client: TestClient & { retryAfter?: string } = TestClient.connect(stack!.realtimeUrl(), options);
+  // An explicit key (undefined: none), so that a browser's subprotocol key goes alone.
+  const client: TestClient & { retryAfter?: string } = stack!.connect({ key: options.key, protocols: options.protocols });
   client.socket.once('unexpected-response', (_req, res) => {
     client.retryAfter = res.headers['retry-after'];
   });
-  clients.push(client);
   return client;
 }
 
 describe('limits at the handshake', () => {
   it("answers a key's session over its cap with 429, Retry-After and OpenAI's error body, before the upgrade", async () => {
-    stack = await startFullStack({ settings: { maxSessionsPerKey: 1 } });
+    stack = await startTestRelay({ settings: { maxSessionsPerKey: 1 } });
     const first = connect({ key: stack.key });
     await first.next('session.created');
     const second = connect({ key: stack.key });
@@ -38,7 +36,7 @@ describe('limits at the handshake', () => {
     // No session row was opened for the refused attempt.
     first.close();
     await first.closedWith();
-    await stack.settled();
+    await stack.idle();
     expect(stack.sessions()).toHaveLength(1);
     // The slot is back.
     const third = connect({ key: stack.key });
@@ -46,7 +44,7 @@ describe('limits at the handshake', () => {
   });
 
   it('tells a browser over its cap why, with an error event and close 1008', async () => {
-    stack = await startFullStack({ settings: { maxSessionsPerKey: 1 } });
+    stack = await startTestRelay({ settings: { maxSessionsPerKey: 1 } });
     const first = connect({ key: stack.key });
     await first.next('session.created');
     const browser = connect({ protocols: ['realtime', `openai-insecure-api-key.${stack.key}`] });
@@ -57,7 +55,7 @@ describe('limits at the handshake', () => {
   });
 
   it('limits handshakes per address, wrong keys included', async () => {
-    stack = await startFullStack({ settings: { handshakesPerMinutePerIp: 3 } });
+    stack = await startTestRelay({ settings: { handshakesPerMinutePerIp: 3 } });
     for (let i = 0; i < 3; i++) {
       const wrong = connect({ key: `rk_wrong_${i}` });
       await wrong.closedWith();
@@ -72,7 +70,7 @@ describe('limits at the handshake', () => {
 
   it('refuses new sessions with 503 limits_unavailable while the shared Redis is unreachable, and the session beside goes on', async () => {
     proxy = await startTcpProxy({ host: '127.0.0.1', port: 6379 });
-    stack = await startFullStack({ settings: { maxSessionsPerKey: 5, redisUrl: `redis://127.0.0.1:${proxy.port}`, redisPrefix: `relay_test:down:${process.pid}:${Date.now()}:` }, simulatorOptions: { chunkIntervalMs: 2 } });
+    stack = await startTestRelay({ settings: { maxSessionsPerKey: 5, redisUrl: `redis://127.0.0.1:${proxy.port}`, redisPrefix: `relay_test:down:${process.pid}:${Date.now()}:` }, simulator: { chunkIntervalMs: 2 } });
     const open = connect({ key: stack.key });
     await open.next('session.created');
     proxy.cut();

@@ -8,7 +8,7 @@ import { createSessionInspector, type SessionInspector } from '../../src/observa
 import { sanitizeEvent, sanitizeSnapshot } from '../../src/observability/inspection.js';
 import { RelayError } from '../../src/errors.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 
 interface InspectorMessage {
   type: string;
@@ -57,7 +57,7 @@ async function startInspectorServer() {
   };
 }
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 let inspector: SessionInspector | undefined;
 let server: Awaited<ReturnType<typeof startInspectorServer>> | undefined;
 afterEach(async () => {
@@ -74,7 +74,7 @@ describe('watching sessions in the Stately inspector', () => {
   it('shows a session from registration through draining to its final snapshot, without keys or audio', async () => {
     server = await startInspectorServer();
     inspector = createSessionInspector({ url: server.url });
-    stack = await startStack({ inspect: inspector.inspect });
+    stack = await startTestRelay({ billing: 'recording', server: { inspect: inspector.inspect } });
     const client = stack.connect();
     await client.next('session.created');
     for (let i = 0; i < 5; i++) client.send({ type: 'input_audio_buffer.append', audio: AUDIO });

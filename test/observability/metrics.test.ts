@@ -1,11 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { builtInPrices } from '../../src/billing/prices.js';
 import { createRelayMetrics } from '../../src/observability/metrics.js';
-import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { metricValue, parseMetrics, scrape, type Sample } from './prom-text.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -28,9 +27,9 @@ function delta(before: Sample[], after: Sample[], name: string, labels: Record<s
 
 describe('/metrics', () => {
   it('counts a session once it ends: reason, duration, dial, frames and bytes each way, charges, spend and anomalies', async () => {
-    stack = await startFullStack();
+    stack = await startTestRelay({ builtInSimulator: true });
     const before = await scrape(stack.httpUrl);
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.next('session.created');
 
     const live = await scrape(stack.httpUrl);
@@ -51,7 +50,7 @@ describe('/metrics', () => {
     await client.until(() => client.count('response.done') === 2, 'the second response.done');
     client.close();
     await client.closedWith();
-    await stack.settled();
+    await stack.idle();
 
     const after = await scrape(stack.httpUrl);
     expect(delta(before, after, 'relay_sessions_ended_total', { reason: 'client_closed' })).toBe(1);
@@ -79,12 +78,12 @@ describe('/metrics', () => {
   });
 
   it('counts an upstream that refuses the dial, by upstream and code', async () => {
-    stack = await startFullStack();
+    stack = await startTestRelay({ builtInSimulator: true });
     const before = await scrape(stack.httpUrl);
     stack.sim!.queueHandshakeFault({ kind: 'refuse', status: 500 });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.closedWith();
-    await stack.settled();
+    await stack.idle();
     const after = await scrape(stack.httpUrl);
     const failures = after.filter((s) => s.name === 'relay_upstream_dial_failures_total' && s.labels.upstream === 'simulator' && s.value > 0);
     expect(failures).toHaveLength(1);
@@ -95,16 +94,16 @@ describe('/metrics', () => {
   });
 
   it('counts a backpressure pause and the stall that ends the session', async () => {
-    stack = await startFullStack({ settings: { highWaterBytes: 256 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 500 } });
+    stack = await startTestRelay({ builtInSimulator: true, settings: { highWaterBytes: 256 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 500 } });
     const before = await scrape(stack.httpUrl);
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    const client = stack.connect();
     await client.next('session.created');
     // The upstream stops reading: the relay's unsent bytes to it grow until it pauses the client.
     client.send({ type: 'simulator.fault', fault: { kind: 'slow_reader' } });
     const frame = JSON.stringify({ type: 'input_audio_buffer.append', audio: Buffer.alloc(48 * 1024, 1).toString('base64') });
     for (let i = 0; i < 400; i++) client.socket.send(frame);
     expect((await client.closedWith(15_000)).code).toBe(1011);
-    await stack.settled();
+    await stack.idle();
     const after = await scrape(stack.httpUrl);
     expect(delta(before, after, 'relay_backpressure_pauses_total')).toBe(1);
     expect(delta(before, after, 'relay_sessions_ended_total', { reason: 'cancelled:backpressure_stall' })).toBe(1);

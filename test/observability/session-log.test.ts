@@ -3,9 +3,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { formatUsd } from '../../src/billing/prices.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack, type LogLine } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
+import type { LogLine } from '../helpers/log-lines.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -15,16 +16,16 @@ afterEach(async () => {
 const AUDIO = Buffer.from('session-log-test-audio-payload;'.repeat(40)).toString('base64');
 
 /** One session: `frames` audio frames, a text response, then the client closes. Returns its id (from its start line) and the lines logged meanwhile. */
-async function runSession(stack: FullStack, frames: number): Promise<{ sessionId: string | undefined; lines: LogLine[]; client: TestClient }> {
+async function runSession(stack: LedgerTestRelay, frames: number): Promise<{ sessionId: string | undefined; lines: LogLine[]; client: TestClient }> {
   const from = stack.logs.length;
-  const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+  const client = stack.connect();
   await client.next('session.created');
   for (let i = 0; i < frames; i++) client.send({ type: 'input_audio_buffer.append', audio: AUDIO });
   client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
   await client.next('response.done');
   client.close();
   await client.closedWith();
-  await stack.settled();
+  await stack.idle();
   const lines = stack.logs.slice(from);
   const start = lines.find((l) => l.msg === 'session started');
   return { sessionId: start?.sessionId as string | undefined, lines, client };
@@ -32,7 +33,7 @@ async function runSession(stack: FullStack, frames: number): Promise<{ sessionId
 
 describe('session logs', () => {
   it('writes one line when a session starts and one when it ends, with its record, and never the key or the audio', async () => {
-    stack = await startFullStack({ logLevel: 'info' });
+    stack = await startTestRelay({ builtInSimulator: true, settings: { logLevel: 'info' } });
     const { sessionId, lines, client } = await runSession(stack, 30);
     expect(sessionId).toMatch(/^sess_/);
     const mine = stack.logs.filter((l) => l.sessionId === sessionId);
@@ -67,7 +68,7 @@ describe('session logs', () => {
   });
 
   it('writes as many lines for a session of 400 frames as for one of 4', async () => {
-    stack = await startFullStack({ logLevel: 'debug' });
+    stack = await startTestRelay({ builtInSimulator: true, settings: { logLevel: 'debug' } });
     const short = await runSession(stack, 4);
     const long = await runSession(stack, 400);
     expect(long.sessionId).toBeDefined();
@@ -76,7 +77,7 @@ describe('session logs', () => {
   });
 
   it('follows LOG_LEVEL: at warn a clean session writes nothing', async () => {
-    stack = await startFullStack({ logLevel: 'warn' });
+    stack = await startTestRelay({ builtInSimulator: true, settings: { logLevel: 'warn' } });
     const { lines } = await runSession(stack, 3);
     expect(lines).toEqual([]);
   });

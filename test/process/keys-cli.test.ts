@@ -1,9 +1,6 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+import { runRelay, spawnRelay, tempDataDir, type Finished, type RelayProcess } from '../helpers/relay-process.js';
 
-const run = promisify(execFile);
 const TOKEN = 'admin-token-for-tests-0123456789';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -12,8 +9,8 @@ afterEach(async () => {
 });
 
 /** `relay <args>` on the ledger in `dataDir`, with nothing of the test's environment. */
-async function relayCli(dataDir: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return run(process.execPath, ['bin/relay.mjs', ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, RELAY_DATA_DIR: dataDir }, timeout: 20_000 });
+function relayCli(dataDir: string, args: string[]): Promise<Finished> {
+  return runRelay(args, { RELAY_DATA_DIR: dataDir });
 }
 
 describe('relay keys and the admin API', () => {
@@ -39,23 +36,17 @@ describe('relay keys and the admin API', () => {
   it('refuses a bad amount with exit code 2, naming the flag', async () => {
     const dir = tempDataDir();
     cleanups.push(() => dir.remove());
-    const failed = await relayCli(dir.path, ['keys', 'create', '--name', 'dave', '--balance', '1.0000000001']).then(
-      () => null,
-      (error: { code: number; stderr: string }) => error,
-    );
-    expect(failed?.code).toBe(2);
-    expect(failed?.stderr.trim()).toBe('relay: --balance must be a non-negative decimal amount of USD with at most 9 decimals (got "1.0000000001")');
+    const failed = await relayCli(dir.path, ['keys', 'create', '--name', 'dave', '--balance', '1.0000000001']);
+    expect(failed.code).toBe(2);
+    expect(failed.stderr.trim()).toBe('relay: --balance must be a non-negative decimal amount of USD with at most 9 decimals (got "1.0000000001")');
   });
 
   it('refuses a key name with a bidirectional override with exit code 2, naming --name', async () => {
     const dir = tempDataDir();
     cleanups.push(() => dir.remove());
-    const failed = await relayCli(dir.path, ['keys', 'create', '--name', 'invoice\u202Efdp.exe', '--balance', '1']).then(
-      () => null,
-      (error: { code: number; stderr: string }) => error,
-    );
-    expect(failed?.code).toBe(2);
-    expect(failed?.stderr).toMatch(/^relay: --name must not contain control characters[^\n]*\n$/);
+    const failed = await relayCli(dir.path, ['keys', 'create', '--name', 'invoice\u202Efdp.exe', '--balance', '1']);
+    expect(failed.code).toBe(2);
+    expect(failed.stderr).toMatch(/^relay: --name must not contain control characters[^\n]*\n$/);
   });
 
   it('refuses a top-up past the maximum balance with exit code 2, naming --amount, and leaves the balance', async () => {
@@ -63,12 +54,9 @@ describe('relay keys and the admin API', () => {
     cleanups.push(() => dir.remove());
     await relayCli(dir.path, ['keys', 'create', '--name', 'erin', '--balance', '999999999']);
     for (const amount of ['10000000000', '2']) {
-      const failed = await relayCli(dir.path, ['keys', 'topup', 'erin', '--amount', amount]).then(
-        () => null,
-        (error: { code: number; stderr: string }) => error,
-      );
-      expect(failed?.code).toBe(2);
-      expect(failed?.stderr).toMatch(/^relay: --amount [^\n]*1000000000 USD[^\n]*\n$/);
+      const failed = await relayCli(dir.path, ['keys', 'topup', 'erin', '--amount', amount]);
+      expect(failed.code).toBe(2);
+      expect(failed.stderr).toMatch(/^relay: --amount [^\n]*1000000000 USD[^\n]*\n$/);
     }
     expect(JSON.parse((await relayCli(dir.path, ['keys', 'list'])).stdout)).toMatchObject([{ name: 'erin', balance: '999999999.000000' }]);
   });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -14,7 +14,7 @@ async function answer(url: string): Promise<{ status: number; body: unknown }> {
 
 describe('health and readiness', () => {
   it('stays alive but stops being ready when the ledger cannot be reached', async () => {
-    stack = await startFullStack({ logLevel: 'silent' });
+    stack = await startTestRelay({ settings: { logLevel: 'silent' } });
     expect(await answer(`${stack.httpUrl}/readyz`)).toEqual({ status: 200, body: { status: 'ready' } });
     await stack.ledger.close();
     expect(await answer(`${stack.httpUrl}/readyz`)).toEqual({ status: 503, body: { status: 'not_ready' } });

@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
-import { ledgerSessions, spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+import { sessionsWithSettlements, sqliteLedgerFile } from '../helpers/ledger.js';
+import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 
 /*
  * Graceful shutdown of the real process: `node bin/relay.mjs start`, signals
@@ -97,7 +98,7 @@ describe('the relay as a process', () => {
       expect(await relay.exited(15_000)).toEqual({ code: 0, signal: null });
       expect(relay.logs.find((l) => l.msg?.startsWith('stopped'))).toMatchObject({ drained: true });
 
-      const sessions = ledgerSessions(dir);
+      const sessions = sessionsWithSettlements(sqliteLedgerFile(dir));
       expect(sessions).toHaveLength(3);
       for (const session of sessions) {
         expect(session).toMatchObject({ status: 'settled', endReason: 'cancelled:shutdown' });
@@ -130,13 +131,13 @@ describe('the relay as a process', () => {
     expect(await relay.exited(5_000)).toEqual({ code: 1, signal: null });
     expect(Date.now() - second).toBeLessThan(3_000);
     for (const client of clients) await client.closedWith();
-    const left = ledgerSessions(dir);
+    const left = sessionsWithSettlements(sqliteLedgerFile(dir));
     expect(left.map((s) => s.status)).toEqual(['open', 'open']);
 
     const restarted = await relayOn(sim, dir);
     expect(restarted.demoKey).toBeNull();
     expect(restarted.logs.find((l) => l.msg?.startsWith('settled sessions left open'))).toMatchObject({ sessions: 2 });
-    const recovered = ledgerSessions(dir);
+    const recovered = sessionsWithSettlements(sqliteLedgerFile(dir));
     expect(recovered.map((s) => s.id)).toEqual(left.map((s) => s.id));
     for (const session of recovered) {
       expect(session.status).toBe('recovered');
@@ -165,6 +166,6 @@ describe('the relay as a process', () => {
     expect(relay.logs.find((l) => l.msg?.startsWith('stopped'))).toMatchObject({ drained: false, unsettled: 1 });
     await client.closedWith();
     // Still open: the next start settles it (see the second-signal test).
-    expect(ledgerSessions(dir).map((s) => s.status)).toEqual(['open']);
+    expect(sessionsWithSettlements(sqliteLedgerFile(dir)).map((s) => s.status)).toEqual(['open']);
   });
 });

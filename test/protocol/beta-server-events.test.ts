@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { translateServerEvent } from '../../src/protocol/beta/index.js';
+import { EVERY_KIND_OF_TOKEN_USAGE } from '../helpers/usage.js';
 
 type Json = Record<string, unknown>;
 
@@ -11,20 +12,6 @@ function translated(event: Json): Json | null {
   const out = translateServerEvent(frameOf(event), event.type as string);
   return out === null ? null : (JSON.parse(out.toString('utf8')) as Json);
 }
-
-const usage = {
-  total_tokens: 749,
-  input_tokens: 536,
-  output_tokens: 213,
-  input_token_details: {
-    text_tokens: 528,
-    audio_tokens: 8,
-    image_tokens: 0,
-    cached_tokens: 64,
-    cached_tokens_details: { text_tokens: 64, audio_tokens: 0, image_tokens: 0 },
-  },
-  output_token_details: { text_tokens: 44, audio_tokens: 169 },
-};
 
 describe('event renames for beta clients', () => {
   const renames: [string, string, Json][] = [
@@ -204,7 +191,7 @@ describe('response.created / response.done for beta clients', () => {
       { id: 'item_2', object: 'realtime.item', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'Hi' }] },
       { id: 'item_3', object: 'realtime.item', type: 'function_call', status: 'completed', name: 'f', call_id: 'c', arguments: '{}' },
     ],
-    usage,
+    usage: EVERY_KIND_OF_TOKEN_USAGE,
   };
 
   it.each(['response.created', 'response.done'])('%s carries the beta response fields, usage untouched', (type) => {
@@ -229,7 +216,7 @@ describe('response.created / response.done for beta clients', () => {
           { id: 'item_2', object: 'realtime.item', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'text', text: 'Hi' }] },
           { id: 'item_3', object: 'realtime.item', type: 'function_call', status: 'completed', name: 'f', call_id: 'c', arguments: '{}' },
         ],
-        usage,
+        usage: EVERY_KIND_OF_TOKEN_USAGE,
       },
     });
   });

@@ -1,17 +1,17 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { eventually } from '../helpers/wait.js';
 
-let stack: Stack;
+let stack: RecordingTestRelay;
 afterEach(async () => {
   await stack?.close();
 });
 
 describe('relaying a session', () => {
   it('relays a text response both ways in order and settles once', async () => {
-    stack = await startStack({ simulator: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ billing: 'recording', simulator: { chunkIntervalMs: 1 } });
     const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
@@ -30,7 +30,7 @@ describe('relaying a session', () => {
   });
 
   it('bills the tail of a response the client walked away from', async () => {
-    stack = await startStack({ simulator: { chunkIntervalMs: 30, audioChunks: 50 } });
+    stack = await startTestRelay({ billing: 'recording', simulator: { chunkIntervalMs: 30, audioChunks: 50 } });
     const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'response.create' });
@@ -45,7 +45,7 @@ describe('relaying a session', () => {
   });
 
   it('passes the upstream close code and reason to the client', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'simulator.fault', fault: { kind: 'close', code: 4001, reason: 'upstream says bye' } });
@@ -55,7 +55,7 @@ describe('relaying a session', () => {
   });
 
   it('tells the client why the upstream refused the session', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     stack.sim.queueHandshakeFault({ kind: 'refuse', status: 429 });
     const client = stack.connect();
     const error = await client.next('error');
@@ -66,7 +66,7 @@ describe('relaying a session', () => {
   });
 
   it('refuses a wrong key with 401 and OpenAI\'s error body', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const client = stack.connect({ key: 'rk_wrong' });
     await client.closedWith();
     expect(client.unexpected?.status).toBe(401);
@@ -74,7 +74,7 @@ describe('relaying a session', () => {
   });
 
   it('refuses an unknown model with 400 before the upgrade', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const client = stack.connect({ model: 'gpt-nonexistent' });
     await client.closedWith();
     expect(client.unexpected?.status).toBe(400);
@@ -82,7 +82,7 @@ describe('relaying a session', () => {
   });
 
   it('lets a browser read why its key was refused', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const client = TestClient.connect(stack.url(), { protocols: ['realtime', 'openai-insecure-api-key.rk_wrong'] });
     const error = await client.next('error');
     expect(error.error).toMatchObject({ code: 'invalid_api_key' });
@@ -91,7 +91,7 @@ describe('relaying a session', () => {
   });
 
   it('answers a browser with exactly the realtime subprotocol', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const client = TestClient.connect(stack.url(), { protocols: [`openai-insecure-api-key.${TEST_KEY}`, 'realtime'] });
     await client.next('session.created');
     expect(client.socket.protocol).toBe('realtime');
@@ -102,7 +102,7 @@ describe('relaying a session', () => {
 
 describe('while the upstream is dialled', () => {
   it('holds client frames in order and delivers them once the upstream answers', async () => {
-    stack = await startStack({ simulator: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ billing: 'recording', simulator: { chunkIntervalMs: 1 } });
     stack.sim.queueHandshakeFault({ kind: 'hold' });
     const client = stack.connect();
     await eventually('the held dial', () => stack.sim.handshakes.length > 0);
@@ -117,7 +117,7 @@ describe('while the upstream is dialled', () => {
   });
 
   it('closes 1008 with queue_overflow when a client sends too much before the upstream answers', async () => {
-    stack = await startStack({ timings: { connectQueueFrames: 10 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { connectQueueFrames: 10 } });
     stack.sim.queueHandshakeFault({ kind: 'hold' });
     const client = stack.connect();
     await eventually('the held dial', () => stack.sim.handshakes.length > 0);
@@ -129,7 +129,7 @@ describe('while the upstream is dialled', () => {
   });
 
   it('abandons the dial when the client leaves', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     stack.sim.queueHandshakeFault({ kind: 'hang' });
     const client = stack.connect();
     await eventually('the dial', () => stack.sim.handshakes.length > 0);
@@ -143,7 +143,7 @@ describe('while the upstream is dialled', () => {
 
 describe('when the upstream goes away', () => {
   it('still delivers the response.done the client is owed before closing with the upstream code', async () => {
-    stack = await startStack({ simulator: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ billing: 'recording', simulator: { chunkIntervalMs: 1 } });
     stack.billing.chargeDelayMs = 300;
     const client = stack.connect();
     await client.next('session.created');

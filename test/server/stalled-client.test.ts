@@ -3,7 +3,7 @@ import { priceUsage } from '../../src/billing/cost.js';
 import { resolveModel, type RealtimePrice } from '../../src/billing/prices.js';
 import { normalizeResponseUsage } from '../../src/billing/usage.js';
 import { SETTINGS, type Settings } from '../../src/config/settings.js';
-import { startBillingStack, type BillingStack } from '../helpers/billing-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { OPCODE, rawConnect, type RawConnection } from '../hardening/raw-socket.js';
 
 /**
@@ -12,8 +12,15 @@ import { OPCODE, rawConnect, type RawConnection } from '../hardening/raw-socket.
  * charge it: a client that cannot take more loses frames, never the charge.
  */
 
-let stack: BillingStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let client: RawConnection | undefined;
+/*
+ * On real time, not the fake clock: once the client reads again it must take
+ * megabytes of backlog and the close frame before the relay's close timeout
+ * ends the socket. That race is between a timer and the kernel's socket
+ * throughput; a fake clock moved in steps runs ahead of the sockets and the
+ * close timeout wins.
+ */
 afterEach(async () => {
   client?.socket.destroy();
   client = undefined;
@@ -28,9 +35,9 @@ interface Upstream {
   received: string[];
 }
 
-async function startWithLongAudio(timings: Partial<Settings>): Promise<{ stack: BillingStack; upstream: Upstream }> {
+async function startWithLongAudio(timings: Partial<Settings>): Promise<{ stack: LedgerTestRelay; upstream: Upstream }> {
   const upstream: Upstream = { reportedUsage: [], received: [] };
-  const started = await startBillingStack({
+  const started = await startTestRelay({
     settings: { highWaterBytes: 64 * 1024, ...timings },
     simulator: {
       // A long response streamed faster than any client reads it: 48 kB of PCM16 (1 s of audio) a millisecond.
@@ -53,7 +60,7 @@ async function startWithLongAudio(timings: Partial<Settings>): Promise<{ stack: 
   return { stack: started, upstream };
 }
 
-async function attack(s: BillingStack, key: string): Promise<RawConnection> {
+async function attack(s: LedgerTestRelay, key: string): Promise<RawConnection> {
   const port = Number(new URL(s.relay.url()).port);
   const connection = await rawConnect(port, '/v1/realtime?model=gpt-realtime', { Authorization: `Bearer ${key}` }, { answerPings: true });
   await connection.until(() => connection.events().some((e) => e.type === 'session.created'), 'session.created');
@@ -63,7 +70,7 @@ async function attack(s: BillingStack, key: string): Promise<RawConnection> {
   return connection;
 }
 
-async function expectBilledStall(s: BillingStack, upstream: Upstream, keyId: string, connection: RawConnection): Promise<void> {
+async function expectBilledStall(s: LedgerTestRelay, upstream: Upstream, keyId: string, connection: RawConnection): Promise<void> {
   await expect.poll(async () => (await s.view.book(keyId)).settlements.length, { timeout: 15_000, interval: 50 }).toBe(1);
   const book = await s.view.book(keyId);
   expect(book.settlements[0]!.endReason).toBe('cancelled:backpressure_stall');

@@ -1,12 +1,16 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { TestClient } from '../helpers/client.js';
 import { TEST_KEY } from '../helpers/recording-billing.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
+import { advanceClock, runClockUntil, useFakeClock } from '../helpers/fake-clock.js';
 import { eventually } from '../helpers/wait.js';
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
+// Every timer here runs on the fake clock; sockets stay real (see useFakeClock).
+beforeEach(() => useFakeClock());
 afterEach(async () => {
+  vi.useRealTimers();
   await stack?.close();
   stack = undefined;
 });
@@ -16,49 +20,46 @@ function quietClient(url: string): TestClient {
   return new TestClient(new WebSocket(url, { headers: { Authorization: `Bearer ${TEST_KEY}` }, autoPong: false }));
 }
 
-function rawSocketOf(client: TestClient): { pause(): void; resume(): void } {
-  return (client.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
-}
-
 describe('session timers', () => {
   it('closes a session with no client frame for the idle timeout, and not one that keeps talking', async () => {
-    stack = await startStack({ timings: { idleTimeoutMs: 300 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { idleTimeoutMs: 300 } });
     const talker = stack.connect();
     const idler = stack.connect();
-    await talker.next('session.created');
-    await idler.next('session.created');
+    await runClockUntil(talker.next('session.created'));
+    await runClockUntil(idler.next('session.created'));
+    // On the fake clock too: the talker speaks every 100 ms of clock time.
     const chatter = setInterval(() => talker.send({ type: 'input_audio_buffer.clear' }), 100);
     try {
-      const error = await idler.next('error', 3_000);
+      const error = await runClockUntil(idler.next('error', 3_000));
       expect(error.error).toMatchObject({ code: 'idle_timeout' });
-      expect((await idler.closedWith()).code).toBe(1000);
+      expect((await runClockUntil(idler.closedWith())).code).toBe(1000);
       expect(talker.closed).toBeNull();
     } finally {
       clearInterval(chatter);
     }
-    expect((await talker.closedWith(3_000)).code).toBe(1000);
-    await stack.billing.settled(2);
+    expect((await runClockUntil(talker.closedWith(3_000))).code).toBe(1000);
+    await runClockUntil(stack.billing.settled(2));
     expect(stack.billing.settlements.map((s) => s.endReason)).toEqual(['cancelled:idle_timeout', 'cancelled:idle_timeout']);
   });
 
   it('ends a session at its maximum duration with session_expired and 1001', async () => {
-    stack = await startStack({ timings: { maxSessionMs: 300 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { maxSessionMs: 300 } });
     const client = stack.connect();
-    await client.next('session.created');
-    expect((await client.next('error', 3_000)).error).toMatchObject({ code: 'session_expired' });
-    expect((await client.closedWith()).code).toBe(1001);
-    await stack.billing.settled(1);
+    await runClockUntil(client.next('session.created'));
+    expect((await runClockUntil(client.next('error', 3_000))).error).toMatchObject({ code: 'session_expired' });
+    expect((await runClockUntil(client.closedWith())).code).toBe(1001);
+    await runClockUntil(stack.billing.settled(1));
     expect(stack.billing.settlements[0]!.endReason).toBe('cancelled:max_duration');
   });
 
   it('drops a client that stops answering pings and bills its response', async () => {
-    stack = await startStack({ timings: { pingIntervalMs: 150 }, simulator: { chunkIntervalMs: 50, audioChunks: 200 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { pingIntervalMs: 150 }, simulator: { chunkIntervalMs: 50, audioChunks: 200 } });
     const client = quietClient(stack.url());
-    await client.next('session.created');
+    await runClockUntil(client.next('session.created'));
     client.send({ type: 'response.create' });
-    await client.next('response.created');
-    await client.closedWith(3_000);
-    await stack.billing.settled(1);
+    await runClockUntil(client.next('response.created'));
+    await runClockUntil(client.closedWith(3_000));
+    await runClockUntil(stack.billing.settled(1));
     const [summary] = stack.billing.settlements;
     expect(summary!.endReason).toBe('client_closed');
     expect(summary!.clientCloseCode).toBe(1006);
@@ -67,44 +68,45 @@ describe('session timers', () => {
   });
 
   it('drops an upstream that stops answering pings and tells the client 1011', async () => {
-    stack = await startStack({ timings: { pingIntervalMs: 150 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { pingIntervalMs: 150 } });
     const client = stack.connect();
-    await client.next('session.created');
+    await runClockUntil(client.next('session.created'));
     client.send({ type: 'simulator.fault', fault: { kind: 'silence' } });
-    expect((await client.closedWith(3_000)).code).toBe(1011);
-    await stack.billing.settled(1);
+    expect((await runClockUntil(client.closedWith(3_000))).code).toBe(1011);
+    await runClockUntil(stack.billing.settled(1));
     expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'upstream_closed', upstreamCloseCode: 1006 });
   });
 
   it('keeps a session whose client stops reading for many ping intervals, and delivers the whole response once it reads again', async () => {
-    stack = await startStack({
-      timings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
+    stack = await startTestRelay({
+      billing: 'recording',
+      settings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
       simulator: { chunkIntervalMs: 0, audioChunkBytes: 24_000, audioChunks: 200 },
     });
     const client = stack.connect();
-    await client.next('session.created');
+    await runClockUntil(client.next('session.created'));
     const link = stack.relay.registry.list()[0]!.link;
     // The relay stops reading the upstream while the client takes nothing: neither can answer a ping.
     client.socket.pause();
     client.send({ type: 'response.create' });
-    await eventually('the upstream paused for the client', () => link.stats.pauses > 0);
+    await runClockUntil(eventually('the upstream paused for the client', () => link.stats.pauses > 0));
     // Five ping intervals without a pong from either peer.
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await advanceClock(2_000);
     expect(stack.billing.settlements).toHaveLength(0);
     expect(stack.relay.registry.size).toBe(1);
     client.socket.resume();
-    await client.next('response.done', 10_000);
+    await runClockUntil(client.next('response.done', 10_000));
     expect(client.count('response.output_audio.delta')).toBe(200);
     expect(stack.billing.charges).toHaveLength(1);
     client.close();
-    await stack.billing.settled(1);
+    await runClockUntil(stack.billing.settled(1));
     expect(stack.billing.settlements[0]!.endReason).toBe('client_closed');
   });
 
   it('keeps a session whose upstream stops reading for many ping intervals, and answers the client once it reads again', async () => {
-    stack = await startStack({ timings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { pingIntervalMs: 400, highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 } });
     const client = stack.connect();
-    await client.next('session.created');
+    await runClockUntil(client.next('session.created'));
     const link = stack.relay.registry.list()[0]!.link;
     stack.sim.strikeAll({ kind: 'slow_reader' });
     // The relay stops reading the client while the upstream takes nothing: neither can answer a ping.
@@ -113,64 +115,67 @@ describe('session timers', () => {
       for (let i = 0; i < 20; i++) client.socket.send(audio);
     }, 5);
     try {
-      await eventually('the client paused for the upstream', () => link.stats.pauses > 0);
+      await runClockUntil(eventually('the client paused for the upstream', () => link.stats.pauses > 0));
     } finally {
       clearInterval(flooding);
     }
     // Five ping intervals without a pong from either peer.
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await advanceClock(2_000);
     expect(stack.billing.settlements).toHaveLength(0);
     expect(stack.relay.registry.size).toBe(1);
     stack.sim.strikeAll({ kind: 'resume_reading' });
     client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
-    await client.next('response.done', 10_000);
+    await runClockUntil(client.next('response.done', 10_000));
     expect(stack.billing.charges).toHaveLength(1);
     client.close();
-    await stack.billing.settled(1);
+    await runClockUntil(stack.billing.settled(1));
     expect(stack.billing.settlements[0]!.endReason).toBe('client_closed');
   });
 
   it('gives up waiting for the cancelled response after the drain timeout', async () => {
-    stack = await startStack({ timings: { drainTimeoutMs: 300 } });
+    stack = await startTestRelay({ billing: 'recording', settings: { drainTimeoutMs: 300 } });
     const client = stack.connect();
-    await client.next('session.created');
+    await runClockUntil(client.next('session.created'));
     client.send({ type: 'simulator.fault', fault: { kind: 'stall_response' } });
     client.send({ type: 'response.create' });
-    await client.next('response.created');
+    await runClockUntil(client.next('response.created'));
     stack.sim.strikeAll({ kind: 'silence' });
     client.close();
-    await stack.billing.settled(1);
+    await runClockUntil(stack.billing.settled(1));
     expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'client_closed', drain: 'timeout' });
-    await stack.relay.registry.empty();
+    await runClockUntil(stack.relay.registry.empty());
   });
 
   it('cancels a session whose client stopped reading once it has stalled too long', async () => {
-    stack = await startStack({
-      timings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 300 },
+    stack = await startTestRelay({
+      billing: 'recording',
+      settings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 300, closeTimeoutMs: 300 },
       simulator: { chunkIntervalMs: 0, audioChunkBytes: 48_000, audioChunks: 400 },
     });
     const client = stack.connect();
-    await client.next('session.created');
-    rawSocketOf(client).pause();
+    await runClockUntil(client.next('session.created'));
+    client.socket.pause();
     client.send({ type: 'response.create' });
-    await stack.billing.settled(1, 10_000);
+    await runClockUntil(stack.billing.settled(1, 10_000));
     expect(stack.billing.settlements[0]!.endReason).toBe('cancelled:backpressure_stall');
-    rawSocketOf(client).resume();
-    expect((await client.closedWith(5_000)).code).not.toBe(1000);
+    client.socket.resume();
+    expect((await runClockUntil(client.closedWith(5_000))).code).not.toBe(1000);
   });
 
   it('pauses and resumes a slow client without losing or reordering a frame', async () => {
-    stack = await startStack({
-      timings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
+    stack = await startTestRelay({
+      billing: 'recording',
+      settings: { highWaterBytes: 64 * 1024, stallTimeoutMs: 10_000 },
       simulator: { chunkIntervalMs: 0, audioChunkBytes: 24_000, audioChunks: 200 },
     });
     const client = stack.connect();
-    await client.next('session.created');
-    rawSocketOf(client).pause();
+    await runClockUntil(client.next('session.created'));
+    client.socket.pause();
     client.send({ type: 'response.create' });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    rawSocketOf(client).resume();
-    await client.next('response.done', 10_000);
+    // Reading nothing, the client makes the relay pause the upstream (frames, not time, decide when).
+    await runClockUntil(eventually('the upstream paused for the client', () => stack!.relay.registry.list()[0]!.link.stats.pauses > 0));
+    client.socket.resume();
+    await runClockUntil(client.next('response.done', 10_000));
     expect(client.count('response.output_audio.delta')).toBe(200);
     const deltas = client.events.filter((e) => e.type === 'response.output_audio.delta');
     expect(new Set(deltas.map((d) => d.item_id)).size).toBe(1);
@@ -180,6 +185,6 @@ describe('session timers', () => {
     const live = stack.relay.registry.list()[0]!.link;
     expect(live.stats.pauses).toBeGreaterThan(0);
     client.close();
-    await stack.billing.settled(1);
+    await runClockUntil(stack.billing.settled(1));
   });
 });

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let azure: Simulator | undefined;
 afterEach(async () => {
   await stack?.close();
@@ -15,7 +15,7 @@ const AZURE_KEY = 'azure-resource-key';
 
 async function sessionThroughAzure(kind: 'azure' | 'azure-preview', apiVersion?: string): Promise<TestClient> {
   azure = await startSimulator({ azure: true, apiKey: AZURE_KEY, chunkIntervalMs: 1 });
-  stack = await startFullStack({
+  stack = await startTestRelay({
     upstreams: {
       upstreams: [
         {
@@ -30,13 +30,13 @@ async function sessionThroughAzure(kind: 'azure' | 'azure-preview', apiVersion?:
       ],
     },
   });
-  const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+  const client = stack.connect();
   const created = await client.next('session.created');
   expect(created.session).toMatchObject({ model: 'prod-realtime' });
   client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
   await client.next('response.done');
   client.close();
-  await stack.settled();
+  await stack.idle();
   return client;
 }
 
@@ -73,7 +73,7 @@ describe('Azure OpenAI upstreams', () => {
 
   it('refuses a model no upstream serves before the upgrade', async () => {
     await sessionThroughAzure('azure');
-    const client = TestClient.connect(stack!.realtimeUrl({ model: 'gpt-realtime-mini' }), { key: stack!.key });
+    const client = stack!.connect({ model: 'gpt-realtime-mini' });
     await client.closedWith();
     expect(client.unexpected?.status).toBe(400);
     expect(JSON.parse(client.unexpected!.body)).toMatchObject({ error: { code: 'model_not_found' } });

@@ -2,9 +2,9 @@ import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startSimulator, type HandshakeFault, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let sims: Simulator[] = [];
 afterEach(async () => {
   await stack?.close();
@@ -18,7 +18,7 @@ const CONNECT_TIMEOUT_MS = 2_000;
 /** `count` simulators serving every model, tried in the order given. */
 async function startUpstreams(count: number): Promise<Simulator[]> {
   sims = await Promise.all(Array.from({ length: count }, () => startSimulator({ chunkIntervalMs: 1 })));
-  stack = await startFullStack({
+  stack = await startTestRelay({
     settings: { connectTimeoutMs: CONNECT_TIMEOUT_MS },
     upstreams: {
       upstreams: sims.map((sim, i) => ({ name: `upstream-${i + 1}`, kind: 'openai' as const, baseUrl: `${sim.url.replace(/^ws/, 'http')}/v1`, apiKey: 'sk-sim', priority: i })),
@@ -29,7 +29,7 @@ async function startUpstreams(count: number): Promise<Simulator[]> {
 
 /** A client that sends a burst of events the moment its socket opens, before any upstream has answered. */
 async function clientWithEarlyFrames(): Promise<TestClient> {
-  const client = TestClient.connect(stack!.realtimeUrl(), { key: stack!.key });
+  const client = stack!.connect();
   await new Promise((resolve) => client.socket.once('open', resolve));
   for (const id of ['item_early_a', 'item_early_b', 'item_early_c']) {
     client.send({ type: 'conversation.item.create', item: { id, type: 'message', role: 'user', content: [{ type: 'input_text', text: id }] } });
@@ -75,7 +75,7 @@ describe('failover between upstreams', () => {
     expect(second!.connections).toBe(1);
     expect(dialLogs(40)).toEqual([expect.objectContaining({ upstream: 'upstream-1', code })]);
     client.close();
-    await stack!.settled();
+    await stack!.idle();
     expect(stack!.settlements()[0]!.summary).toMatchObject({ upstream: 'upstream-2', endReason: 'client_closed' });
   });
 
@@ -89,7 +89,7 @@ describe('failover between upstreams', () => {
     });
     const sim = await startSimulator({ chunkIntervalMs: 1 });
     sims = [sim];
-    stack = await startFullStack({
+    stack = await startTestRelay({
       settings: { connectTimeoutMs: CONNECT_TIMEOUT_MS },
       upstreams: {
         upstreams: [
@@ -142,12 +142,12 @@ describe('failover between upstreams', () => {
   it('does not fail over once the upstream has sent its first frame', async () => {
     const [first, second] = await startUpstreams(2);
     first!.queueSessionFault({ kind: 'close', code: 1011, reason: 'upstream broke' });
-    const client = TestClient.connect(stack!.realtimeUrl(), { key: stack!.key });
+    const client = stack!.connect();
     expect(await client.closedWith()).toEqual({ code: 1011, reason: 'upstream broke' });
     expect(client.events.map((e) => e.type)).toEqual(['session.created']);
     expect(first!.connections).toBe(1);
     expect(second!.handshakes).toHaveLength(0);
-    await stack!.settled();
+    await stack!.idle();
     expect(stack!.settlements()[0]!.summary).toMatchObject({ upstream: 'upstream-1', endReason: 'upstream_closed' });
   });
 
@@ -155,11 +155,11 @@ describe('failover between upstreams', () => {
     const [first, second] = await startUpstreams(2);
     first!.queueHandshakeFault({ kind: 'refuse', status: 503 });
     second!.queueHandshakeFault({ kind: 'refuse', status: 429 });
-    const client = TestClient.connect(stack!.realtimeUrl(), { key: stack!.key });
+    const client = stack!.connect();
     const error = await client.next('error');
     expect(error.error).toMatchObject({ code: 'upstream_rate_limited' });
     expect((await client.closedWith()).code).toBe(1013);
-    await stack!.settled();
+    await stack!.idle();
     expect(await stack!.ledger.usage({ key: 'demo' })).toEqual([]);
   });
 });

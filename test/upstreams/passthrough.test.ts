@@ -1,9 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { TestClient } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { startScriptedUpstream, type ScriptedUpstream } from './scripted-upstream.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 let upstream: ScriptedUpstream | undefined;
 afterEach(async () => {
   await stack?.close();
@@ -17,8 +16,8 @@ const UPSTREAM_NOVELTY = '{"type":"server.novelty.announcement" , "event_id":"ev
 
 describe('event types the relay does not know', () => {
   it('passes a made-up client event to the upstream, and the upstream\'s verdict back', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
+    const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'conversation.item.summarize', event_id: 'evt_client_7' });
     const error = await client.next('error');
@@ -28,7 +27,7 @@ describe('event types the relay does not know', () => {
     client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
     await client.next('response.done');
     client.close();
-    await stack.settled();
+    await stack.idle();
   });
 
   it.each([
@@ -41,8 +40,8 @@ describe('event types the relay does not know', () => {
         if (data.toString().includes('client.novelty.ping')) socket.send(UPSTREAM_NOVELTY);
       });
     });
-    stack = await startFullStack({ upstreams: { upstreams: [{ name: 'scripted', baseUrl: upstream.baseUrl, apiKey: 'sk-scripted' }] } });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key, headers });
+    stack = await startTestRelay({ upstreams: { upstreams: [{ name: 'scripted', baseUrl: upstream.baseUrl, apiKey: 'sk-scripted' }] } });
+    const client = stack.connect({ headers });
     await client.next('session.created');
     client.socket.send(CLIENT_NOVELTY);
     await client.next('server.novelty.announcement');
@@ -51,6 +50,6 @@ describe('event types the relay does not know', () => {
     expect(client.raw.at(-1)!.toString('utf8')).toBe(UPSTREAM_NOVELTY);
     expect(upstream.handshakes[0]!.headers['openai-beta']).toBeUndefined();
     client.close();
-    await stack.settled();
+    await stack.idle();
   });
 });

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient, type ReceivedEvent } from '../helpers/client.js';
-import { startFullStack, type FullStack } from '../helpers/full-stack.js';
+import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { expectedTranscriptionTokenCost, WHISPER_NANO_PER_SECOND } from './expected-cost.js';
 
-let stack: FullStack | undefined;
+let stack: LedgerTestRelay | undefined;
 afterEach(async () => {
   await stack?.close();
   stack = undefined;
@@ -26,7 +26,7 @@ function transcriptionSession(model: string): object {
 
 describe('transcription sessions (?intent=transcription)', () => {
   it('are admitted as gpt-4o-transcribe, dial the transcription endpoint and bill the configured model by duration', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const client = TestClient.connect(stack.realtimeUrl({ intent: 'transcription' }), { key: stack.key });
     const created = await client.next('session.created');
     expect(created.session).toMatchObject({ type: 'transcription' });
@@ -35,7 +35,7 @@ describe('transcription sessions (?intent=transcription)', () => {
     const completed = await transcribe(client, 2);
     expect(completed.usage).toEqual({ type: 'duration', seconds: 2 });
     client.close();
-    await stack.settled();
+    await stack.idle();
 
     expect(stack.sim!.handshakes[0]).toMatchObject({ path: '/v1/realtime', query: { intent: 'transcription' } });
     expect(stack.sessions()[0]!.model).toBe('gpt-4o-transcribe');
@@ -45,7 +45,7 @@ describe('transcription sessions (?intent=transcription)', () => {
   });
 
   it('bills each transcription at the model configured when it was made', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const client = TestClient.connect(stack.realtimeUrl({ intent: 'transcription' }), { key: stack.key });
     await client.next('session.created');
     client.send(transcriptionSession('gpt-4o-mini-transcribe'));
@@ -55,7 +55,7 @@ describe('transcription sessions (?intent=transcription)', () => {
     await client.until(() => client.count('session.updated') === 2, 'the second session.updated');
     const second = await transcribe(client, 1);
     client.close();
-    await stack.settled();
+    await stack.idle();
 
     const charges = await stack.ledger.usage({ key: 'demo' });
     expect(charges.map((c) => [c.model, c.costNano])).toEqual([
@@ -65,7 +65,7 @@ describe('transcription sessions (?intent=transcription)', () => {
   });
 
   it('translates a beta transcription_session.update and bills the model it names', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
     const client = TestClient.connect(stack.realtimeUrl({ intent: 'transcription' }), { key: stack.key, headers: { 'OpenAI-Beta': 'realtime=v1' } });
     await client.next('transcription_session.created');
     client.send({
@@ -79,7 +79,7 @@ describe('transcription sessions (?intent=transcription)', () => {
     const completed = await transcribe(client, 1);
     expect(client.count('error')).toBe(0);
     client.close();
-    await stack.settled();
+    await stack.idle();
 
     const charges = await stack.ledger.usage({ key: 'demo' });
     expect(charges).toEqual([
@@ -88,8 +88,8 @@ describe('transcription sessions (?intent=transcription)', () => {
   });
 
   it('bills input transcription in a conversation session at its configured model, apart from the responses', async () => {
-    stack = await startFullStack({ simulatorOptions: { chunkIntervalMs: 1 } });
-    const client = TestClient.connect(stack.realtimeUrl(), { key: stack.key });
+    stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
+    const client = stack.connect();
     await client.next('session.created');
     client.send({ type: 'session.update', session: { type: 'realtime', audio: { input: { transcription: { model: 'gpt-4o-mini-transcribe' } } } } });
     await client.next('session.updated');
@@ -97,7 +97,7 @@ describe('transcription sessions (?intent=transcription)', () => {
     client.send({ type: 'response.create', response: { output_modalities: ['text'] } });
     await client.next('response.done');
     client.close();
-    await stack.settled();
+    await stack.idle();
 
     const charges = await stack.ledger.usage({ key: 'demo' });
     expect(charges.map((c) => [c.kind, c.model])).toEqual([
