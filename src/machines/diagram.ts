@@ -13,7 +13,7 @@ export interface TransitionInfo {
 export interface MachineDescription {
   id: string;
   initial: string;
-  states: Array<{ name: string; final: boolean; entry: string[]; invokes: string[]; delays: string[] }>;
+  states: Array<{ name: string; final: boolean; entry: string[]; invokes: string[]; delays: string[]; /** A compound state's initial child. */ initial: string | null }>;
   events: string[];
   transitions: TransitionInfo[];
 }
@@ -61,6 +61,7 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
         entry: node.entry.map(actionName).filter((name) => name !== 'inline'),
         invokes: node.invoke.map((i) => String(i.src)),
         delays: node.after.map((t) => String(t.delay)),
+        initial: node.initial?.target?.[0] ? stateName(node.initial.target[0]) : null,
       });
     }
     for (const [descriptor, list] of node.transitions) {
