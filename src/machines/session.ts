@@ -124,8 +124,8 @@ export function outcomeOf(context: SessionContext): SessionOutcome {
   };
 }
 
-/** A session is finished once its sockets are closed and its settlement written: the one signal to let it go. */
-export function isFinished(snapshot: SnapshotFrom<typeof sessionMachine>): boolean {
+/** A session has ended once its sockets are closed and its settlement written (`closed.ended`): the one signal to let it go. */
+export function hasEnded(snapshot: SnapshotFrom<typeof sessionMachine>): boolean {
   return snapshot.matches({ closed: 'ended' });
 }
 
@@ -294,7 +294,7 @@ export const sessionMachine = setup({
     // client that has stopped reading must not hold up its bill). `closing`
     // lasts until both sockets are closed, `settling` until the settlement is
     // written too. The server lets the session go when it reaches `ended`
-    // (see isFinished): a final child does not complete the root.
+    // (see hasEnded): a final child does not complete the root.
     closed: {
       initial: 'closing',
       invoke: {

@@ -10,7 +10,7 @@ export interface LiveSession {
 
 /**
  * A lifecycle fact about one session: it started, its machine changed state
- * (the ending's states included) or started/finished a response, or it ended
+ * (the ending's states included) or a response began or ended, or it ended
  * (the machine reached `closed.ended`: sockets closed, settlement written).
  * Never emitted per frame.
  */

@@ -7,7 +7,7 @@ import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { RelayError } from '../errors.js';
-import { isFinished, sessionMachine, type SessionEvent } from '../machines/session.js';
+import { hasEnded, sessionMachine, type SessionEvent } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
@@ -88,7 +88,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     options.sessionStarted?.(link);
     // The machine's `ended` is the one signal that a session is over: sockets closed, settlement written.
     const sessionOnEnded = actor.subscribe((snapshot) => {
-      if (!isFinished(snapshot)) return;
+      if (!hasEnded(snapshot)) return;
       sessionOnEnded.unsubscribe();
       actor.stop();
       if (snapshot.context.settlement) options.observer?.ended?.(link, snapshot.context.settlement);

@@ -42,7 +42,6 @@ function parseJson(frame: Buffer): JsonObject | undefined {
 export class WebSocketUpstreamLeg implements UpstreamLeg {
   dialed: DialedUpstream | null = null;
   toClient: FramePipe | null = null;
-  private closeCode: number | null = null;
   /** The running reader's report; the pipe's stall and failed charges go through it. */
   private report: Report = ignoreReport;
   /**
@@ -59,9 +58,6 @@ export class WebSocketUpstreamLeg implements UpstreamLeg {
     const dialed = await dialWithFailover(upstreams, { model, intent }, connectTimeoutMs, signal, dialReport);
     this.dialed = dialed;
     dialed.socket.on('error', ignoreError);
-    dialed.socket.once('close', (code: number) => {
-      this.closeCode = code;
-    });
     this.options.bill.opened({ upstream: dialed.upstream.name, servedModel: dialed.servedModel });
     this.toClient = new FramePipe({
       source: dialed.socket,
@@ -93,12 +89,15 @@ export class WebSocketUpstreamLeg implements UpstreamLeg {
     const upstreamOnClose = (code: number, reason: Buffer) => report({ type: 'TARGET_CLOSED', code, reason: reason.toString() });
     const upstreamOnError = (error: Error) =>
       report({ type: 'ERROR', source: 'upstream', error: errorInfo(new RelayError('upstream_error', `The upstream connection failed: ${error.message}`)) });
-    for (const early of dialed.takeOver()) this.fromUpstream(early);
+    const early = dialed.takeOver();
+    for (const frame of early.frames) this.fromUpstream(frame);
     socket.on('message', upstreamOnMessage);
     socket.on('close', upstreamOnClose);
     socket.on('error', upstreamOnError);
     // A socket that closed before this reader attached still has to be reported.
-    if (socket.readyState === 3) queueMicrotask(() => upstreamOnClose(this.closeCode ?? 1006, Buffer.alloc(0)));
+    const { closed } = early;
+    if (closed) queueMicrotask(() => upstreamOnClose(closed.code, closed.reason));
+    else if (socket.readyState === 3) queueMicrotask(() => upstreamOnClose(1006, Buffer.alloc(0)));
     return function stopUpstreamRead() {
       if (leg.report === report) leg.report = ignoreReport;
       socket.off('message', upstreamOnMessage);

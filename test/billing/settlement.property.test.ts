@@ -22,7 +22,7 @@ import { Billing } from '../../src/billing/service.js';
 import { RelayError } from '../../src/errors.js';
 import { SessionBill } from '../../src/billing/session-bill.js';
 import {
-  isFinished,
+  hasEnded,
   sessionMachine,
   type CancelReason,
   type ClientLeg,
@@ -326,7 +326,7 @@ describe('settlement, for any sequence of events', () => {
           await flush();
           await link.settled;
           await flush();
-          expect(isFinished(actor.getSnapshot())).toBe(true);
+          expect(hasEnded(actor.getSnapshot())).toBe(true);
           expect(link.settles).toBe(1);
           // The ledger answers again; what the settlement could not write waits in the backlog until then.
           faulty.heal();
