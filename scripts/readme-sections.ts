@@ -1,7 +1,13 @@
 import { settingsTable } from '../src/config/settings.js';
+import { ERRORS } from '../src/errors.js';
 import { toMermaid } from '../src/machines/diagram.js';
 import { sessionMachine } from '../src/machines/session.js';
 import { faultMatrixMarkdown } from '../test/faults/fault-matrix.js';
+
+/** Markdown table cells: a `|` would end the cell, a `<…>` would read as an HTML tag. */
+function cell(text: string): string {
+  return text.replaceAll('|', '\\|').replaceAll('<', '&lt;');
+}
 
 /**
  * README sections generated from the code. Each is written between
@@ -11,6 +17,12 @@ import { faultMatrixMarkdown } from '../test/faults/fault-matrix.js';
 export const GENERATED_SECTIONS: Record<string, () => string> = {
   machine: () => `\`\`\`mermaid\n${toMermaid(sessionMachine)}\n\`\`\``,
   faults: faultMatrixMarkdown,
+  errors: () => {
+    const rows = Object.entries(ERRORS).map(
+      ([code, e]) => `| \`${code}\` | \`${e.type}\` | ${e.status} | ${e.close ?? '—'} | ${cell(e.message)} |`,
+    );
+    return ['| code | type | HTTP status | close code | meaning |', '|---|---|---|---|---|', ...rows].join('\n');
+  },
   settings: () => {
     const escape = (text: string) => text.replaceAll('|', '\\|');
     const rows = settingsTable().map((r) => `| \`${r.env}\` | ${escape(r.default)} | ${escape(r.description)} |`);

@@ -1,9 +1,35 @@
 /**
- * Every error the relay can report, in one table. Each carries the OpenAI
- * error `type` and `code` a client sees, the HTTP status used when it is
- * reported before the WebSocket upgrade, and the close code used after it.
+ * Every error the relay reports, in one table: the session's refusals and
+ * closes, the admin API's answers, and what `relay keys` refuses. Each code
+ * carries the OpenAI error `type` a client sees, the HTTP status used when it
+ * is reported before the WebSocket upgrade (or by the admin API), the close
+ * code used after the upgrade, and its message. `close` is null for codes that
+ * only ever answer an HTTP request. The README's "Errors and close codes"
+ * section is generated from this table (`npm run readme`).
+ *
+ * A missed pong has no code of its own. The peer that missed it is terminated,
+ * so the session ends the way any lost peer ends it (`client_closed` or
+ * `upstream_closed`, and 1011 to the side still there): a terminated client
+ * could not read an `error` event, and the client of a silent upstream is told
+ * the same as for a dropped upstream connection, which is what it is.
  */
+
+/** The OpenAI error `type`s the relay reports. */
+export const OPENAI_ERROR_TYPES = ['invalid_request_error', 'insufficient_quota', 'rate_limit_error', 'server_error'] as const;
+
+export type OpenAIErrorType = (typeof OPENAI_ERROR_TYPES)[number];
+
+export interface ErrorEntry {
+  type: OpenAIErrorType;
+  /** HTTP status: before the upgrade, or from the admin API. */
+  status: number;
+  /** Close code after the upgrade; null for codes only reported over HTTP. */
+  close: number | null;
+  message: string;
+}
+
 export const ERRORS = {
+  // Sessions: refused before the upgrade with `status`, or ended after it with `close`.
   missing_api_key: { type: 'invalid_request_error', status: 401, close: 1008, message: 'No relay key was provided. Send "Authorization: Bearer <key>", or, from a browser, the subprotocol "openai-insecure-api-key.<key>".' },
   invalid_api_key: { type: 'invalid_request_error', status: 401, close: 1008, message: 'The relay key is not valid.' },
   key_disabled: { type: 'invalid_request_error', status: 401, close: 1008, message: 'The relay key has been disabled.' },
@@ -29,18 +55,50 @@ export const ERRORS = {
   client_error: { type: 'invalid_request_error', status: 400, close: 1002, message: 'The client connection failed.' },
   idle_timeout: { type: 'invalid_request_error', status: 408, close: 1000, message: 'The session was closed after being idle too long.' },
   session_expired: { type: 'invalid_request_error', status: 408, close: 1001, message: 'The session reached its maximum duration.' },
-  ping_timeout: { type: 'server_error', status: 408, close: 1011, message: 'A peer stopped answering pings.' },
   backpressure_stall: { type: 'server_error', status: 503, close: 1011, message: 'A peer stopped reading and the session stalled.' },
   session_cancelled: { type: 'invalid_request_error', status: 409, close: 1000, message: 'The session was cancelled by an operator.' },
   billing_unavailable: { type: 'server_error', status: 503, close: 1011, message: 'Usage could not be recorded; the session was closed so that nothing goes unbilled.' },
   internal_error: { type: 'server_error', status: 500, close: 1011, message: 'The relay failed unexpectedly.' },
-} as const satisfies Record<string, { type: string; status: number; close: number; message: string }>;
+  // Answered over HTTP only: a request to the realtime endpoint that is not an upgrade, and the admin API
+  // (`relay keys` refuses the same input with the same codes).
+  upgrade_required: { type: 'invalid_request_error', status: 426, close: null, message: 'This endpoint speaks WebSocket: send an Upgrade request.' },
+  missing_admin_token: { type: 'invalid_request_error', status: 401, close: null, message: 'The admin API needs "Authorization: Bearer <ADMIN_TOKEN>".' },
+  invalid_admin_token: { type: 'invalid_request_error', status: 401, close: null, message: 'The admin token is not valid.' },
+  invalid_json: { type: 'invalid_request_error', status: 400, close: null, message: 'The request body must be a JSON object.' },
+  invalid_input: { type: 'invalid_request_error', status: 400, close: null, message: 'A parameter is not valid.' },
+  invalid_amount: { type: 'invalid_request_error', status: 400, close: null, message: 'An amount is not valid.' },
+  invalid_key_name: { type: 'invalid_request_error', status: 400, close: null, message: 'A key name has no control characters and no bidirectional overrides or isolates.' },
+  unknown_parameter: { type: 'invalid_request_error', status: 400, close: null, message: 'The request has a parameter this endpoint does not take.' },
+  invalid_key_ref: { type: 'invalid_request_error', status: 400, close: null, message: 'A key is named by its id or its name: 1 to 200 printable characters.' },
+  invalid_session_id: { type: 'invalid_request_error', status: 400, close: null, message: 'A session id looks like "sess_" followed by 32 hex digits.' },
+  key_not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No key has this id or name.' },
+  session_not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No live session has this id (it may have ended).' },
+  not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No such admin endpoint.' },
+  key_name_taken: { type: 'invalid_request_error', status: 409, close: null, message: 'Another key already has this name.' },
+  session_closing: { type: 'invalid_request_error', status: 409, close: null, message: 'The session is already closing.' },
+  request_too_large: { type: 'invalid_request_error', status: 413, close: null, message: 'The request body is too large.' },
+  ledger_unavailable: { type: 'server_error', status: 503, close: null, message: 'The ledger cannot be reached.' },
+} as const satisfies Record<string, ErrorEntry>;
 
-export type ErrorCode = keyof typeof ERRORS;
+/** Every code in the table. */
+export type AnyErrorCode = keyof typeof ERRORS;
 
+/** The codes a session can be refused or ended with: those with a close code. */
+export type ErrorCode = { [K in AnyErrorCode]: (typeof ERRORS)[K]['close'] extends number ? K : never }[AnyErrorCode];
+
+/** OpenAI's HTTP error envelope, `{"error":{"message","type","code","param"}}`, for any code in the table. */
+export function errorBody(
+  code: AnyErrorCode,
+  message: string = ERRORS[code].message,
+  param: string | null = null,
+): { error: { message: string; type: OpenAIErrorType; code: AnyErrorCode; param: string | null } } {
+  return { error: { message, type: ERRORS[code].type, code, param } };
+}
+
+/** An error that can refuse a handshake or end a session: its code has both a status and a close code. */
 export class RelayError extends Error {
   readonly code: ErrorCode;
-  readonly type: string;
+  readonly type: OpenAIErrorType;
   readonly status: number;
   readonly closeCode: number;
   /** Sent as `Retry-After` when the error refuses a handshake. */
@@ -58,8 +116,8 @@ export class RelayError extends Error {
   }
 
   /** OpenAI's HTTP error body. */
-  toBody(): { error: { message: string; type: string; code: string; param: null } } {
-    return { error: { message: this.message, type: this.type, code: this.code, param: null } };
+  toBody(): ReturnType<typeof errorBody> {
+    return errorBody(this.code, this.message);
   }
 
   /** OpenAI's Realtime `error` server event. */

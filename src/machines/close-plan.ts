@@ -1,4 +1,4 @@
-import { ERRORS } from '../errors.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
 import { INTERNAL_ERROR, NORMAL_CLOSURE, mapCloseCode } from '../protocol/close-codes.js';
 import { CANCEL_ERRORS, type ErrorInfo, type SessionOutcome } from './session.js';
 
@@ -21,7 +21,7 @@ function errorClose(error: ErrorInfo): SideClose {
   return { code: error.closeCode, reason: error.code, error };
 }
 
-function infoFor(code: keyof typeof ERRORS): ErrorInfo {
+function infoFor(code: ErrorCode): ErrorInfo {
   return { code, message: ERRORS[code].message, closeCode: ERRORS[code].close };
 }
 

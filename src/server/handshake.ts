@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
-import { RelayError } from '../errors.js';
+import { ERRORS, RelayError, errorBody } from '../errors.js';
 import { parseOfferedProtocols, type OfferedProtocols } from '../protocol/subprotocols.js';
 import type { Admission, Gatekeeper, HandshakeAttempt } from './ports.js';
 import type { UpgradeEnv } from './upgrade.js';
@@ -77,7 +77,7 @@ export interface HandshakeOptions {
 export function handshake(options: HandshakeOptions): MiddlewareHandler<HandshakeEnv> {
   return createMiddleware<HandshakeEnv>(async function handshakeMiddleware(c, next) {
     if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') {
-      return c.json({ error: { message: 'This endpoint speaks WebSocket: send an Upgrade request.', type: 'invalid_request_error', code: 'upgrade_required', param: null } }, 426);
+      return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
     }
     if (options.isShuttingDown()) return refuse(c, new RelayError('server_shutting_down'));
     const shake = readHandshake(c, c.env.incoming);

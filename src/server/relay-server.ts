@@ -6,7 +6,7 @@ import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createActor, type InspectionEvent, type Observer } from 'xstate';
-import { RelayError } from '../errors.js';
+import { ERRORS, RelayError } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
@@ -223,7 +223,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     async close() {
       shuttingDown = true;
       registry.cancelAll('shutdown');
-      for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: 1001 } } satisfies SessionEvent);
+      for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: ERRORS.server_shutting_down.close } } satisfies SessionEvent);
       await registry.empty();
       await closeServer(server);
     },

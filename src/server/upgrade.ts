@@ -3,6 +3,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Hono } from 'hono';
 import type { WebSocket, WebSocketServer } from 'ws';
+import { ERRORS, errorBody } from '../errors.js';
 
 /**
  * Upgrade requests go through the same Hono app as every other request, so
@@ -59,8 +60,8 @@ export function routeUpgrades(server: Server, app: Hono<UpgradeEnv>, wss: WebSoc
       try {
         response = await app.fetch(upgradeRequest(request), env);
       } catch {
-        response = new Response(JSON.stringify({ error: { message: 'The relay failed unexpectedly.', type: 'server_error', code: 'internal_error', param: null } }), {
-          status: 500,
+        response = new Response(JSON.stringify(errorBody('internal_error')), {
+          status: ERRORS.internal_error.status,
           headers: { 'content-type': 'application/json' },
         });
       }

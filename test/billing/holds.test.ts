@@ -57,6 +57,15 @@ function expectOneResponseAtATime(answers: ReceivedEvent[], clients: TestClient[
   expect(refused).toEqual(Array.from({ length: clients.length - 1 }, () => 'insufficient_quota'));
 }
 
+/** All ask at once; exactly one runs, to its `response.done`, and its charge takes the balance below zero: that client is told and its session ends. */
+async function runOneResponse(clients: TestClient[]): Promise<void> {
+  const answers = await askAllAtOnce(clients);
+  expectOneResponseAtATime(answers, clients);
+  const runner = clients[answers.findIndex((answer) => answer.type === 'response.created')]!;
+  await runner.next('response.done', 10_000);
+  expect((await runner.closedWith(10_000)).code).toBe(1008);
+}
+
 function expectBoundedOverspend(book: KeyBook): void {
   expect(book.charges.map((charge) => charge.costNano)).toEqual([COST]);
   expect(book.balanceNano).toBe(BALANCE - COST);
@@ -71,12 +80,7 @@ describe('holds on a key shared by many sessions', () => {
     const { key, record } = await stack.createKey({ balanceNano: BALANCE });
     const clients = Array.from({ length: SESSIONS }, () => stack.connect(key));
 
-    const answers = await askAllAtOnce(clients);
-    expectOneResponseAtATime(answers, clients);
-    const runner = clients[answers.findIndex((answer) => answer.type === 'response.created')]!;
-    await runner.next('response.done', 10_000);
-    // Its charge took the balance below zero: the client is told and the session ends.
-    expect((await runner.closedWith(10_000)).code).toBe(1008);
+    await runOneResponse(clients);
 
     for (const client of clients) client.close();
     await stack.idle();
@@ -134,11 +138,7 @@ describe('holds on a key shared by many sessions', () => {
       const { key, record } = await ledger.createKey({ name: 'shared', balanceNano: BALANCE });
       for (let i = 0; i < SESSIONS; i++) clients.push(TestClient.connect(relays[i % 2]!.realtimeUrl(), { key }));
 
-      const answers = await askAllAtOnce(clients);
-      expectOneResponseAtATime(answers, clients);
-      const runner = clients[answers.findIndex((answer) => answer.type === 'response.created')]!;
-      await runner.next('response.done', 10_000);
-      expect((await runner.closedWith(10_000)).code).toBe(1008);
+      await runOneResponse(clients);
 
       for (const client of clients) client.close();
       await Promise.all(clients.map((client) => client.closedWith(10_000)));

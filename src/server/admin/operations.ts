@@ -1,5 +1,6 @@
 import type { KeyRecord, Ledger, NewKey, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
 import { formatUsd, MAX_BALANCE_NANO, MAX_BALANCE_USD, parseUsd } from '../../billing/prices.js';
+import type { AnyErrorCode } from '../../errors.js';
 
 /**
  * Key and usage operations as an operator sees them. `relay keys|usage` and
@@ -7,7 +8,8 @@ import { formatUsd, MAX_BALANCE_NANO, MAX_BALANCE_USD, parseUsd } from '../../bi
  * module, so a key looks the same from the command line and over HTTP.
  */
 
-export type InputErrorCode = 'invalid_amount' | 'invalid_input' | 'invalid_key_name' | 'unknown_parameter';
+/** Codes from the one table (src/errors.ts): the admin API answers them with its status, the CLI exits 2. */
+export type InputErrorCode = Extract<AnyErrorCode, 'invalid_amount' | 'invalid_input' | 'invalid_key_name' | 'unknown_parameter'>;
 
 /** Bad operator input. `param` names the field (snake_case); the CLI shows it as `--flag`. */
 export class InputError extends Error {
