@@ -24,7 +24,7 @@ import pg from 'pg';
 import { fileLimits } from './lib/ipc.js';
 import { chart, markdown, ratioText, targets } from './lib/report.js';
 import { VARIANT_LABELS, type AudioStep, type MachineInfo, type RunResult, type Variant } from './lib/results.js';
-import { audioStep, floodStep, idleStep, isolationStep, setupStep, FRAME_MS, type StepContext } from './lib/steps.js';
+import { audioStep, buildRelayChild, floodStep, idleStep, isolationStep, setupStep, FRAME_MS, type StepContext } from './lib/steps.js';
 
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 const ALL_VARIANTS: Variant[] = ['direct', 'pipe', 'relay', 'relay-pg'];
@@ -122,6 +122,8 @@ async function main(): Promise<void> {
   const log = (line: string) => console.log(`[${((Date.now() - began) / 1000).toFixed(0).padStart(4)} s] ${line}`);
   const startedAt = new Date();
   mkdirSync(RESULTS, { recursive: true });
+  log('building the relay process (tsconfig.bench.json)');
+  buildRelayChild();
   const profileDir = options.profile ? `${RESULTS}profiles` : null;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env node
-// The relay is written in TypeScript and run through tsx's loader, so the
-// package needs no build step before `npm start`.
-import { register } from 'tsx/esm/api';
+// Runs the compiled relay: `npm install` builds it to dist/ (the prepare
+// script), `npm run build` rebuilds it. Running JavaScript rather than the
+// TypeScript source keeps a compiler out of the process users run.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-register();
-await import('../src/cli/main.ts');
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(fileURLToPath(main))) {
+  process.stderr.write('realtime-relay is not built (dist/cli/main.js is missing): run npm run build\n');
+  process.exit(1);
+}
+await import(main.href);

@@ -5,6 +5,7 @@
  */
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { writeHeapSnapshot } from 'node:v8';
 import { startRelay } from '../../src/app/start.js';
@@ -52,6 +53,18 @@ export interface LedgerCounts {
 const args = childArgs<RelayChildArgs>();
 mkdirSync(args.dataDir, { recursive: true });
 const counts: LedgerCounts = { openSession: 0, recordCharge: 0, settleSession: 0, heartbeat: 0 };
+
+/*
+ * Full (mark-compact) collections since start: the pauses that stall every
+ * session at once. The memory probe's own gc() calls count too, so steps read
+ * this around their measuring window only.
+ */
+let fullGcs = 0;
+new PerformanceObserver(function gcObserverOnEntries(list) {
+  for (const entry of list.getEntries()) {
+    if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) fullGcs++;
+  }
+}).observe({ entryTypes: ['gc'] });
 
 function memory(collect: boolean): MemoryReport {
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -128,6 +141,7 @@ serve(
     memory: (collect: boolean) => memory(collect),
     ledger: (): LedgerCounts => ({ ...counts }),
     sessions: () => relay.sessions(),
+    fullGcs: () => fullGcs,
     stop: () => relay.stop(),
     /** Writes a heap snapshot into `dir` and returns its path. */
     heapSnapshot: (dir: string) => writeHeapSnapshot(join(dir, `${args.variant}-${Date.now()}.heapsnapshot`)),

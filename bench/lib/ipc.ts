@@ -95,10 +95,11 @@ export class Child<Ready = unknown> {
     return this.process.pid!;
   }
 
-  /** Starts `script` (a .ts file, run through tsx) with `args` and waits for its ready message. */
+  /** Starts `script` (a .ts file, run through tsx, or compiled .js) with `args` and waits for its ready message. */
   static async start<R>(name: string, script: URL, args: unknown, options: SpawnOptions = {}): Promise<Child<R>> {
     const limits = fileLimits();
-    const node = [...(options.nodeFlags ?? []), '--import', 'tsx', fileURLToPath(script), JSON.stringify(args)];
+    const loader = script.pathname.endsWith('.ts') ? ['--import', 'tsx'] : [];
+    const node = [...(options.nodeFlags ?? []), ...loader, fileURLToPath(script), JSON.stringify(args)];
     // The soft open-file limit is raised to the hard one where the shell allows it; `exec` keeps the pid.
     const raise = limits.soft < limits.hard ? `ulimit -Sn ${Number.isFinite(limits.hard) ? limits.hard : 'unlimited'} 2>/dev/null; ` : '';
     const quoted = [process.execPath, ...node].map((part) => `'${part.replaceAll("'", "'\\''")}'`).join(' ');

@@ -42,6 +42,8 @@ export interface AudioStep {
   cpuPerFrameUs: number | null;
   rssMb: number | null;
   heapPerSessionKb: number | null;
+  /** Full (mark-compact) collections in the relay process during the window. */
+  fullGcs: number | null;
   ledgerWritesPerS: number | null;
   chargesPerS: number | null;
   responsesPerS: number;
@@ -92,6 +94,11 @@ export interface IdleStep {
   externalPerSessionKb: number;
   heapUsedMb: number;
   rssMb: number;
+  /** The relay process's RSS before any session (after a full GC). */
+  restRssMb: number;
+  /** Its RSS once every idle session has closed (after a full GC): what it gave back. */
+  closedRssMb: number;
+  closedHeapUsedMb: number;
 }
 
 export interface IsolationStep {

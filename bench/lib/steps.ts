@@ -3,9 +3,12 @@
  * load, a warm-up, then a measured window. Nothing carries over between
  * steps, so each variant starts from the same state.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { LoadCounters } from '../children/loadgen.js';
 import type { LedgerCounts, MemoryReport, RelayChildArgs, RelayReady } from '../children/relay.js';
@@ -16,7 +19,19 @@ import { cpuPercent, machineBusyPercent, sampleMachine, sampleProcess, type Mach
 import type { AudioStep, CpuShare, FloodDirection, FloodStep, IdleStep, IsolationStep, SetupStep, Variant } from './results.js';
 
 const SIMULATOR = new URL('../children/simulator.ts', import.meta.url);
-const RELAY = new URL('../children/relay.ts', import.meta.url);
+/*
+ * The relay process runs compiled JavaScript (tsconfig.bench.json, built by
+ * buildRelayChild), as `npm start` runs the relay: a TypeScript loader in it
+ * would add its own memory and CPU to what is measured.
+ */
+const RELAY = new URL('../../dist/bench-run/bench/children/relay.js', import.meta.url);
+
+/** Compiles the relay process (incremental: seconds when nothing changed). */
+export function buildRelayChild(): void {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.bench.json'], { cwd: root, stdio: 'inherit' });
+}
 const LOADGEN = new URL('../children/loadgen.ts', import.meta.url);
 const PATH = '/v1/realtime?model=gpt-realtime';
 /** 24 kHz PCM16 mono: 48,000 bytes a second, 960 per 20 ms frame. */
@@ -180,6 +195,16 @@ function relayMemory(stack: Stack): Promise<MemoryReport | null> {
   return stack.relay ? stack.relay.call<MemoryReport>('memory', true) : Promise.resolve(null);
 }
 
+function fullGcs(stack: Stack): Promise<number | null> {
+  return stack.relay ? stack.relay.call<number>('fullGcs') : Promise.resolve(null);
+}
+
+/** Waits (bounded) until the relay has let go of every session, so that what it still holds is what it kept. */
+async function drained(stack: Stack, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (stack.relay && Date.now() < deadline && (await stack.relay.call<number>('sessions')) > 0) await delay(200);
+}
+
 function pct(histogram: ReturnType<Histogram['toJSON']>): Percentiles {
   return percentiles(Histogram.fromJSON(histogram));
 }
@@ -214,9 +239,11 @@ export async function audioStep(context: StepContext, variant: Variant, options:
     context.log(`    ${connected.connected} sessions open in ${(connected.ms / 1000).toFixed(1)} s${connected.failed ? `, ${connected.failed} failed (${connected.failures[0]})` : ''}`);
     await stack.loadgen.call('startAudio', { intervalMs: FRAME_MS, responseStaggerMs: Math.min(3_000, options.responseChunks * FRAME_MS) });
     await delay(options.warmupS * 1000);
+    const gcsBefore = await fullGcs(stack);
     const opened = await openWindow(stack);
     await delay(options.windowS * 1000);
     const closed = await closeWindow(stack, opened);
+    const gcsAfter = await fullGcs(stack);
     await stack.loadgen.call('stopTraffic');
     const after = await relayMemory(stack);
     await stack.loadgen.call('closeAll');
@@ -240,6 +267,7 @@ export async function audioStep(context: StepContext, variant: Variant, options:
       cpuPerFrameUs: closed.relayCpuMs === null ? null : (closed.relayCpuMs * 1000) / Math.max(1, framesForwarded),
       rssMb: closed.relayRss === null ? null : closed.relayRss / 2 ** 20,
       heapPerSessionKb: before && after ? (after.heapUsed - before.heapUsed) / 1024 / Math.max(1, connected.connected) : null,
+      fullGcs: gcsBefore === null || gcsAfter === null ? null : gcsAfter - gcsBefore,
       ledgerWritesPerS: closed.ledgerWrites === null ? null : closed.ledgerWrites / seconds,
       chargesPerS: closed.charges === null ? null : closed.charges / seconds,
       responsesPerS: load.responsesDone / seconds,
@@ -355,6 +383,10 @@ export async function idleStep(context: StepContext, variant: Variant, options: 
     const after = (await relayMemory(stack))!;
     if (context.profileDir) context.log(`    heap snapshot: ${await stack.relay.call<string>('heapSnapshot', context.profileDir, 300_000)}`);
     await stack.loadgen.call('closeAll', null, 600_000);
+    await drained(stack, 30_000);
+    // Freed memory goes back to the allocator at once, to the system over the next second or so.
+    await delay(1000);
+    const closed = (await relayMemory(stack))!;
     const per = (bytes: number) => bytes / 1024 / Math.max(1, connected.connected);
     return {
       variant,
@@ -367,6 +399,9 @@ export async function idleStep(context: StepContext, variant: Variant, options: 
       externalPerSessionKb: per(after.external - before.external),
       heapUsedMb: after.heapUsed / 2 ** 20,
       rssMb: after.rss / 2 ** 20,
+      restRssMb: before.rss / 2 ** 20,
+      closedRssMb: closed.rss / 2 ** 20,
+      closedHeapUsedMb: closed.heapUsed / 2 ** 20,
     };
   });
 }

@@ -102,26 +102,29 @@ const PLACE_HOLD = `
   FROM keys WHERE id = $2 AND NOT EXISTS (SELECT 1 FROM held)`;
 
 /*
- * A new charge's debit; a response's charge also captures (releases) the
- * session's oldest hold. Runs with the session row locked.
+ * A session's opening in one statement. Without its key nothing is written,
+ * not even the heartbeat, as a transaction that failed on the key would have
+ * left it. The heartbeat is written because an instance that opens a session
+ * is alive, even before its first heartbeat.
  */
-const DEBIT_AND_RELEASE = `
-  WITH released AS (
-    DELETE FROM holds
-    WHERE $4::boolean AND id = (SELECT id FROM holds WHERE session_id = $3 ORDER BY id LIMIT 1)
-    RETURNING amount_nano
+const OPEN_SESSION = `
+  WITH key AS (
+    SELECT id FROM keys WHERE id = $2
+  ), session AS (
+    INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at)
+    SELECT $1, id, $3, $4, $5, $6 FROM key ON CONFLICT (id) DO NOTHING
+  ), beat AS (
+    INSERT INTO instances (id, heartbeat_at) SELECT $5, now() FROM key
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
   )
-  UPDATE keys SET balance_nano = balance_nano - $1::bigint,
-    held_nano = held_nano - COALESCE((SELECT amount_nano FROM released), 0)
-  WHERE id = $2 RETURNING balance_nano`;
+  SELECT EXISTS (SELECT 1 FROM key) AS key_found`;
 
-/** Releases every hold a session still has. Runs with the session row locked. */
-const RELEASE_SESSION_HOLDS = `
-  WITH released AS (
-    DELETE FROM holds WHERE session_id = $1 RETURNING amount_nano
-  )
-  UPDATE keys SET held_nano = held_nano - (SELECT SUM(amount_nano) FROM released)
-  WHERE id = (SELECT key_id FROM sessions WHERE id = $1) AND EXISTS (SELECT 1 FROM released)`;
+/** What the ledger's write functions (migration 3) report besides their figures. */
+type WriteOutcome = 'applied' | 'replayed' | 'session_not_found' | 'key_mismatch';
+
+/* Each is one round trip; the steps and why they are in this order are in migration 3. */
+const RECORD_CHARGE = 'SELECT outcome, balance_nano, spend_nano FROM ledger_record_charge($1, $2, $3, $4, $5, $6, $7)';
+const SETTLE_SESSION = 'SELECT outcome, total_nano, charge_count FROM ledger_settle_session($1, $2, $3, $4, $5)';
 
 export async function openPostgresLedger(databaseUrl: string, options: PostgresLedgerOptions = {}): Promise<Ledger> {
   const location = describeLocation(databaseUrl);
@@ -242,6 +245,10 @@ type Queryable = Pick<pg.PoolClient, 'query'>;
  * session row, then the key row only to release holds.
  * Locking the session first also means a settlement waits for a charge in
  * flight and then counts it.
+ *
+ * Every hot-path write (open, hold, charge, settlement) is one statement, so
+ * one round trip and its own transaction: no connection is held across round
+ * trips, and none is left mid-transaction when the network drops.
  */
 class PostgresLedger implements Ledger {
   readonly kind = 'postgres' as const;
@@ -307,17 +314,15 @@ class PostgresLedger implements Ledger {
   }
 
   async openSession(session: SessionOpen): Promise<void> {
-    await this.transaction(async (client) => {
-      const key = await client.query('SELECT 1 FROM keys WHERE id = $1', [session.keyId]);
-      if (key.rowCount === 0) keyNotFound(session.keyId);
-      await client.query(
-        `INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
-        [session.id, session.keyId, session.model, session.upstream, session.instanceId, session.startedAt],
-      );
-      // An instance that opens a session is alive, even before its first heartbeat.
-      await upsertHeartbeat(client, session.instanceId);
-    });
+    const { rows } = await this.query<{ key_found: boolean }>(OPEN_SESSION, [
+      session.id,
+      session.keyId,
+      session.model,
+      session.upstream,
+      session.instanceId,
+      session.startedAt,
+    ]);
+    if (!rows[0].key_found) keyNotFound(session.keyId);
   }
 
   async placeHold(hold: HoldInput): Promise<HoldResult> {
@@ -336,42 +341,23 @@ class PostgresLedger implements Ledger {
 
   async recordCharge(charge: ChargeInput): Promise<ChargeResult> {
     assertCost(charge.costNano);
-    return this.transaction(async (client) => {
-      const session = await client.query<{ key_id: string; spend_nano: bigint }>(
-        'SELECT key_id, spend_nano FROM sessions WHERE id = $1 FOR NO KEY UPDATE',
-        [charge.sessionId],
-      );
-      const row = session.rows[0] ?? sessionNotFound(charge.sessionId);
-      if (row.key_id !== charge.keyId) chargeKeyMismatch(charge.sessionId, charge.keyId);
-      const inserted = await client.query(
-        `INSERT INTO charges (session_id, key_id, kind, item_id, model, cost_nano, usage_json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (session_id, kind, item_id) DO NOTHING RETURNING id`,
-        [charge.sessionId, charge.keyId, charge.kind, charge.itemId, charge.model, charge.costNano, toJsonText(charge.usage)],
-      );
-      if (inserted.rowCount === 0) {
-        const key = await client.query<{ balance_nano: bigint }>('SELECT balance_nano FROM keys WHERE id = $1', [charge.keyId]);
-        return { applied: false, balanceNano: key.rows[0].balance_nano, sessionSpendNano: row.spend_nano };
-      }
-      // One atomic UPDATE: concurrent debits of the same key queue on its row
-      // lock and each subtracts from the balance the previous one left. Only a
-      // new charge gets here, so a replay releases no hold.
-      const key = await client.query<{ balance_nano: bigint }>(DEBIT_AND_RELEASE, [
-        charge.costNano,
-        charge.keyId,
-        charge.sessionId,
-        charge.kind === 'response',
-      ]);
-      const spent = await client.query<{ spend_nano: bigint }>(
-        'UPDATE sessions SET spend_nano = spend_nano + $1 WHERE id = $2 RETURNING spend_nano',
-        [charge.costNano, charge.sessionId],
-      );
-      return { applied: true, balanceNano: key.rows[0].balance_nano, sessionSpendNano: spent.rows[0].spend_nano };
-    });
+    const { rows } = await this.query<{ outcome: WriteOutcome; balance_nano: bigint; spend_nano: bigint }>(RECORD_CHARGE, [
+      charge.sessionId,
+      charge.keyId,
+      charge.kind,
+      charge.itemId,
+      charge.model,
+      charge.costNano,
+      toJsonText(charge.usage),
+    ]);
+    const row = rows[0];
+    if (row.outcome === 'session_not_found') sessionNotFound(charge.sessionId);
+    if (row.outcome === 'key_mismatch') chargeKeyMismatch(charge.sessionId, charge.keyId);
+    return { applied: row.outcome === 'applied', balanceNano: row.balance_nano, sessionSpendNano: row.spend_nano };
   }
 
   async settleSession(settlement: SettlementInput): Promise<SettlementResult> {
-    return this.transaction((client) => settle(client, settlement));
+    return this.run((client) => settle(client, settlement));
   }
 
   async heartbeat(instanceId: string): Promise<void> {
@@ -398,7 +384,7 @@ class PostgresLedger implements Ledger {
         options.instanceId,
         now,
       );
-      const result = await this.transaction((client) => settle(client, settlement));
+      const result = await this.run((client) => settle(client, settlement));
       if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano });
     }
     return recovered;
@@ -458,30 +444,6 @@ class PostgresLedger implements Ledger {
     }
   }
 
-  private async transaction<T>(work: (client: Queryable) => Promise<T>): Promise<T> {
-    this.assertOpen();
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (error) {
-      throw translate(error, this.location);
-    }
-    let broken = false;
-    try {
-      await client.query('BEGIN');
-      const result = await work(client);
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      // If even ROLLBACK fails the connection is gone; destroy it rather than
-      // hand a half-open transaction to the next caller.
-      await client.query('ROLLBACK').catch(() => (broken = true));
-      throw translate(error, this.location);
-    } finally {
-      client.release(broken);
-    }
-  }
-
   private assertOpen(): void {
     if (this.closed) throw new LedgerError('ledger_unavailable', `${this.location} is closed.`);
   }
@@ -495,36 +457,15 @@ async function upsertHeartbeat(client: Queryable, instanceId: string): Promise<v
   );
 }
 
-/** Runs inside a transaction. */
 async function settle(client: Queryable, settlement: SettlementInput): Promise<SettlementResult> {
-  // Waits for any charge of this session still in flight, so the sum below includes it.
-  const session = await client.query('SELECT 1 FROM sessions WHERE id = $1 FOR NO KEY UPDATE', [settlement.sessionId]);
-  if (session.rowCount === 0) sessionNotFound(settlement.sessionId);
-  // Whatever the session still holds (a refused or unfinished response) goes back to its key.
-  await client.query(RELEASE_SESSION_HOLDS, [settlement.sessionId]);
-  const totals = await client.query<{ total_nano: bigint; charge_count: number }>(
-    `SELECT COALESCE(SUM(cost_nano), 0)::bigint AS total_nano, COUNT(*)::integer AS charge_count
-     FROM charges WHERE session_id = $1`,
-    [settlement.sessionId],
-  );
-  const { total_nano, charge_count } = totals.rows[0];
-  const inserted = await client.query(
-    `INSERT INTO settlements (session_id, status, total_nano, charge_count, end_reason, summary_json)
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (session_id) DO NOTHING RETURNING session_id`,
-    [settlement.sessionId, settlement.status, total_nano, charge_count, settlement.endReason, toJsonText(settlement.summary)],
-  );
-  if (inserted.rowCount === 0) {
-    const existing = await client.query<{ total_nano: bigint; charge_count: number }>(
-      'SELECT total_nano, charge_count FROM settlements WHERE session_id = $1',
-      [settlement.sessionId],
-    );
-    return { applied: false, totalNano: existing.rows[0].total_nano, chargeCount: existing.rows[0].charge_count };
-  }
-  await client.query('UPDATE sessions SET status = $2, ended_at = $3, end_reason = $4 WHERE id = $1', [
+  const { rows } = await client.query<{ outcome: WriteOutcome; total_nano: bigint; charge_count: number }>(SETTLE_SESSION, [
     settlement.sessionId,
     settlement.status,
     settlement.endedAt,
     settlement.endReason,
+    toJsonText(settlement.summary),
   ]);
-  return { applied: true, totalNano: total_nano, chargeCount: charge_count };
+  const row = rows[0];
+  if (row.outcome === 'session_not_found') sessionNotFound(settlement.sessionId);
+  return { applied: row.outcome === 'applied', totalNano: row.total_nano, chargeCount: row.charge_count };
 }

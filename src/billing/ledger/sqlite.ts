@@ -170,10 +170,17 @@ class SqliteLedger implements Ledger {
   private readonly db: Database.Database;
   private readonly location: string;
   private readonly statements;
+  /*
+   * One transaction wrapper for every write, made once: better-sqlite3 builds
+   * a new wrapper (and its BEGIN/COMMIT statements' bookkeeping) on each
+   * db.transaction() call, which the hot path would otherwise pay per write.
+   */
+  private readonly inTransaction: Database.Transaction<(work: () => unknown) => unknown>;
 
   constructor(db: Database.Database, location: string) {
     this.db = db;
     this.location = location;
+    this.inTransaction = db.transaction((work: () => unknown) => work());
     this.statements = {
       ping: db.prepare('SELECT 1'),
       insertKey: db.prepare(`INSERT INTO keys
@@ -182,7 +189,7 @@ class SqliteLedger implements Ledger {
         RETURNING *`),
       keyByName: db.prepare('SELECT 1 FROM keys WHERE name = ?'),
       keyByHash: db.prepare('SELECT * FROM keys WHERE key_hash = ?'),
-      keyById: db.prepare('SELECT * FROM keys WHERE id = ?'),
+      keyExists: db.prepare('SELECT 1 FROM keys WHERE id = ?').pluck(),
       keyByRef: db.prepare(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`),
       listKeys: db.prepare('SELECT * FROM keys ORDER BY created_at, name'),
       topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount WHERE id = (${KEY_BY_REF}) RETURNING *`),
@@ -212,12 +219,15 @@ class SqliteLedger implements Ledger {
       addSpend: db.prepare('UPDATE sessions SET spend_nano = spend_nano + @costNano WHERE id = @sessionId RETURNING spend_nano'),
       balanceOf: db.prepare('SELECT balance_nano FROM keys WHERE id = ?').pluck(),
       settlementOf: db.prepare('SELECT total_nano, charge_count FROM settlements WHERE session_id = ?'),
-      chargeTotals: db.prepare(
-        'SELECT COALESCE(SUM(cost_nano), 0) AS total_nano, COUNT(*) AS charge_count FROM charges WHERE session_id = ?',
-      ),
+      // Totals and settlement in one statement; a settled session's row stays as it was
+      // and nothing is returned. (The WHERE clause also keeps SQLite from reading
+      // ON CONFLICT as a join constraint.)
       insertSettlement: db.prepare(`INSERT INTO settlements
         (session_id, status, total_nano, charge_count, end_reason, summary_json, settled_at)
-        VALUES (@sessionId, @status, @totalNano, @chargeCount, @endReason, @summaryJson, @settledAt)`),
+        SELECT @sessionId, @status, COALESCE(SUM(cost_nano), 0), COUNT(*), @endReason, @summaryJson, @settledAt
+        FROM charges WHERE session_id = @sessionId
+        ON CONFLICT (session_id) DO NOTHING
+        RETURNING total_nano, charge_count`),
       endSession: db.prepare(
         'UPDATE sessions SET status = @status, ended_at = @endedAt, end_reason = @endReason WHERE id = @sessionId',
       ),
@@ -278,7 +288,7 @@ class SqliteLedger implements Ledger {
 
   async openSession(session: SessionOpen): Promise<void> {
     this.write(() => {
-      if (this.statements.keyById.get(session.keyId) === undefined) keyNotFound(session.keyId);
+      if (this.statements.keyExists.get(session.keyId) === undefined) keyNotFound(session.keyId);
       this.statements.insertSession.run({ ...session, startedAt: session.startedAt.getTime() });
       // An instance that opens a session is alive, even before its first heartbeat.
       this.statements.heartbeat.run({ id: session.instanceId, now: Date.now() });
@@ -415,22 +425,17 @@ class SqliteLedger implements Ledger {
     // Whatever the session still holds (a refused or unfinished response) goes back to its key.
     const released = (this.statements.releaseHolds.all(settlement.sessionId) as bigint[]).reduce((sum, amount) => sum + amount, 0n);
     if (released > 0n) this.statements.unholdKey.run({ releasedNano: released, keyId: session.key_id });
-    const existing = this.statements.settlementOf.get(settlement.sessionId) as
-      | { total_nano: bigint; charge_count: bigint }
-      | undefined;
-    if (existing !== undefined) {
-      return { applied: false, totalNano: existing.total_nano, chargeCount: Number(existing.charge_count) };
-    }
-    const totals = this.statements.chargeTotals.get(settlement.sessionId) as { total_nano: bigint; charge_count: bigint };
-    this.statements.insertSettlement.run({
+    const totals = this.statements.insertSettlement.get({
       sessionId: settlement.sessionId,
       status: settlement.status,
-      totalNano: totals.total_nano,
-      chargeCount: totals.charge_count,
       endReason: settlement.endReason,
       summaryJson: toJsonText(settlement.summary),
       settledAt: Date.now(),
-    });
+    }) as { total_nano: bigint; charge_count: bigint } | undefined;
+    if (totals === undefined) {
+      const existing = this.statements.settlementOf.get(settlement.sessionId) as { total_nano: bigint; charge_count: bigint };
+      return { applied: false, totalNano: existing.total_nano, chargeCount: Number(existing.charge_count) };
+    }
     this.statements.endSession.run({
       sessionId: settlement.sessionId,
       status: settlement.status,
@@ -452,7 +457,7 @@ class SqliteLedger implements Ledger {
   private write<T>(work: () => T): T {
     this.assertOpen();
     try {
-      return this.db.transaction(work).immediate();
+      return this.inTransaction.immediate(work) as T;
     } catch (error) {
       throw translate(error, this.location);
     }
