@@ -632,11 +632,11 @@ describe('lifecycle', () => {
     sim.queueHandshakeFault({ kind: 'hang' });
     const hanging = new WebSocket(sim.url + '${OPENAI_PATH}', { headers: { Authorization: 'Bearer k' } });
     hanging.on('error', () => {});
-    while (sim.openSockets < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (sim.socketCount < 2) await new Promise((resolve) => setTimeout(resolve, 5));
     const during = census();
     await sim.close();
     await Promise.all([streaming, hanging].map((ws) => ws.readyState === WebSocket.CLOSED || new Promise((resolve) => ws.once('close', resolve))));
-    console.log(JSON.stringify({ during, after: census(), openSockets: sim.openSockets }));
+    console.log(JSON.stringify({ during, after: census(), openSockets: sim.socketCount }));
   `;
 
   it('leaves no handle or timer behind after close()', async () => {

@@ -72,7 +72,7 @@ serve(
       return { ...counters, up: up.toJSON() };
     },
     sessions() {
-      return { connections: simulator.connections, openSockets: simulator.openSockets };
+      return { connections: simulator.connections, openSockets: simulator.socketCount };
     },
   },
   { url: simulator.url },

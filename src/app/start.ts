@@ -17,7 +17,7 @@ import { createRelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
 import { adminApp } from '../server/admin/index.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
-import type { LinkObserver } from '../server/session-link.js';
+import type { SessionObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
 import type { Upstream } from '../server/upstream.js';
 import { createLimits } from '../limits/index.js';
@@ -58,7 +58,7 @@ async function chooseUpstreams(settings: Settings): Promise<{ config: UpstreamCo
  * (401/403) is an operator error: it is skipped for the next upstream, and
  * logged as an error so that it does not go unnoticed behind the failover.
  */
-function dialLog(log: Logger): LinkObserver {
+function dialLog(log: Logger): SessionObserver {
   return {
     dialFailed(link, upstream, error) {
       const fields = { sessionId: link.sessionId, upstream, code: error.code, detail: error.message };

@@ -13,7 +13,7 @@ export interface TransitionInfo {
 export interface MachineDescription {
   id: string;
   initial: string;
-  states: Array<{ name: string; final: boolean; entry: string[]; invokes: string[]; delays: string[] }>;
+  states: Array<{ name: string; final: boolean; entry: string[]; invokes: string[]; delays: string[]; /** A compound state's initial child. */ initial: string | null }>;
   events: string[];
   transitions: TransitionInfo[];
 }
@@ -61,6 +61,7 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
         entry: node.entry.map(actionName).filter((name) => name !== 'inline'),
         invokes: node.invoke.map((i) => String(i.src)),
         delays: node.after.map((t) => String(t.delay)),
+        initial: node.initial?.target?.[0] ? stateName(node.initial.target[0]) : null,
       });
     }
     for (const [descriptor, list] of node.transitions) {
@@ -91,18 +92,33 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
   };
 }
 
-/** The machine as a Mermaid state diagram: the README's picture is this output. */
+/** The machine as a Mermaid state diagram: the README's picture is this output. Compound states are drawn as nested blocks. */
 export function toMermaid(machine: AnyStateMachine): string {
   const description = describeMachine(machine);
-  const lines = ['stateDiagram-v2', `  [*] --> ${description.initial}`];
-  for (const t of description.transitions) {
-    const source = t.source === description.id ? description.states.filter((s) => !s.final).map((s) => s.name) : [t.source];
-    const label = `${t.event}${t.guard ? ` [${t.guard}]` : ''}`;
-    for (const from of source) {
-      if (from === t.target && t.source !== description.id) lines.push(`  ${from} --> ${from} : ${label}`);
-      else lines.push(`  ${from} --> ${t.target} : ${label}`);
+  const parentOf = (name: string) => name.split('.').slice(0, -1).join('.');
+  const local = (name: string) => name.split('.').at(-1)!;
+  const block = (parent: string, indent: string): string[] => {
+    const lines: string[] = [];
+    const node = parent ? machine.getStateNodeById(`${description.id}.${parent}`) : machine.root;
+    const initial = node.initial?.target?.[0];
+    if (initial) lines.push(`${indent}[*] --> ${local(stateName(initial))}`);
+    for (const t of description.transitions) {
+      const isRoot = t.source === description.id;
+      if (isRoot ? parent !== '' : parentOf(t.source) !== parent) continue;
+      const sources = isRoot ? description.states.filter((s) => !s.final && parentOf(s.name) === '').map((s) => s.name) : [t.source];
+      const label = `${t.event}${t.guard ? ` [${t.guard}]` : ''}`;
+      // A transition into a compound state's child is drawn to the compound state it enters.
+      const target = parentOf(t.target) === parent ? t.target : t.target.split('.').slice(0, parent ? parent.split('.').length + 1 : 1).join('.');
+      for (const from of sources) lines.push(`${indent}${local(from)} --> ${local(target)} : ${label}`);
     }
-  }
-  for (const state of description.states) if (state.final) lines.push(`  ${state.name} --> [*]`);
-  return lines.join('\n');
+    for (const state of description.states) {
+      if (parentOf(state.name) !== parent) continue;
+      if (state.final) lines.push(`${indent}${local(state.name)} --> [*]`);
+      else if (description.states.some((child) => parentOf(child.name) === state.name)) {
+        lines.push(`${indent}state ${local(state.name)} {`, ...block(state.name, `${indent}  `), `${indent}}`);
+      }
+    }
+    return lines;
+  };
+  return ['stateDiagram-v2', ...block('', '  ')].join('\n');
 }

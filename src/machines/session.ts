@@ -1,5 +1,10 @@
-import { assign, fromCallback, fromPromise, setup } from 'xstate';
+import { assign, fromCallback, fromPromise, setup, type SnapshotFrom, type StateValue } from 'xstate';
 import type { ErrorCode } from '../errors.js';
+import { closePlan } from './close-plan.js';
+import type { SessionSummary } from '../server/ports.js';
+import type { SessionPorts } from './legs.js';
+
+export type { ClientLeg, ClosableLeg, Report, SessionPorts, UpstreamLeg } from './legs.js';
 
 /** Why a session was cancelled from outside its sockets. */
 export type CancelReason =
@@ -43,7 +48,9 @@ export type SessionEvent =
   | { type: 'CANCEL'; reason: CancelReason }
   | { type: 'RESPONSE_REQUESTED' }
   | { type: 'RESPONSE_CREATED'; responseId: string }
-  | { type: 'RESPONSE_DONE'; responseId: string };
+  | { type: 'RESPONSE_DONE'; responseId: string }
+  /** Both sockets are closed: the codes each closed with, as its socket saw them (null: it already was, or never opened). */
+  | { type: 'SOCKETS_CLOSED'; clientCode: number | null; upstreamCode: number | null };
 
 /** The first fact that ended relaying; it decides what each side is told. */
 export type EndCause =
@@ -63,35 +70,19 @@ export interface SessionOutcome {
   targetClosed: CloseInfo | null;
   /** Whether the upstream ever answered (the dial completed). */
   upstreamOpened: boolean;
+  /** The codes the sockets finally closed with; null until both are closed. */
+  closeCodes: CloseCodes | null;
 }
 
-/**
- * What a session machine needs from the world. The server implements it over
- * real sockets; the machine never touches a socket itself.
- */
-export interface SessionPorts {
-  /** Dial the upstream; resolve once it has sent its first frame. Abort on `signal`. */
-  dialUpstream(signal: AbortSignal): Promise<void>;
-  /** Forward client frames (queued until the upstream answers) and report lifecycle facts. Returns the disposer. */
-  readClient(report: (event: SessionEvent) => void): () => void;
-  /** Forward upstream frames and report lifecycle facts. Returns the disposer. */
-  readUpstream(report: (event: SessionEvent) => void): () => void;
-  /** Ping both peers, watch for idleness and stalls. Returns the disposer. */
-  keepAlive(report: (event: SessionEvent) => void): () => void;
-  /** Stop forwarding client frames: the session is winding down. */
-  stopClientForwarding(): void;
-  /** Ask the upstream to cancel the response in flight. */
-  cancelResponse(): void;
-  /** Close both sockets as the outcome says and clear every timer. */
-  release(outcome: SessionOutcome): void;
-  /** Record the session's end. Called exactly once per session. */
-  settle(outcome: SessionOutcome): void;
+export interface CloseCodes {
+  client: number | null;
+  upstream: number | null;
 }
 
 export interface SessionTimings {
   connectTimeoutMs: number;
   drainTimeoutMs: number;
-  maxDurationMs: number;
+  maxSessionMs: number;
 }
 
 export interface SessionInput {
@@ -109,6 +100,9 @@ export interface SessionContext extends SessionInput {
   clientClosed: CloseInfo | null;
   targetClosed: CloseInfo | null;
   upstreamOpened: boolean;
+  closeCodes: CloseCodes | null;
+  /** The session's record as settled; set once the settlement is written (or handed to the backlog). */
+  settlement: SessionSummary | null;
 }
 
 /** Causes after which nobody will receive, or nobody may pay for, the response in flight. */
@@ -126,7 +120,21 @@ export function outcomeOf(context: SessionContext): SessionOutcome {
     clientClosed: context.clientClosed,
     targetClosed: context.targetClosed,
     upstreamOpened: context.upstreamOpened,
+    closeCodes: context.closeCodes,
   };
+}
+
+/** A session has ended once its sockets are closed and its settlement written (`closed.ended`): the one signal to let it go. */
+export function hasEnded(snapshot: SnapshotFrom<typeof sessionMachine>): boolean {
+  return snapshot.matches({ closed: 'ended' });
+}
+
+/** A state value as one dotted name (`closed.settling`), as the admin page and the tests show it. */
+export function stateName(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  return Object.entries(value)
+    .map(([parent, child]) => (child && Object.keys(child).length > 0 ? `${parent}.${stateName(child as StateValue)}` : parent))
+    .join(',');
 }
 
 function dialErrorInfo(error: unknown): ErrorInfo {
@@ -138,6 +146,7 @@ function dialErrorInfo(error: unknown): ErrorInfo {
 }
 
 type PortsInput = { ports: SessionPorts };
+type EndingInput = PortsInput & { outcome: SessionOutcome };
 
 export const sessionMachine = setup({
   types: {
@@ -146,19 +155,37 @@ export const sessionMachine = setup({
     input: {} as SessionInput,
   },
   actors: {
-    dialUpstream: fromPromise<void, PortsInput>(({ input, signal }) => input.ports.dialUpstream(signal)),
-    clientRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.readClient(sendBack)),
-    upstreamRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.readUpstream(sendBack)),
+    dialUpstream: fromPromise<void, PortsInput>(({ input, signal }) => input.ports.upstream.dial(signal)),
+    clientRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.client.read(sendBack)),
+    upstreamRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.upstream.read(sendBack)),
     keepAlive: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.keepAlive(sendBack)),
+    /** Carries out the close plan on both legs; its disposer clears the legs' close timers. */
+    closeSockets: fromCallback<SessionEvent, EndingInput>(({ input, sendBack }) => {
+      const plan = closePlan(input.outcome);
+      const codes: { client?: number | null; upstream?: number | null } = {};
+      const sideClosed = (side: 'client' | 'upstream') => (code: number | null) => {
+        codes[side] = code;
+        if (codes.client !== undefined && codes.upstream !== undefined) sendBack({ type: 'SOCKETS_CLOSED', clientCode: codes.client, upstreamCode: codes.upstream });
+      };
+      const stopUpstream = input.ports.upstream.close(plan.upstream, sideClosed('upstream'));
+      const stopClient = input.ports.client.close(plan.client, sideClosed('client'));
+      return function stopClosing() {
+        stopClient();
+        stopUpstream();
+      };
+    }),
+    /** Resolves either way (the port never rejects): a settlement that cannot be written waits in the backlog. */
+    settle: fromPromise<SessionSummary, EndingInput>(({ input }) => input.ports.settle(input.outcome)),
   },
   guards: {
     responseInFlight: ({ context }) => context.responseInFlight,
     nothingInFlight: ({ context }) => !context.responseInFlight,
+    settled: ({ context }) => context.settlement !== null,
   },
   delays: {
     connectTimeout: ({ context }) => context.timings.connectTimeoutMs,
     drainTimeout: ({ context }) => context.timings.drainTimeoutMs,
-    maxDuration: ({ context }) => context.timings.maxDurationMs,
+    maxDuration: ({ context }) => context.timings.maxSessionMs,
   },
   actions: {
     markUpstreamOpened: assign({ upstreamOpened: true }),
@@ -189,12 +216,12 @@ export const sessionMachine = setup({
     noteResponseCreated: assign(({ event }) => (event.type === 'RESPONSE_CREATED' ? { responseInFlight: true, responseId: event.responseId } : {})),
     noteResponseDone: assign({ responseInFlight: false, responseId: null }),
     recordDrain: assign((_, params: { outcome: DrainOutcome }) => ({ drain: params.outcome })),
-    stopClientForwarding: ({ context }) => context.ports.stopClientForwarding(),
+    recordSettlement: assign(({ event }) => ({ settlement: (event as unknown as { output: SessionSummary }).output })),
+    recordCloseCodes: assign(({ event }) => (event.type === 'SOCKETS_CLOSED' ? { closeCodes: { client: event.clientCode, upstream: event.upstreamCode } } : {})),
+    stopClientForwarding: ({ context }) => context.ports.client.stopForwarding(),
     cancelInFlightResponse: ({ context }) => {
-      if (context.responseInFlight && cancelsResponse(context.cause)) context.ports.cancelResponse();
+      if (context.responseInFlight && cancelsResponse(context.cause)) context.ports.upstream.cancelResponse();
     },
-    releaseSockets: ({ context }) => context.ports.release(outcomeOf(context)),
-    settle: ({ context }) => context.ports.settle(outcomeOf(context)),
   },
 }).createMachine({
   id: 'session',
@@ -207,6 +234,8 @@ export const sessionMachine = setup({
     clientClosed: null,
     targetClosed: null,
     upstreamOpened: false,
+    closeCodes: null,
+    settlement: null,
   }),
   invoke: { id: 'clientRead', src: 'clientRead', input: ({ context }) => ({ ports: context.ports }) },
   initial: 'connecting',
@@ -260,9 +289,30 @@ export const sessionMachine = setup({
         ERROR: { target: 'closed', actions: ['recordError', { type: 'recordDrain', params: { outcome: 'error' } }] },
       },
     },
+    // The ending, in the open: the sockets are closed as the close plan says
+    // and the settlement is written, both from the moment relaying ends (a
+    // client that has stopped reading must not hold up its bill). `closing`
+    // lasts until both sockets are closed, `settling` until the settlement is
+    // written too. The server lets the session go when it reaches `ended`
+    // (see hasEnded): a final child does not complete the root.
     closed: {
-      type: 'final',
-      entry: ['releaseSockets', 'settle'],
+      initial: 'closing',
+      invoke: {
+        id: 'settle',
+        src: 'settle',
+        input: ({ context }) => ({ ports: context.ports, outcome: outcomeOf(context) }),
+        onDone: { actions: 'recordSettlement' },
+      },
+      states: {
+        closing: {
+          invoke: { id: 'closeSockets', src: 'closeSockets', input: ({ context }) => ({ ports: context.ports, outcome: outcomeOf(context) }) },
+          on: { SOCKETS_CLOSED: { target: 'settling', actions: 'recordCloseCodes' } },
+        },
+        settling: {
+          always: { guard: 'settled', target: 'ended' },
+        },
+        ended: { type: 'final' },
+      },
     },
   },
 });

@@ -1,5 +1,5 @@
 import type { MeterHooks } from '../billing/meter.js';
-import type { LinkObserver } from '../server/session-link.js';
+import type { SessionObserver } from '../server/session-link.js';
 
 type Hooks = Record<string, ((...args: never[]) => void) | undefined>;
 
@@ -22,11 +22,11 @@ function fanOut<T extends object>(parts: Array<Partial<T>>, names: Array<keyof T
   return out as T;
 }
 
-const OBSERVER_HOOKS: Array<keyof LinkObserver> = ['dialed', 'dialFailed', 'backpressure', 'released'];
+const OBSERVER_HOOKS: Array<keyof SessionObserver> = ['dialed', 'dialFailed', 'backpressure', 'ended'];
 const METER_HOOKS: Array<keyof MeterHooks> = ['anomaly', 'charged', 'chargeFailed'];
 
-export function combineObservers(...observers: LinkObserver[]): LinkObserver {
-  return fanOut<LinkObserver>(observers, OBSERVER_HOOKS);
+export function combineObservers(...observers: SessionObserver[]): SessionObserver {
+  return fanOut<SessionObserver>(observers, OBSERVER_HOOKS);
 }
 
 export function combineMeterHooks(...hooks: Array<Partial<MeterHooks>>): Partial<MeterHooks> {

@@ -3,7 +3,8 @@ import { REDACTED, errorView, redactValue } from './redact.js';
 
 /**
  * What the inspector may see of a session. The machine's context also holds
- * `ports` (the SessionLink: both sockets, the upstream's key, the meter);
+ * `ports` (the session's two legs: both sockets, the upstream's key, the bill)
+ * and, once written, the settlement;
  * only these serialisable lifecycle fields leave the process.
  */
 export const INSPECTABLE_CONTEXT = [
@@ -15,6 +16,7 @@ export const INSPECTABLE_CONTEXT = [
   'clientClosed',
   'targetClosed',
   'upstreamOpened',
+  'closeCodes',
   'timings',
 ] as const;
 

@@ -6,14 +6,14 @@ import { builtInPrices, NANO_PER_USD, resolveModel, type PriceTable } from '../b
 import { sessionMachine } from '../machines/session.js';
 import type { LiveSession } from '../server/registry.js';
 import type { RelayServer } from '../server/relay-server.js';
-import type { LinkObserver, SessionLink } from '../server/session-link.js';
+import type { SessionObserver, SessionLink } from '../server/session-link.js';
 import type { UpgradeEnv } from '../server/upgrade.js';
 
 export interface RelayMetrics {
   /** This relay's own registry (not prom-client's global one), so tests can make many. */
   readonly registry: Registry;
   /** Session lifecycle facts: pass as the relay server's `observer`. */
-  readonly observer: Required<Pick<LinkObserver, 'dialed' | 'dialFailed' | 'backpressure' | 'released'>>;
+  readonly observer: Required<Pick<SessionObserver, 'dialed' | 'dialFailed' | 'backpressure' | 'ended'>>;
   /** Billing facts: pass in `Billing`'s `hooks`. */
   readonly meterHooks: MeterHooks;
   /** Spool facts: pass as `Billing`'s `backlogHooks`. */
@@ -183,7 +183,7 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
       backpressure() {
         pauses.inc();
       },
-      released(link: SessionLink, summary) {
+      ended(link: SessionLink, summary) {
         ended.inc({ reason: summary.endReason });
         duration.observe((Date.now() - summary.startedAt.getTime()) / 1000);
         // Both sockets are closed: these counts are final.

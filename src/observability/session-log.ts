@@ -1,14 +1,14 @@
 import type { MeterHooks } from '../billing/meter.js';
 import { formatUsd } from '../billing/prices.js';
 import type { SessionSummary, UsageRecord } from '../server/ports.js';
-import type { LinkObserver, SessionLink } from '../server/session-link.js';
+import type { SessionObserver, SessionLink } from '../server/session-link.js';
 import type { Logger } from './logger.js';
 
 export interface SessionLog {
   /** Pass as the relay server's `sessionStarted`. */
   sessionStarted(link: SessionLink): void;
   /** Pass as (part of) the relay server's `observer`. */
-  readonly observer: Required<Pick<LinkObserver, 'released'>>;
+  readonly observer: Required<Pick<SessionObserver, 'ended'>>;
   /** Pass in `Billing`'s `hooks`. */
   readonly meterHooks: Pick<MeterHooks, 'anomaly' | 'chargeFailed'>;
 }
@@ -52,7 +52,7 @@ export function createSessionLog(log: Logger): SessionLog {
       log.info({ event: 'session.start', sessionId: link.sessionId, keyName: link.caller.keyName, keyId: link.caller.keyId, model: link.model }, 'session started');
     },
     observer: {
-      released(link, summary: SessionSummary) {
+      ended(link, summary: SessionSummary) {
         // Both sockets are closed: the pipes' counts are final (the summary's were taken at settlement).
         const stats = link.stats;
         log.info(

@@ -48,7 +48,8 @@ export class FramePipe {
   private sink: WebSocket | null = null;
   private readonly waiting: Array<Outgoing | Deferred> = [];
   private waitingBytes = 0;
-  private draining = false;
+  /** The pump is running: it alone takes frames off `waiting`. */
+  private pumping = false;
   private stopped = false;
   /** The sink takes nothing more (it stalled or closed); deferred frames still settle. */
   private sinkAbandoned = false;
@@ -145,12 +146,12 @@ export class FramePipe {
   }
 
   private pump(): void {
-    if (this.draining || this.sink === null) return;
-    this.draining = true;
-    void this.drainWaiting();
+    if (this.pumping || this.sink === null) return;
+    this.pumping = true;
+    void this.sendWaiting();
   }
 
-  private async drainWaiting(): Promise<void> {
+  private async sendWaiting(): Promise<void> {
     try {
       while (!this.stopped && this.waiting.length > 0) {
         const head = this.waiting[0]!;
@@ -174,7 +175,7 @@ export class FramePipe {
         if (frame !== null) this.write(frame);
       }
     } finally {
-      this.draining = false;
+      this.pumping = false;
     }
     if (!this.stopped && this.waitingBytes <= this.options.highWaterBytes && this.sinkHasRoom()) this.resumeSource();
     this.notifyFlushed();

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Actor } from 'xstate';
-import type { CancelReason, SessionMachine } from '../machines/session.js';
+import { stateName, type CancelReason, type SessionMachine } from '../machines/session.js';
 import type { SessionLink } from './session-link.js';
 
 export interface LiveSession {
@@ -10,7 +10,8 @@ export interface LiveSession {
 
 /**
  * A lifecycle fact about one session: it started, its machine changed state
- * or started/finished a response, or it ended (both sockets closed, settled).
+ * (the ending's states included) or a response began or ended, or it ended
+ * (the machine reached `closed.ended`: sockets closed, settlement written).
  * Never emitted per frame.
  */
 export interface SessionChange {
@@ -19,8 +20,8 @@ export interface SessionChange {
 }
 
 /**
- * Every live session of this process, from the accepted upgrade until both
- * of its sockets are closed. Shutdown and the admin API work through it;
+ * Every live session of this process, from the accepted upgrade until its
+ * machine has ended. Shutdown and the admin API work through it;
  * `on('changed', …)` tells watchers (the live sessions page) what changed.
  */
 export class SessionRegistry extends EventEmitter<{ changed: [SessionChange] }> {
@@ -36,14 +37,15 @@ export class SessionRegistry extends EventEmitter<{ changed: [SessionChange] }> 
   add(session: LiveSession): void {
     const { sessionId } = session.link;
     this.sessions.set(sessionId, session);
-    let state: unknown;
+    let state: string | undefined;
     let responseInFlight: boolean | undefined;
     // Snapshots change on lifecycle events only (the machine never sees a frame).
     session.actor.subscribe({
       next: (snapshot) => {
-        if (snapshot.value === state && snapshot.context.responseInFlight === responseInFlight) return;
+        const name = stateName(snapshot.value);
+        if (name === state && snapshot.context.responseInFlight === responseInFlight) return;
         const first = state === undefined;
-        state = snapshot.value;
+        state = name;
         responseInFlight = snapshot.context.responseInFlight;
         if (!first) this.emit('changed', { kind: 'changed', sessionId });
       },
@@ -70,14 +72,14 @@ export class SessionRegistry extends EventEmitter<{ changed: [SessionChange] }> 
     return this.sessions.size;
   }
 
-  /** Sessions whose machine has not reached `closed` yet (the rest are only closing sockets). */
+  /** Sessions whose machine has not reached `closed` yet (the rest are ending: closing sockets, settling). */
   active(): LiveSession[] {
-    return this.list().filter((session) => session.actor.getSnapshot().status === 'active');
+    return this.list().filter(isActive);
   }
 
   cancel(sessionId: string, reason: CancelReason): boolean {
     const session = this.sessions.get(sessionId);
-    if (!session || session.actor.getSnapshot().status !== 'active') return false;
+    if (!session || !isActive(session)) return false;
     session.actor.send({ type: 'CANCEL', reason });
     return true;
   }
@@ -91,4 +93,9 @@ export class SessionRegistry extends EventEmitter<{ changed: [SessionChange] }> 
     if (this.sessions.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.emptyWaiters.push(resolve));
   }
+}
+
+function isActive(session: LiveSession): boolean {
+  const snapshot = session.actor.getSnapshot();
+  return snapshot.status === 'active' && !snapshot.matches('closed');
 }

@@ -7,13 +7,14 @@ import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { ERRORS, RelayError } from '../errors.js';
-import { sessionMachine, type SessionEvent } from '../machines/session.js';
+import { hasEnded, sessionMachine, type SessionEvent } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
 import type { Gatekeeper } from './ports.js';
 import { SessionRegistry } from './registry.js';
-import { SessionLink, type FrameTranslator, type LinkObserver, type LinkTimings } from './session-link.js';
+import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
+import type { FrameTranslator } from './translators.js';
 import { routeUpgrades, type UpgradeEnv } from './upgrade.js';
 import type { Upstream } from './upstream.js';
 
@@ -29,7 +30,7 @@ export interface RelayServerOptions {
   /** Upstreams that serve `model`, in the order they are tried. */
   upstreamsFor(model: string): Upstream[];
   translatorFor?(handshake: Handshake): FrameTranslator | undefined;
-  observer?: LinkObserver;
+  observer?: SessionObserver;
   /** Lifecycle hooks for logs and metrics, never per frame. */
   sessionStarted?(link: SessionLink): void;
   /** Inspection of every session actor (Stately inspector); undefined costs nothing. */
@@ -78,17 +79,22 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       timings,
       translator: options.translatorFor?.(shake),
       observer: options.observer,
-      onReleased: () => {
-        registry.remove(sessionId);
-        admission.release();
-      },
     });
     const actor = createActor(sessionMachine, {
-      input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxDurationMs: timings.maxSessionMs } },
+      input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
     registry.add({ link, actor });
     options.sessionStarted?.(link);
+    // The machine's `ended` is the one signal that a session is over: sockets closed, settlement written.
+    const sessionOnEnded = actor.subscribe((snapshot) => {
+      if (!hasEnded(snapshot)) return;
+      sessionOnEnded.unsubscribe();
+      actor.stop();
+      if (snapshot.context.settlement) options.observer?.ended?.(link, snapshot.context.settlement);
+      registry.remove(sessionId);
+      admission.release();
+    });
     actor.start();
     // Its handshake began before shutdown did: it is told at once, like every other session.
     if (shuttingDown) actor.send({ type: 'CANCEL', reason: 'shutdown' });

@@ -1,5 +1,10 @@
 import { isTranslatedClientEvent, translateClientEvent, translateServerEvent } from '../protocol/beta/index.js';
-import type { FrameTranslator } from './session-link.js';
+
+/** Rewrites frames for clients that speak another dialect (beta). Return null to drop a frame. */
+export interface FrameTranslator {
+  toUpstream(type: string, frame: Buffer): Buffer | string | null;
+  toClient(type: string, frame: Buffer): Buffer | string | null;
+}
 
 /** Beta clients against a GA upstream: only the events whose shape changed are read and rewritten. */
 export const betaTranslator: FrameTranslator = {

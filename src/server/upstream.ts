@@ -63,8 +63,12 @@ export interface DialedUpstream {
   servedModel: string;
   /** Frames that arrived before a reader took over, the first one included. */
   early: Buffer[];
-  /** Stops collecting early frames; the caller's own listener takes over. */
-  takeOver(): Buffer[];
+  /**
+   * Stops collecting early frames and the early close; the caller's own
+   * listeners take over. `closed` is how the socket closed if it did before
+   * then (its close event will not come again).
+   */
+  takeOver(): { frames: Buffer[]; closed: { code: number; reason: Buffer } | null };
 }
 
 const MAX_ERROR_BODY = 16 * 1024;
@@ -113,13 +117,18 @@ export function dialOnce(upstream: Upstream, request: DialRequest, signal: Abort
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, { headers, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, followRedirects: false });
     const early: Buffer[] = [];
+    let earlyClose: { code: number; reason: Buffer } | null = null;
     let settled = false;
+    const collectClose = (code: number, reason: Buffer) => {
+      earlyClose = { code, reason };
+    };
 
     const collect = (data: WebSocket.RawData) => {
       early.push(data as Buffer);
       if (!settled) {
         settled = true;
         cleanupDial();
+        socket.once('close', collectClose);
         resolve({
           socket,
           upstream,
@@ -127,7 +136,10 @@ export function dialOnce(upstream: Upstream, request: DialRequest, signal: Abort
           early,
           takeOver() {
             socket.off('message', collect);
-            return early.splice(0);
+            socket.off('close', collectClose);
+            const closed = earlyClose;
+            earlyClose = null;
+            return { frames: early.splice(0), closed };
           },
         });
       }

@@ -190,7 +190,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     get handshakes() {
       return handshakes;
     },
-    get openSockets() {
+    get socketCount() {
       return sockets.size;
     },
     close(): Promise<void> {

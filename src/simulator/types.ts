@@ -102,7 +102,7 @@ export interface Simulator {
   /** Every upgrade request seen, in order. */
   readonly handshakes: Array<HandshakeRecord>;
   /** Server-side TCP sockets currently open (upgraded, hanging or plain HTTP). */
-  readonly openSockets: number;
+  readonly socketCount: number;
   /** Answers every held handshake: normally, or with `fault`. */
   releaseHeld(fault?: Exclude<HandshakeFault, { kind: 'hold' }>): number;
   /** Strikes `fault` on every live session at once (for tests whose client is already gone). */

@@ -2,13 +2,13 @@
  * Any sequence of lifecycle and usage events settles a session exactly once,
  * and its charges are the priced usages of every response.done it saw.
  *
- * This test is about the session machine and the meter together: the real
- * `sessionMachine` (its `after` delays run on XState's SimulatedClock) drives
- * a small in-memory fake of the socket side (`FakeLink`, below), which reports
- * to the machine the way SessionLink does, while the billing side is the real
- * LedgerMeter from `Billing.openMeter` writing to a temporary SQLite ledger
- * (wrapped so that a charge write can be made to fail). Sockets, frames and
- * the upstream are not involved; the relay-level tests cover those.
+ * This test is about the session machine and the billing module together:
+ * the real `sessionMachine` (its `after` delays run on XState's
+ * SimulatedClock) drives two fake legs (`FakeSession`, below) and the relay's
+ * own SessionBill over the real LedgerMeter from `Billing.openMeter`, writing
+ * to a temporary SQLite ledger (wrapped so that a charge write can be made to
+ * fail). Sockets, frames and the upstream are not involved; the relay-level
+ * tests cover those.
  */
 import fc from 'fast-check';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,13 +20,23 @@ import { openLedger } from '../../src/billing/ledger/index.js';
 import { builtInPrices } from '../../src/billing/prices.js';
 import { Billing } from '../../src/billing/service.js';
 import { RelayError } from '../../src/errors.js';
-import { sessionMachine, type CancelReason, type SessionEvent, type SessionOutcome, type SessionPorts } from '../../src/machines/session.js';
-import type { ChargeVerdict, SessionMeter, SessionSummary } from '../../src/server/ports.js';
+import { SessionBill } from '../../src/billing/session-bill.js';
+import {
+  hasEnded,
+  sessionMachine,
+  type CancelReason,
+  type ClientLeg,
+  type Report,
+  type SessionOutcome,
+  type SessionPorts,
+  type UpstreamLeg,
+} from '../../src/machines/session.js';
+import type { SessionMeter, SessionSummary } from '../../src/server/ports.js';
 import { sqliteView, type LedgerView } from '../helpers/ledger.js';
 import { FaultyLedger, type ChargeFault } from './faulty-ledger.js';
 import { REALTIME_PRICES, realtimeInvoice, sum, usage, type RealtimeUsage } from './invoice.js';
 
-const TIMINGS = { connectTimeoutMs: 1_000, drainTimeoutMs: 500, maxDurationMs: 5_000 };
+const TIMINGS = { connectTimeoutMs: 1_000, drainTimeoutMs: 500, maxSessionMs: 5_000 };
 
 type Command =
   | { kind: 'dial_ok' }
@@ -44,77 +54,88 @@ type Command =
   | { kind: 'flush' }
   | { kind: 'fail_next_charge'; where: ChargeFault };
 
-/** What a session's sockets would do, as far as the machine and the meter can tell. */
-class FakeLink implements SessionPorts {
+/**
+ * A session's two legs, as far as the machine and the bill can tell. The legs
+ * are fakes; the bill is the relay's own SessionBill, reporting its verdicts
+ * through the reader of the leg that asked, as the relay's legs do.
+ */
+class FakeSession implements SessionPorts {
   settles = 0;
-  /** Every response.done whose charge was asked of the meter, by response id. */
+  /** Every response.done whose charge was asked of the bill, by response id. */
   readonly charged = new Map<string, RealtimeUsage>();
-  settled: Promise<void> | null = null;
+  settled: Promise<unknown> | null = null;
   clientOpen = true;
   upstreamOpen = true;
-  private clientReport: ((event: SessionEvent) => void) | null = null;
-  private upstreamReport: ((event: SessionEvent) => void) | null = null;
+  readonly bill: SessionBill;
+  private clientReport: Report | null = null;
+  private upstreamReport: Report | null = null;
   private forwarding = true;
-  private readonly pending = new Set<Promise<unknown>>();
   /** Responses the upstream was asked for / has started, in order. */
   private requested = 0;
   private readonly created: string[] = [];
   private responseSeq = 0;
-  private dial: { resolve(): void; reject(error: unknown): void; done: boolean } | null = null;
+  private dialing: { resolve(): void; reject(error: unknown): void; done: boolean } | null = null;
   actor!: Actor<typeof sessionMachine>;
 
   constructor(
     private readonly sessionId: string,
-    private readonly meter: SessionMeter,
-  ) {}
+    meter: SessionMeter,
+  ) {
+    this.bill = new SessionBill(meter);
+  }
+
+  /** Verdicts that arrive later go to whichever reader of that leg runs then. */
+  private readonly clientReportLater: Report = (event) => this.clientReport?.(event);
+  private readonly upstreamReportLater: Report = (event) => this.upstreamReport?.(event);
 
   private get active(): boolean {
-    return this.actor.getSnapshot().status === 'active';
+    return !this.actor.getSnapshot().matches('closed');
   }
 
-  /** Reports from the link itself (charges, admissions), as SessionLink does through the client reader's callback. */
-  private report(event: SessionEvent): void {
-    if (this.active) this.clientReport?.(event);
-  }
+  readonly client: ClientLeg = {
+    read: (report) => {
+      this.clientReport = report;
+      return () => {
+        if (this.clientReport === report) this.clientReport = null;
+      };
+    },
+    stopForwarding: () => {
+      this.forwarding = false;
+    },
+    close: (_how, closed) => {
+      this.clientOpen = false;
+      closed(1000);
+      return () => undefined;
+    },
+  };
 
-  dialUpstream(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.dial = { resolve, reject, done: false };
-    });
-  }
-
-  readClient(report: (event: SessionEvent) => void): () => void {
-    this.clientReport = report;
-    return () => {
-      this.clientReport = null;
-    };
-  }
-
-  readUpstream(report: (event: SessionEvent) => void): () => void {
-    this.upstreamReport = report;
-    return () => {
-      this.upstreamReport = null;
-    };
-  }
+  readonly upstream: UpstreamLeg = {
+    dial: () =>
+      new Promise<void>((resolve, reject) => {
+        this.dialing = { resolve, reject, done: false };
+      }),
+    read: (report) => {
+      this.upstreamReport = report;
+      return () => {
+        if (this.upstreamReport === report) this.upstreamReport = null;
+      };
+    },
+    // The upstream answers a cancel with the response's response.done: the generator's `done` commands deliver it.
+    cancelResponse: () => undefined,
+    close: (_how, closed) => {
+      this.upstreamOpen = false;
+      closed(null);
+      return () => undefined;
+    },
+  };
 
   keepAlive(): () => void {
     return () => undefined;
   }
 
-  stopClientForwarding(): void {
-    this.forwarding = false;
-  }
-
-  cancelResponse(): void {
-    // The upstream answers a cancel with the response's response.done: the generator's `done` commands deliver it.
-  }
-
-  release(): void {}
-
-  settle(outcome: SessionOutcome): void {
+  settle(outcome: SessionOutcome): Promise<SessionSummary> {
     this.settles++;
-    if (this.settles > 1) return;
-    const summary: SessionSummary = {
+    const settled = this.bill.settle(() => ({
       sessionId: this.sessionId,
       caller: { keyId: 'k', keyName: 'k' },
       model: 'm',
@@ -130,39 +151,29 @@ class FakeLink implements SessionPorts {
       framesOut: 0,
       bytesIn: 0,
       bytesOut: 0,
-      usage: [],
-    };
-    // As SessionLink: charges still being written belong in the settlement.
-    this.settled = Promise.allSettled([...this.pending]).then(() => this.meter.settle(summary));
-  }
-
-  private track<T>(promise: Promise<T>): Promise<T> {
-    this.pending.add(promise);
-    const untrack = () => this.pending.delete(promise);
-    promise.then(untrack, untrack);
-    return promise;
+    }));
+    this.settled = settled;
+    return settled;
   }
 
   apply(command: Command): void {
     switch (command.kind) {
       case 'dial_ok':
       case 'dial_fail':
-        if (!this.dial || this.dial.done) return;
-        this.dial.done = true;
-        if (command.kind === 'dial_ok') this.dial.resolve();
-        else this.dial.reject(new RelayError('upstream_unavailable'));
+        if (!this.dialing || this.dialing.done) return;
+        this.dialing.done = true;
+        if (command.kind === 'dial_ok') this.dialing.resolve();
+        else this.dialing.reject(new RelayError('upstream_unavailable'));
         return;
       case 'request': {
         if (!this.clientReport || !this.clientOpen || !this.forwarding) return;
-        // As SessionLink.forwardResponseCreate: the balance is checked before the request goes out.
-        const admitted = Promise.resolve(this.meter.admitResponse());
-        void this.track(admitted).then(
-          () => {
-            this.report({ type: 'RESPONSE_REQUESTED' });
-            if (this.forwarding && this.upstreamOpen) this.requested++;
-          },
-          () => undefined,
-        );
+        // The balance is checked before the request goes out; a refused one never reaches the upstream.
+        const forwarded = () => {
+          if (this.forwarding && this.upstreamOpen) this.requested++;
+        };
+        const admitted = this.bill.admitResponse('response.create', this.clientReportLater, () => undefined);
+        if (admitted === 'response.create') forwarded();
+        else if (admitted !== null) admitted.then((frame) => frame !== null && forwarded(), () => undefined);
         return;
       }
       case 'created': {
@@ -171,22 +182,16 @@ class FakeLink implements SessionPorts {
         const id = `resp_${++this.responseSeq}`;
         this.created.push(id);
         this.upstreamReport({ type: 'RESPONSE_CREATED', responseId: id });
-        // As SessionLink.onResponseCreated: an asked-for response's hold was placed at its admission.
-        void this.track(Promise.resolve(this.meter.responseStarted())).catch(() => undefined);
+        this.bill.responseStarted(this.upstreamReportLater);
         return;
       }
       case 'done': {
         if (!this.upstreamReport || this.created.length === 0) return;
         const id = this.created.shift()!;
         this.charged.set(id, command.usage);
-        // As SessionLink.chargeResponse: RESPONSE_DONE only once the charge is written; a failed write fails closed.
-        void this.track(this.meter.chargeResponse({ id, status: command.cancelled ? 'cancelled' : 'completed', usage: command.usage })).then(
-          (verdict: ChargeVerdict) => {
-            this.report({ type: 'RESPONSE_DONE', responseId: id });
-            if (verdict.stop === 'insufficient_quota') this.report({ type: 'CANCEL', reason: 'insufficient_quota' });
-            else if (verdict.stop === 'spend_cap') this.report({ type: 'CANCEL', reason: 'spend_cap' });
-          },
-          () => this.report({ type: 'ERROR', source: 'relay', error: { code: 'billing_unavailable', message: 'write failed', closeCode: 1011 } }),
+        // RESPONSE_DONE only once the charge is written; a failed write fails closed (as the relay's pipe reports it).
+        void this.bill.chargeResponse({ id, status: command.cancelled ? 'cancelled' : 'completed', usage: command.usage }, 'm', this.upstreamReportLater, () => 'response.done').catch(() =>
+          this.upstreamReportLater({ type: 'ERROR', source: 'relay', error: { code: 'billing_unavailable', message: 'write failed', closeCode: 1011 } }),
         );
         return;
       }
@@ -291,7 +296,7 @@ describe('settlement, for any sequence of events', () => {
         const billing = new Billing({ ledger: faulty, prices: builtInPrices, instanceId: 'property', reserveNano: s.reserveNano, spoolPath: null, staleAfterMs: 0, heartbeatMs: 60_000 });
         const sessionId = `sess_property_${run}`;
         const meter = await billing.openMeter({ sessionId, caller: { keyId: record.id, keyName: record.name }, model: s.family, intent: undefined, startedAt: new Date() }, record);
-        const link = new FakeLink(sessionId, meter);
+        const link = new FakeSession(sessionId, meter);
         const clock = new SimulatedClock();
         const actor = createActor(sessionMachine, { input: { sessionId, ports: link, timings: TIMINGS }, clock });
         link.actor = actor;
@@ -313,15 +318,16 @@ describe('settlement, for any sequence of events', () => {
             else link.apply(command);
           }
           // Whatever the sequence left open ends now: the client leaves, the upstream answers nothing more, timers run out.
-          for (let round = 0; round < 5 && actor.getSnapshot().status === 'active'; round++) {
+          for (let round = 0; round < 5 && !actor.getSnapshot().matches('closed'); round++) {
             await flush();
             link.apply({ kind: 'client_closed', code: 1006 });
             clock.increment(TIMINGS.connectTimeoutMs + TIMINGS.drainTimeoutMs);
           }
           await flush();
-          expect(actor.getSnapshot().status).toBe('done');
-          expect(link.settles).toBe(1);
           await link.settled;
+          await flush();
+          expect(hasEnded(actor.getSnapshot())).toBe(true);
+          expect(link.settles).toBe(1);
           // The ledger answers again; what the settlement could not write waits in the backlog until then.
           faulty.heal();
           await billing.backlog.flush();

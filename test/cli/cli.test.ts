@@ -119,7 +119,9 @@ describe.concurrent('relay machine', () => {
     expect(described).toMatchObject({ id: 'session', initial: 'connecting' });
 
     // Counted from the machine itself: every event-, delay- and invoke-driven transition, and the eventless ones.
-    const nodes = [sessionMachine.root, ...Object.values(sessionMachine.root.states)];
+    type Node = typeof sessionMachine.root;
+    const withChildren = (node: Node): Node[] => [node, ...Object.values(node.states).flatMap(withChildren)];
+    const nodes = withChildren(sessionMachine.root);
     const expected = nodes.reduce((n, node) => n + [...node.transitions.values()].flat().length + (node.always?.length ?? 0), 0);
     expect(described.transitions).toHaveLength(expected);
     const guards = new Set(described.transitions.map((t) => t.guard).filter(Boolean));

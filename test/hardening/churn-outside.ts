@@ -94,8 +94,8 @@ async function run(message: Extract<ToOutside, { type: 'run' }>): Promise<void> 
   await Promise.all([...Array.from({ length: message.concurrency }, busy), ...Array.from({ length: IDLE_LANE }, idle)]);
   // The relay closes its upstream sockets last: wait until the simulator has seen every one go.
   const deadline = Date.now() + 10_000;
-  while (sim.openSockets > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-  post({ type: 'done', completed, attempted, failures, failed, stoppedByTime, simulatorSockets: sim.openSockets });
+  while (sim.socketCount > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  post({ type: 'done', completed, attempted, failures, failed, stoppedByTime, simulatorSockets: sim.socketCount });
 }
 
 port.on('message', (message: ToOutside) => {

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { InspectionEvent, TransitionDefinition } from 'xstate';
+import type { InspectionEvent, StateValue, TransitionDefinition } from 'xstate';
+import { stateName } from '../../src/machines/session.js';
 import type { TestClient } from '../helpers/client.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 import { allTransitions, coveringPaths, describeTransition, type PathStep, type SessionPath } from './session-paths.js';
@@ -100,7 +101,7 @@ function observer(): { observed: Observed; inspect: (event: InspectionEvent) => 
       const ctx = snapshot.context!;
       observed.sessionId = ctx.sessionId as string;
       const response = !ctx.responseInFlight ? '' : ctx.responseId === null ? '+requested' : '+created';
-      observed.states.push(`${String(snapshot.value)}${response}${ctx.clientClosed ? '+client-gone' : ''}`);
+      observed.states.push(`${stateName(snapshot.value as StateValue)}${response}${ctx.clientClosed ? '+client-gone' : ''}`);
     }
     observed.wake();
   };
@@ -195,6 +196,8 @@ async function replay(path: SessionPath, coverage: Set<TransitionDefinition<any,
     // Settled exactly once, with the right end reason.
     await stack.billing.settled(1);
     await stack.relay.registry.empty();
+    // The ending ran to its end: sockets closed, settlement written.
+    expect(observed.states.at(-1), `the ending; saw ${observed.states.join(' → ')}`).toMatch(/^closed\.ended/);
     const settlements = stack.billing.settlementsOf(observed.sessionId!);
     expect(settlements).toHaveLength(1);
     expect(settlements[0]!.endReason).toBe(expected.endReason);

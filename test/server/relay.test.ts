@@ -133,11 +133,11 @@ describe('while the upstream is dialled', () => {
     stack.sim.queueHandshakeFault({ kind: 'hang' });
     const client = stack.connect();
     await eventually('the dial', () => stack.sim.handshakes.length > 0);
-    expect(stack.sim.openSockets).toBe(1);
+    expect(stack.sim.socketCount).toBe(1);
     client.close();
     await stack.billing.settled(1);
     expect(stack.billing.settlements[0]!.endReason).toBe('client_closed');
-    await eventually('the upstream socket to be closed', () => stack.sim.openSockets === 0);
+    await eventually('the upstream socket to be closed', () => stack.sim.socketCount === 0);
   });
 });
 

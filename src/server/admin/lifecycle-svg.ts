@@ -27,6 +27,9 @@ function escapeXml(text: string): string {
 }
 
 function edgesOf(description: MachineDescription, order: string[]): Edge[] {
+  // A transition into a compound state (other than its own) arrives where sessions go: its initial child (closed → closed.closing).
+  const initialOf = new Map(description.states.filter((s) => s.initial).map((s) => [s.name, s.initial!]));
+  const entered = (target: string): string => (initialOf.has(target) ? entered(initialOf.get(target)!) : target);
   const nonFinal = description.states.filter((s) => !s.final).map((s) => s.name);
   const edges = new Map<string, Edge>();
   for (const t of description.transitions) {
@@ -34,7 +37,7 @@ function edgesOf(description: MachineDescription, order: string[]): Edge[] {
     const sources = t.source === description.id ? nonFinal : [t.source];
     for (const source of sources) {
       const from = order.indexOf(source);
-      const to = order.indexOf(t.target === description.id ? source : t.target);
+      const to = order.indexOf(t.target === description.id || t.target === source ? source : entered(t.target));
       if (from === -1 || to === -1) continue;
       const id = `${from}>${to}`;
       const edge = edges.get(id) ?? { source: from, target: to, labels: [] };

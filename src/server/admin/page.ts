@@ -68,7 +68,7 @@ ${SCRIPT}
 
 const STYLE = `
 :root { --bg:#f4f6f9; --card:#fff; --ink:#1a202c; --muted:#5a6475; --line:#e2e8f0; --accent:#2b6cb0;
-  --s0:#b7791f; --s1:#2f855a; --s2:#c05621; --s3:#718096; --s4:#6b46c1; --s5:#2c7a7b; }
+  --s0:#b7791f; --s1:#2f855a; --s2:#c05621; --s3:#718096; --s4:#6b46c1; --s5:#2c7a7b; --s6:#4a5568; }
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color:var(--ink); background:var(--bg); }
 header { display:flex; align-items:center; gap:20px; padding:14px 28px; background:#1a202c; color:#f7fafc; }
@@ -105,7 +105,7 @@ svg .state .badge circle { fill:#1a202c; }
 svg .state .badge .count { font:700 11.5px system-ui, sans-serif; fill:#fff; }
 svg .state.occupied rect { stroke-width:2.5; }
 svg .state.occupied .name { fill:#fff; }
-${[0, 1, 2, 3, 4, 5].map((i) => `svg .state.occupied[data-index="${i}"] rect:not(.inner) { fill:var(--s${i}); stroke:var(--s${i}); } .track i.on[data-index="${i}"], .state-name[data-index="${i}"] { background:var(--s${i}); }`).join('\n')}
+${[0, 1, 2, 3, 4, 5, 6].map((i) => `svg .state.occupied[data-index="${i}"] rect:not(.inner) { fill:var(--s${i}); stroke:var(--s${i}); } .track i.on[data-index="${i}"], .state-name[data-index="${i}"] { background:var(--s${i}); }`).join('\n')}
 svg .state.occupied rect.inner { stroke:#fff; }
 svg .state.selected rect:not(.inner), svg .state.selected.occupied rect:not(.inner) { stroke:#1a202c; stroke-width:4; }
 .table-wrap { overflow-x:auto; }
@@ -339,7 +339,7 @@ function updateRow(tr, s) {
   }
   fill(q('spend'), s.spend);
   const button = q('action').querySelector('button');
-  const closing = s.state === 'draining' || CONFIG.finalStates.includes(s.state);
+  const closing = s.state === 'draining' || s.state.startsWith('closed') || CONFIG.finalStates.includes(s.state);
   if (closing) { button.disabled = true; button.textContent = s.state === 'draining' ? 'Draining…' : 'Closing…'; }
 }
 

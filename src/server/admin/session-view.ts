@@ -1,4 +1,5 @@
 import { formatUsd } from '../../billing/prices.js';
+import { stateName } from '../../machines/session.js';
 import type { LiveSession } from '../registry.js';
 
 /** One live session as the admin API and the live page show it. */
@@ -8,7 +9,7 @@ export interface SessionView {
   model: string;
   /** The upstream's name and the model it serves; null until the dial succeeds. */
   upstream: { name: string; model: string } | null;
-  /** The session machine's state: connecting, relaying, draining or closed. */
+  /** The session machine's state: connecting, relaying, draining, or one of the ending's (closed.closing, closed.settling, closed.ended). */
   state: string;
   started_at: string;
   age_ms: number;
@@ -30,8 +31,8 @@ export function sessionView({ link, actor }: LiveSession, now = Date.now()): Ses
     id: link.sessionId,
     key: { id: link.caller.keyId, name: link.caller.keyName },
     model: link.model,
-    upstream: link.upstream ? { name: link.upstream.upstream.name, model: link.upstream.servedModel } : null,
-    state: String(snapshot.value),
+    upstream: link.dialed ? { name: link.dialed.upstream.name, model: link.dialed.servedModel } : null,
+    state: stateName(snapshot.value),
     started_at: link.startedAt.toISOString(),
     age_ms: Math.max(0, now - link.startedAt.getTime()),
     client_to_upstream: { frames: stats.framesIn, bytes: stats.bytesIn },
