@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { InspectionEvent, StateValue, TransitionDefinition } from 'xstate';
 import { stateName } from '../../src/machines/session.js';
 import type { TestClient } from '../helpers/client.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { allTransitions, coveringPaths, describeTransition, type PathStep, type SessionPath } from './session-paths.js';
 
 /**
@@ -133,11 +133,12 @@ async function replay(path: SessionPath, coverage: Set<TransitionDefinition<any,
   const before = { sockets: count('TCPSocketWrap'), timers: count('Timeout') };
   const steps = path.steps.slice(1); // the first step is the machine's own init
   const createdInDraining = steps.some((s, i) => s.event.type === 'RESPONSE_CREATED' && i > 0 && steps[i - 1]!.state.startsWith('draining'));
-  const stack: Stack = await startStack({
-    inspect,
-    maxPayloadBytes: 64 * 1024,
+  const stack = await startTestRelay({
+    billing: 'recording',
+    server: { inspect },
     simulator: { chunkIntervalMs: 5 },
-    timings: {
+    settings: {
+      maxPayloadBytes: 64 * 1024,
       connectTimeoutMs: has(path, 'xstate.after.connectTimeout.session.connecting') ? SHORT : LONG,
       maxSessionMs: has(path, 'xstate.after.maxDuration.session.relaying') ? SHORT : LONG,
       drainTimeoutMs: has(path, 'xstate.after.drainTimeout.session.draining') ? SHORT : LONG,
@@ -219,7 +220,7 @@ interface StepContext {
 }
 
 /** Makes the world produce one event of the path. */
-async function perform(stack: Stack, client: TestClient, step: PathStep, next: PathStep | undefined, ctx: StepContext): Promise<void> {
+async function perform(stack: RecordingTestRelay, client: TestClient, step: PathStep, next: PathStep | undefined, ctx: StepContext): Promise<void> {
   const type = step.event.type;
   const inDraining = ctx.state.startsWith('draining');
   const inFlight = ctx.state.includes('+inflight');

@@ -4,9 +4,9 @@ import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { routeUpgrades, type UpgradeEnv } from '../../src/server/upgrade.js';
-import { startStack, type Stack } from '../helpers/stack.js';
+import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 
-let stack: Stack | undefined;
+let stack: RecordingTestRelay | undefined;
 let server: Server | undefined;
 afterEach(async () => {
   await stack?.close();
@@ -32,7 +32,7 @@ function upgrade(port: number): Promise<{ status: number; contentType: string | 
 
 describe('refusals read from the one error table', () => {
   it('tells a plain request to the realtime endpoint to upgrade, with 426 in OpenAI\'s envelope', async () => {
-    stack = await startStack();
+    stack = await startTestRelay({ billing: 'recording' });
     const response = await fetch(stack.url().replace(/^ws/, 'http'));
     expect(response.status).toBe(426);
     expect(await response.text()).toBe(
