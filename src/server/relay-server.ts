@@ -7,7 +7,7 @@ import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { ERRORS, RelayError } from '../errors.js';
-import { hasEnded, sessionMachine, type SessionEvent } from '../machines/session.js';
+import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
@@ -39,6 +39,8 @@ export interface RelayServerOptions {
   routes?(app: Hono<UpgradeEnv>, relay: RelayServer): void;
   /** Ready means: accepting, and the ledger answers. */
   ready?(): Promise<boolean>;
+  /** The session machine; by default `sessionMachine`. The model test runs altered copies to prove its replays can fail. */
+  machine?: SessionMachine;
 }
 
 export interface RelayServer {
@@ -80,7 +82,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       translator: options.translatorFor?.(shake),
       observer: options.observer,
     });
-    const actor = createActor(sessionMachine, {
+    const actor = createActor(options.machine ?? sessionMachine, {
       input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });

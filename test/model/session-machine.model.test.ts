@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { InspectionEvent, StateValue, TransitionDefinition } from 'xstate';
-import { stateName } from '../../src/machines/session.js';
+import { assign, type InspectionEvent, type StateValue, type TransitionDefinition } from 'xstate';
+import { sessionMachine, stateName, type SessionMachine } from '../../src/machines/session.js';
 import type { TestClient } from '../helpers/client.js';
 import { startTestRelay, type RecordingTestRelay } from '../helpers/relay.js';
 import { allTransitions, coveringPaths, describeTransition, type PathStep, type SessionPath } from './session-paths.js';
@@ -126,7 +126,7 @@ const has = (path: SessionPath, type: string) => path.steps.some((s) => s.event.
 const ENTERS_DRAINING = new Set(['CLIENT_CLOSED', 'CANCEL', 'xstate.after.maxDuration.session.relaying']);
 
 /** Replays one path on real sockets. */
-async function replay(path: SessionPath, coverage: Set<TransitionDefinition<any, any>>): Promise<void> {
+async function replay(path: SessionPath, coverage: Set<TransitionDefinition<any, any>>, machine?: SessionMachine): Promise<void> {
   const { observed, inspect } = observer();
   const resources = () => process.getActiveResourcesInfo();
   const count = (kind: string) => resources().filter((r) => r === kind).length;
@@ -135,7 +135,7 @@ async function replay(path: SessionPath, coverage: Set<TransitionDefinition<any,
   const createdInDraining = steps.some((s, i) => s.event.type === 'RESPONSE_CREATED' && i > 0 && steps[i - 1]!.state.startsWith('draining'));
   const stack = await startTestRelay({
     billing: 'recording',
-    server: { inspect },
+    server: { inspect, ...(machine ? { machine } : {}) },
     simulator: { chunkIntervalMs: 5 },
     settings: {
       maxPayloadBytes: 64 * 1024,
@@ -302,4 +302,36 @@ describe('the session machine, model-tested on real sockets', () => {
     expect(missed, `transitions no path took: ${missed.join('; ')}`).toEqual([]);
     expect(coverage.size).toBe(every.length);
   });
+});
+
+/** The first path that takes `event` from a state starting with `from` into one starting with `to`. */
+function pathTaking(event: string, from: string, to: string): SessionPath {
+  const found = coveringPaths().find((path) => path.steps.some((step, i) => i > 0 && step.event.type === event && path.steps[i - 1]!.state.startsWith(from) && step.state.startsWith(to)));
+  if (!found) throw new Error(`no generated path takes ${event} from ${from} to ${to}`);
+  return found;
+}
+
+/*
+ * The replays are only worth their coverage if they can fail: each altered
+ * machine below runs in the real relay, and a generated path through the
+ * altered part must turn red.
+ */
+describe('a relay whose machine differs from the model fails the replay', () => {
+  const mutants: Array<{ name: string; machine: SessionMachine; path: SessionPath }> = [
+    {
+      name: 'a client that leaves mid-response no longer waits for the tail',
+      machine: sessionMachine.provide({ guards: { responseInFlight: () => false } }),
+      path: pathTaking('CLIENT_CLOSED', 'relaying', 'draining'),
+    },
+    {
+      name: 'an operator cancel recorded as an idle timeout',
+      machine: sessionMachine.provide({ actions: { recordCancel: assign({ cause: { kind: 'cancelled', reason: 'idle_timeout' } }) as never } }),
+      path: pathTaking('CANCEL', 'relaying', 'draining'),
+    },
+  ];
+  for (const mutant of mutants) {
+    it(`catches ${mutant.name}`, async () => {
+      await expect(replay(mutant.path, new Set(), mutant.machine)).rejects.toThrow();
+    }, 30_000);
+  }
 });
