@@ -183,14 +183,14 @@ describe('the admin page for keys, spend and ended sessions', () => {
 
     // Top up.
     await row.getByLabel('Amount in USD to add to ops console').fill('7.5');
-    await row.getByRole('button', { name: 'Top up' }).click();
+    await row.getByRole('button', { name: 'Top up ops console' }).click();
     await row.locator('[data-field="balance"]', { hasText: '20.000000' }).waitFor();
     expect((await ledger.getKey('ops console'))!.balanceNano).toBe(20_000_000_000n);
 
     // Refusals show the API's own message, and change nothing.
     for (const amount of ['-3', 'ten', '999999999.5']) {
       await row.getByLabel('Amount in USD to add to ops console').fill(amount);
-      await row.getByRole('button', { name: 'Top up' }).click();
+      await row.getByRole('button', { name: 'Top up ops console' }).click();
       const message = await apiMessage(`/keys/${created!.id}/topup`, { amount });
       await page.locator('#keys-error', { hasText: message }).waitFor();
       expect(await page.locator('#keys-error').textContent()).toBe(message);

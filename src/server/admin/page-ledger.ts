@@ -29,7 +29,7 @@ export const LEDGER_HTML = `
       </div>
     </div>
     <div class="card" id="spend-card">
-      <div class="card-head"><h2>Spend per key</h2><p class="hint">Charges from the ledger, summed per key.</p></div>
+      <div class="card-head"><h2>Spend per key</h2><p class="hint">Charges from the ledger, summed per key per UTC hour or day.</p></div>
       <form id="spend-form" class="inline-form">
         <label>Bucket <select id="spend-bucket"><option value="hour">hour (last 24)</option><option value="day" selected>day (last 30)</option></select></label>
         <button type="submit">Show</button>
@@ -154,6 +154,7 @@ function keyRow(key) {
   const add = el('button', '', 'Top up');
   add.type = 'submit';
   add.dataset.action = 'topup';
+  add.setAttribute('aria-label', 'Top up ' + key.name);
   form.append(amount, add);
   form.addEventListener('submit', (event) => {
     event.preventDefault();
