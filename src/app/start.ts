@@ -181,6 +181,11 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     spoolPath: spoolPathFor(settings, log),
     staleAfterMs: settings.databaseUrl ? 30_000 : 0,
     heartbeatMs: 10_000,
+    // Only a shared PostgreSQL ledger has other instances to sweep (on SQLite every other instance counts as stale).
+    recoverySweepMs: settings.databaseUrl ? settings.recoverySweepMs : 0,
+    onSwept(sessions) {
+      log.warn({ sessions: sessions.length, sessionIds: sessions.map((s) => s.sessionId) }, 'settled open sessions of an instance whose heartbeat stopped');
+    },
     hooks: combineMeterHooks(sessionLog.meterHooks, metrics.meterHooks),
     backlogHooks: {
       quarantined(lines, file) {

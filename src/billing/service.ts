@@ -18,6 +18,10 @@ export interface BillingOptions {
   /** An instance whose heartbeat is older than this is presumed dead and its open sessions recovered. */
   staleAfterMs: number;
   heartbeatMs: number;
+  /** How often a live instance settles the open sessions of stale instances; 0 never (the start's recovery still runs). */
+  recoverySweepMs?: number;
+  /** Told of the sessions each sweep settled. */
+  onSwept?: (sessions: RecoveredSession[]) => void;
   hooks?: Partial<MeterHooks>;
   /** Told when spool lines are quarantined and writes dead-lettered. */
   backlogHooks?: Partial<BacklogHooks>;
@@ -38,6 +42,8 @@ export class Billing {
   readonly backlog: WriteBacklog;
   private readonly hooks: MeterHooks;
   private heartbeat: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<RecoveredSession[]> | undefined;
 
   constructor(private readonly options: BillingOptions) {
     this.hooks = { ...NO_HOOKS, ...options.hooks };
@@ -87,6 +93,14 @@ export class Billing {
       if (this.backlog.size > 0) void this.backlog.flush();
     }, this.options.heartbeatMs);
     this.heartbeat.unref();
+    const { recoverySweepMs = 0 } = this.options;
+    if (recoverySweepMs > 0) {
+      this.sweepTimer = setInterval(() => {
+        // A failed sweep is tried again at the next tick: the ledger settles each session once, whoever asks.
+        void this.sweep().catch(() => undefined);
+      }, recoverySweepMs);
+      this.sweepTimer.unref();
+    }
     // The ledger settles every session left open; one whose charge the
     // ledger refused at the replay is settled without it: said, not hidden.
     const owed = this.backlog.sessionsOwed();
@@ -94,9 +108,34 @@ export class Billing {
     return { sessions, replayed: spool.written, spool, settledOwing };
   }
 
+  /**
+   * Settles the open sessions of every other instance whose heartbeat is
+   * stale, as 'recovered', while this one runs. Never this instance's own
+   * sessions, even if its own heartbeat lapsed: they are live. Several
+   * instances may sweep at once: the ledger's settlement locks the session
+   * row and inserts the settlement only if none exists, so each session is
+   * settled once and reported by one sweep. A sweep still running is joined,
+   * not doubled.
+   */
+  sweep(): Promise<RecoveredSession[]> {
+    this.sweeping ??= this.options.ledger
+      .recoverOpenSessions({ instanceId: this.options.instanceId, staleAfterMs: this.options.staleAfterMs, ownSessions: 'keep' })
+      .then((sessions) => {
+        if (sessions.length > 0) this.options.onSwept?.(sessions);
+        return sessions;
+      })
+      .finally(() => {
+        this.sweeping = undefined;
+      });
+    return this.sweeping;
+  }
+
   async close(): Promise<void> {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    await this.sweeping?.catch(() => undefined);
     await this.backlog.flush().catch(() => undefined);
     this.backlog.close();
     await this.options.ledger.close();

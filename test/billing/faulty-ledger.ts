@@ -81,6 +81,8 @@ export class FaultyLedger implements Ledger {
   heartbeat: Ledger['heartbeat'] = async (id) => (this.guard('heartbeat'), this.inner.heartbeat(id));
   recoverOpenSessions: Ledger['recoverOpenSessions'] = async (options) => (this.guard('recoverOpenSessions'), this.inner.recoverOpenSessions(options));
   usage: Ledger['usage'] = async (query) => this.inner.usage(query);
+  endedSessions: Ledger['endedSessions'] = async (query) => this.inner.endedSessions(query);
+  spend: Ledger['spend'] = async (query) => this.inner.spend(query);
   sessionSpend: Ledger['sessionSpend'] = async (id) => this.inner.sessionSpend(id);
   ping: Ledger['ping'] = async () => (this.guard('ping'), this.inner.ping());
   close: Ledger['close'] = async () => this.inner.close();

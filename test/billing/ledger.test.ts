@@ -347,6 +347,26 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       expect(await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 })).toEqual([]);
     });
 
+    it("a live instance's sweep recovers stale instances' sessions and never its own, even with its heartbeat lapsed", async () => {
+      const key = await newKey(10_000n);
+      const stale = await newSession(key, 'relay-stale');
+      const own = await newSession(key, 'relay-me');
+      const live = await newSession(key, 'relay-live');
+      await ledger.recordCharge(charge(key, stale, 'resp_1', 11n));
+      await ledger.recordCharge(charge(key, own, 'resp_1', 3n));
+      await ledger.heartbeat('relay-live');
+      await backend.ageHeartbeat('relay-stale', 10 * 60_000);
+      await backend.ageHeartbeat('relay-me', 10 * 60_000);
+
+      const swept = await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000, ownSessions: 'keep' });
+      expect(swept).toEqual([{ sessionId: stale, totalNano: 11n }]);
+      const sessions = new Map((await backend.rows('sessions')).map((row) => [row.id, row]));
+      expect(sessions.get(stale)).toMatchObject({ status: 'recovered', end_reason: 'instance_stale' });
+      expect(sessions.get(own)).toMatchObject({ status: 'open', ended_at: null });
+      expect(sessions.get(live)).toMatchObject({ status: 'open', ended_at: null });
+      expect(await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000, ownSessions: 'keep' })).toEqual([]);
+    });
+
     it('settles each orphaned session once when two instances recover at the same time', async () => {
       const second = await connect();
       const key = await newKey(10_000n);

@@ -15,8 +15,14 @@ import type {
   KeyRecord,
   Ledger,
   NewKey,
+  EndedSession,
+  EndedSessionsPage,
+  EndedSessionsQuery,
   RecoveredSession,
+  RecoveryOptions,
   SessionOpen,
+  SpendBucket,
+  SpendQuery,
   SettlementInput,
   SettlementResult,
   UsageQuery,
@@ -237,6 +243,36 @@ function toUsageRow(row: UsageDbRow): UsageRow {
   };
 }
 
+interface EndedDbRow {
+  id: string;
+  key_id: string;
+  key_name: string;
+  model: string;
+  upstream: string;
+  status: EndedSession['status'];
+  end_reason: string;
+  started_at: Date;
+  ended_at: Date;
+  total_nano: bigint;
+  charge_count: number;
+}
+
+function toEndedSession(row: EndedDbRow): EndedSession {
+  return {
+    id: row.id,
+    keyId: row.key_id,
+    keyName: row.key_name,
+    model: row.model,
+    upstream: row.upstream,
+    status: row.status,
+    endReason: row.end_reason,
+    startedAt: row.started_at,
+    endedAt: row.ended_at,
+    totalNano: row.total_nano,
+    chargeCount: row.charge_count,
+  };
+}
+
 type Queryable = Pick<pg.PoolClient, 'query'>;
 
 /*
@@ -364,15 +400,16 @@ class PostgresLedger implements Ledger {
     await this.run((client) => upsertHeartbeat(client, instanceId));
   }
 
-  async recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]> {
+  async recoverOpenSessions(options: RecoveryOptions): Promise<RecoveredSession[]> {
     assertStaleAfter(options.staleAfterMs);
     // Staleness is judged by the database clock, the one every instance's
     // heartbeat was written with.
+    const own = options.ownSessions === 'keep' ? 'AND s.instance_id <> $1' : 'OR s.instance_id = $1';
     const { rows } = await this.query<{ id: string; instance_id: string; heartbeat_at: Date | null }>(
       `SELECT s.id, s.instance_id, i.heartbeat_at
        FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
        WHERE s.status = 'open'
-         AND (s.instance_id = $1 OR i.heartbeat_at IS NULL OR i.heartbeat_at < now() - $2::bigint * interval '1 millisecond')
+         AND ((i.heartbeat_at IS NULL OR i.heartbeat_at < now() - $2::bigint * interval '1 millisecond') ${own})
        ORDER BY s.started_at, s.id`,
       [options.instanceId, options.staleAfterMs],
     );
@@ -410,6 +447,54 @@ class PostgresLedger implements Ledger {
       params,
     );
     return rows.map(toUsageRow);
+  }
+
+  async endedSessions(query: EndedSessionsQuery): Promise<EndedSessionsPage> {
+    const conditions = ["s.status <> 'open'"];
+    const params: unknown[] = [];
+    if (query.key !== undefined) {
+      const key = await this.getKey(query.key);
+      params.push((key ?? keyNotFound(query.key)).id);
+      conditions.push(`s.key_id = $${params.length}`);
+    }
+    if (query.before !== undefined) {
+      const { rows } = await this.query<{ ended_at: Date | null }>('SELECT ended_at FROM sessions WHERE id = $1', [query.before]);
+      const cursor = rows[0]?.ended_at ?? sessionNotFound(query.before);
+      params.push(cursor, query.before);
+      conditions.push(`(s.ended_at, s.id) < ($${params.length - 1}, $${params.length})`);
+    }
+    // One more than asked tells whether another page follows.
+    params.push(query.limit + 1);
+    const { rows } = await this.query<EndedDbRow>(
+      `SELECT s.id, s.key_id, k.name AS key_name, s.model, s.upstream, t.status, t.end_reason, s.started_at, s.ended_at, t.total_nano, t.charge_count
+       FROM sessions s JOIN settlements t ON t.session_id = s.id JOIN keys k ON k.id = s.key_id
+       WHERE ${conditions.join(' AND ')}
+       ORDER BY s.ended_at DESC, s.id DESC LIMIT $${params.length}`,
+      params,
+    );
+    return { sessions: rows.slice(0, query.limit).map(toEndedSession), hasMore: rows.length > query.limit };
+  }
+
+  async spend(query: SpendQuery): Promise<SpendBucket[]> {
+    const params: unknown[] = [query.bucketMs, query.since];
+    let byKey = '';
+    if (query.key !== undefined) {
+      const key = await this.getKey(query.key);
+      params.push((key ?? keyNotFound(query.key)).id);
+      byKey = `AND c.key_id = $${params.length}`;
+    }
+    // Buckets are counted in milliseconds from the epoch, the same arithmetic as on SQLite.
+    const { rows } = await this.query<{ key_id: string; key_name: string; bucket_ms: bigint; total_nano: bigint; charge_count: number }>(
+      `SELECT c.key_id, k.name AS key_name,
+              (floor(extract(epoch FROM c.created_at) * 1000 / $1::bigint) * $1::bigint)::bigint AS bucket_ms,
+              SUM(c.cost_nano)::bigint AS total_nano, COUNT(*)::integer AS charge_count
+       FROM charges c JOIN keys k ON k.id = c.key_id
+       WHERE c.created_at >= $2 ${byKey}
+       GROUP BY c.key_id, k.name, bucket_ms
+       ORDER BY bucket_ms, k.name, c.key_id`,
+      params,
+    );
+    return rows.map((r) => ({ keyId: r.key_id, keyName: r.key_name, bucketStart: new Date(Number(r.bucket_ms)), totalNano: r.total_nano, chargeCount: r.charge_count }));
   }
 
   async sessionSpend(sessionId: string): Promise<bigint> {

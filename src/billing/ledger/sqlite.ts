@@ -17,8 +17,14 @@ import type {
   KeyRecord,
   Ledger,
   NewKey,
+  EndedSession,
+  EndedSessionsPage,
+  EndedSessionsQuery,
   RecoveredSession,
+  RecoveryOptions,
   SessionOpen,
+  SpendBucket,
+  SpendQuery,
   SettlementInput,
   SettlementResult,
   UsageQuery,
@@ -164,6 +170,36 @@ const KEY_BY_REF = 'SELECT id FROM keys WHERE id = @ref OR name = @ref ORDER BY 
  * loop, and writes run in IMMEDIATE transactions so that another process
  * writing the same file waits (busy_timeout) instead of failing mid-transaction.
  */
+interface EndedDbRow {
+  id: string;
+  key_id: string;
+  key_name: string;
+  model: string;
+  upstream: string;
+  status: EndedSession['status'];
+  end_reason: string;
+  started_at: bigint;
+  ended_at: bigint;
+  total_nano: bigint;
+  charge_count: bigint;
+}
+
+function toEndedSession(row: EndedDbRow): EndedSession {
+  return {
+    id: row.id,
+    keyId: row.key_id,
+    keyName: row.key_name,
+    model: row.model,
+    upstream: row.upstream,
+    status: row.status,
+    endReason: row.end_reason,
+    startedAt: new Date(Number(row.started_at)),
+    endedAt: new Date(Number(row.ended_at)),
+    totalNano: row.total_nano,
+    chargeCount: Number(row.charge_count),
+  };
+}
+
 class SqliteLedger implements Ledger {
   readonly kind = 'sqlite' as const;
   private closed = false;
@@ -237,6 +273,12 @@ class SqliteLedger implements Ledger {
         FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
         WHERE s.status = 'open'
           AND (s.instance_id = @instanceId OR i.heartbeat_at IS NULL OR i.heartbeat_at < @cutoff)
+        ORDER BY s.started_at, s.id`),
+      // A live instance's sweep: its own sessions are running, whatever its heartbeat says.
+      staleSessionsOfOthers: db.prepare(`SELECT s.id, s.instance_id, i.heartbeat_at
+        FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
+        WHERE s.status = 'open' AND s.instance_id <> @instanceId
+          AND (i.heartbeat_at IS NULL OR i.heartbeat_at < @cutoff)
         ORDER BY s.started_at, s.id`),
     };
   }
@@ -353,12 +395,13 @@ class SqliteLedger implements Ledger {
     this.write(() => this.statements.heartbeat.run({ id: instanceId, now: Date.now() }));
   }
 
-  async recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]> {
+  async recoverOpenSessions(options: RecoveryOptions): Promise<RecoveredSession[]> {
     assertStaleAfter(options.staleAfterMs);
     const now = new Date();
+    const select = options.ownSessions === 'keep' ? this.statements.staleSessionsOfOthers : this.statements.orphanedSessions;
     const orphans = this.read(
       () =>
-        this.statements.orphanedSessions.all({
+        select.all({
           instanceId: options.instanceId,
           cutoff: now.getTime() - options.staleAfterMs,
         }) as Array<{ id: string; instance_id: string; heartbeat_at: bigint | null }>,
@@ -400,6 +443,55 @@ class SqliteLedger implements Ledger {
           ORDER BY c.created_at, c.id`)
         .all(params) as UsageDbRow[];
       return rows.map(toUsageRow);
+    });
+  }
+
+  async endedSessions(query: EndedSessionsQuery): Promise<EndedSessionsPage> {
+    return this.read(() => {
+      const conditions = ["s.status <> 'open'"];
+      // One more than asked tells whether another page follows.
+      const params: Record<string, unknown> = { limit: query.limit + 1 };
+      if (query.key !== undefined) {
+        const key = this.statements.keyByRef.get({ ref: query.key }) as KeyRow | undefined;
+        params.keyId = (key ?? keyNotFound(query.key)).id;
+        conditions.push('s.key_id = @keyId');
+      }
+      if (query.before !== undefined) {
+        const cursor = this.db.prepare('SELECT ended_at FROM sessions WHERE id = ?').get(query.before) as { ended_at: bigint | null } | undefined;
+        params.beforeEndedAt = cursor?.ended_at ?? sessionNotFound(query.before);
+        params.beforeId = query.before;
+        conditions.push('(s.ended_at, s.id) < (@beforeEndedAt, @beforeId)');
+      }
+      const rows = this.db
+        .prepare(`SELECT s.id, s.key_id, k.name AS key_name, s.model, s.upstream, t.status, t.end_reason, s.started_at, s.ended_at, t.total_nano, t.charge_count
+          FROM sessions s JOIN settlements t ON t.session_id = s.id JOIN keys k ON k.id = s.key_id
+          WHERE ${conditions.join(' AND ')}
+          ORDER BY s.ended_at DESC, s.id DESC LIMIT @limit`)
+        .all(params) as EndedDbRow[];
+      return { sessions: rows.slice(0, query.limit).map(toEndedSession), hasMore: rows.length > query.limit };
+    });
+  }
+
+  async spend(query: SpendQuery): Promise<SpendBucket[]> {
+    return this.read(() => {
+      // A bigint binds as an INTEGER (a number would bind as REAL and the division would not floor).
+      const params: Record<string, unknown> = { bucketMs: BigInt(query.bucketMs), since: query.since.getTime() };
+      let byKey = '';
+      if (query.key !== undefined) {
+        const key = this.statements.keyByRef.get({ ref: query.key }) as KeyRow | undefined;
+        params.keyId = (key ?? keyNotFound(query.key)).id;
+        byKey = 'AND c.key_id = @keyId';
+      }
+      // created_at is integer milliseconds: integer division floors it to its bucket.
+      const rows = this.db
+        .prepare(`SELECT c.key_id, k.name AS key_name, (c.created_at / @bucketMs) * @bucketMs AS bucket_ms,
+            SUM(c.cost_nano) AS total_nano, COUNT(*) AS charge_count
+          FROM charges c JOIN keys k ON k.id = c.key_id
+          WHERE c.created_at >= @since ${byKey}
+          GROUP BY c.key_id, k.name, bucket_ms
+          ORDER BY bucket_ms, k.name, c.key_id`)
+        .all(params) as Array<{ key_id: string; key_name: string; bucket_ms: bigint; total_nano: bigint; charge_count: bigint }>;
+      return rows.map((r) => ({ keyId: r.key_id, keyName: r.key_name, bucketStart: new Date(Number(r.bucket_ms)), totalNano: r.total_nano, chargeCount: Number(r.charge_count) }));
     });
   }
 

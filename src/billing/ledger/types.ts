@@ -107,9 +107,66 @@ export interface SettlementResult {
   chargeCount: number;
 }
 
+export interface RecoveryOptions {
+  instanceId: string;
+  staleAfterMs: number;
+  /**
+   * 'recover' (the default) at a start: `instanceId`'s own open sessions were
+   * left by its previous process. 'keep' for a live instance's sweep: its own
+   * sessions are running, whatever its heartbeat says.
+   */
+  ownSessions?: 'recover' | 'keep';
+}
+
 export interface RecoveredSession {
   sessionId: string;
   totalNano: bigint;
+}
+
+/** Ended sessions, newest first, a page at a time. */
+export interface EndedSessionsQuery {
+  /** A key id or name. */
+  key?: string;
+  /** Most sessions in the page. */
+  limit: number;
+  /** The last session id of the previous page: this page holds the sessions that ended before it. */
+  before?: string;
+}
+
+export interface EndedSession {
+  id: string;
+  keyId: string;
+  keyName: string;
+  model: string;
+  upstream: string;
+  status: SettlementStatus;
+  endReason: string;
+  startedAt: Date;
+  endedAt: Date;
+  /** What its settlement recorded. */
+  totalNano: bigint;
+  chargeCount: number;
+}
+
+export interface EndedSessionsPage {
+  sessions: EndedSession[];
+  /** True when older sessions follow the last one. */
+  hasMore: boolean;
+}
+
+/** Charges summed per key per bucket of `bucketMs`, counted from the epoch (UTC). */
+export interface SpendQuery {
+  key?: string;
+  bucketMs: number;
+  since: Date;
+}
+
+export interface SpendBucket {
+  keyId: string;
+  keyName: string;
+  bucketStart: Date;
+  totalNano: bigint;
+  chargeCount: number;
 }
 
 export interface UsageQuery {
@@ -163,8 +220,12 @@ export interface Ledger {
    * `instanceId` itself (a restarted process), releasing their holds. Returns
    * the sessions this call settled; safe to run from several processes at once.
    */
-  recoverOpenSessions(options: { instanceId: string; staleAfterMs: number }): Promise<RecoveredSession[]>;
+  recoverOpenSessions(options: RecoveryOptions): Promise<RecoveredSession[]>;
   usage(query: UsageQuery): Promise<UsageRow[]>;
+  /** Settled and recovered sessions, newest end first, then by id. */
+  endedSessions(query: EndedSessionsQuery): Promise<EndedSessionsPage>;
+  /** Oldest bucket first. */
+  spend(query: SpendQuery): Promise<SpendBucket[]>;
   sessionSpend(sessionId: string): Promise<bigint>;
   /** A cheap liveness check. */
   ping(): Promise<void>;

@@ -8,6 +8,7 @@ import { sessionMachine } from '../../machines/session.js';
 import type { SessionRegistry } from '../registry.js';
 import { adminAuth } from './auth.js';
 import { AdminError, toAdminError } from './errors.js';
+import { endedSessionRoutes, spendRoutes } from './history.js';
 import { keyRoutes } from './keys.js';
 import { livePage } from './page.js';
 import { sessionRoutes } from './sessions.js';
@@ -34,7 +35,8 @@ const noStore = createMiddleware(async function noStore(c, next) {
 
 /**
  * The admin API and the live sessions page, to be mounted at /admin:
- * keys, usage, live sessions (list, one, cancel, SSE stream) and /ui.
+ * keys, usage, spend, ended sessions, live sessions (list, one, cancel, SSE
+ * stream) and /ui.
  */
 export function adminApp(options: AdminOptions): Hono {
   const admin = new Hono();
@@ -68,6 +70,9 @@ export function adminApp(options: AdminOptions): Hono {
   );
   admin.route('/keys', keyRoutes(options.ledger));
   admin.route('/usage', usageRoutes(options.ledger));
+  admin.route('/spend', spendRoutes(options.ledger));
+  // Ahead of /sessions, whose /:id would take "ended" for a malformed session id.
+  admin.route('/sessions/ended', endedSessionRoutes(options.ledger));
   admin.route('/sessions', sessionRoutes(options.registry, options.streamRefreshMs));
   admin.all('*', () => {
     throw new AdminError('not_found');

@@ -1,4 +1,4 @@
-import type { KeyRecord, Ledger, NewKey, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
+import type { EndedSession, EndedSessionsQuery, KeyRecord, Ledger, NewKey, SpendBucket, SpendQuery, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
 import { formatUsd, MAX_BALANCE_NANO, MAX_BALANCE_USD, parseUsd } from '../../billing/prices.js';
 import type { AnyErrorCode } from '../../errors.js';
 
@@ -165,15 +165,120 @@ export interface UsageRequest {
 export function parseUsageRequest(fields: { key?: string | undefined; since?: string | undefined; format?: string | undefined }): UsageRequest {
   const query: UsageQuery = {};
   if (fields.key !== undefined && fields.key !== '') query.key = fields.key;
-  if (fields.since !== undefined && fields.since !== '') {
-    // Only ISO dates: Date.parse would also accept "3" or "March" and guess.
-    const since = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(fields.since) ? new Date(fields.since) : new Date(Number.NaN);
-    if (Number.isNaN(since.getTime())) throw new InputError('invalid_input', 'since', 'must be a date such as 2026-11-01 or 2026-11-01T12:00:00Z');
-    query.since = since;
-  }
+  if (fields.since !== undefined && fields.since !== '') query.since = parseSince(fields.since);
   const format = fields.format === undefined || fields.format === '' ? 'json' : fields.format;
   if (format !== 'json' && format !== 'csv') throw new InputError('invalid_input', 'format', 'is csv or json');
   return { query, format };
+}
+
+/** Only ISO dates: Date.parse would also accept "3" or "March" and guess. */
+function parseSince(text: string): Date {
+  const since = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text) ? new Date(text) : new Date(Number.NaN);
+  if (Number.isNaN(since.getTime())) throw new InputError('invalid_input', 'since', 'must be a date such as 2026-11-01 or 2026-11-01T12:00:00Z');
+  return since;
+}
+
+/** A key filter as given in a query: an id or a name, printable, at most 200 characters. */
+function parseKeyFilter(key: string | undefined): string | undefined {
+  if (key === undefined || key === '') return undefined;
+  if (key.length > 200 || /[\u0000-\u001f\u007f]/.test(key)) throw new InputError('invalid_input', 'key', 'must be a key id or name of at most 200 printable characters');
+  return key;
+}
+
+export const ENDED_PAGE_DEFAULT = 20;
+export const ENDED_PAGE_MAX = 100;
+const SESSION_ID = /^sess_[0-9a-f]{32}$/;
+
+/** `key` (id or name), `limit` (1 to 100; default 20), `before` (the last session id of the previous page). */
+export function parseEndedRequest(fields: Record<string, string | undefined>): EndedSessionsQuery {
+  rejectUnknown(fields, new Set(['key', 'limit', 'before']));
+  const query: EndedSessionsQuery = { limit: ENDED_PAGE_DEFAULT };
+  const key = parseKeyFilter(fields.key);
+  if (key !== undefined) query.key = key;
+  if (fields.limit !== undefined && fields.limit !== '') {
+    const limit = /^\d{1,4}$/.test(fields.limit) ? Number(fields.limit) : Number.NaN;
+    if (!(limit >= 1 && limit <= ENDED_PAGE_MAX)) throw new InputError('invalid_input', 'limit', `must be a whole number from 1 to ${ENDED_PAGE_MAX}`);
+    query.limit = limit;
+  }
+  if (fields.before !== undefined && fields.before !== '') {
+    if (!SESSION_ID.test(fields.before)) throw new InputError('invalid_input', 'before', 'must be a session id (sess_ and 32 hex digits), the last of the previous page');
+    query.before = fields.before;
+  }
+  return query;
+}
+
+export interface EndedSessionView {
+  id: string;
+  key: { id: string; name: string };
+  model: string;
+  upstream: string;
+  /** settled, or recovered (settled by recovery after its instance stopped). */
+  status: EndedSession['status'];
+  end_reason: string;
+  started_at: string;
+  ended_at: string;
+  duration_ms: number;
+  /** What the settlement recorded, in nano-USD (1 USD = 1e9) as a decimal integer string. */
+  cost_nano: string;
+  charge_count: number;
+}
+
+export function endedSessionView(s: EndedSession): EndedSessionView {
+  return {
+    id: s.id,
+    key: { id: s.keyId, name: s.keyName },
+    model: s.model,
+    upstream: s.upstream,
+    status: s.status,
+    end_reason: s.endReason,
+    started_at: s.startedAt.toISOString(),
+    ended_at: s.endedAt.toISOString(),
+    duration_ms: Math.max(0, s.endedAt.getTime() - s.startedAt.getTime()),
+    cost_nano: s.totalNano.toString(),
+    charge_count: s.chargeCount,
+  };
+}
+
+export const SPEND_BUCKETS = { hour: 3_600_000, day: 86_400_000 } as const;
+export type SpendBucketName = keyof typeof SPEND_BUCKETS;
+/** Enough for two months of hours or years of days, and a bound on the answer's size. */
+export const SPEND_MAX_BUCKETS = 1_500;
+const SPEND_DEFAULT_BUCKETS: Record<SpendBucketName, number> = { hour: 24, day: 30 };
+
+export interface SpendRequest {
+  query: SpendQuery;
+  bucket: SpendBucketName;
+}
+
+/** `key` (id or name), `bucket` (hour or day; default day), `since` (an ISO date; default the last 24 hours or 30 days). */
+export function parseSpendRequest(fields: Record<string, string | undefined>, now: Date = new Date()): SpendRequest {
+  rejectUnknown(fields, new Set(['key', 'bucket', 'since']));
+  const bucket = fields.bucket === undefined || fields.bucket === '' ? 'day' : fields.bucket;
+  if (bucket !== 'hour' && bucket !== 'day') throw new InputError('invalid_input', 'bucket', 'is hour or day');
+  const bucketMs = SPEND_BUCKETS[bucket];
+  // The default window starts on a bucket boundary, so its first bucket is whole.
+  const defaultSince = new Date(Math.floor(now.getTime() / bucketMs) * bucketMs - (SPEND_DEFAULT_BUCKETS[bucket] - 1) * bucketMs);
+  const since = fields.since === undefined || fields.since === '' ? defaultSince : parseSince(fields.since);
+  if ((now.getTime() - since.getTime()) / bucketMs > SPEND_MAX_BUCKETS) {
+    throw new InputError('invalid_input', 'since', `is too far back for ${bucket} buckets: at most ${SPEND_MAX_BUCKETS} buckets per key`);
+  }
+  const query: SpendQuery = { bucketMs, since };
+  const key = parseKeyFilter(fields.key);
+  if (key !== undefined) query.key = key;
+  return { query, bucket };
+}
+
+export interface SpendView {
+  key: { id: string; name: string };
+  /** The bucket's first instant (UTC). */
+  start: string;
+  /** nano-USD as a decimal integer string. */
+  total_nano: string;
+  charge_count: number;
+}
+
+export function spendView(b: SpendBucket): SpendView {
+  return { key: { id: b.keyId, name: b.keyName }, start: b.bucketStart.toISOString(), total_nano: b.totalNano.toString(), charge_count: b.chargeCount };
 }
 
 export interface UsageView {

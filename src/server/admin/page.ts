@@ -1,8 +1,10 @@
 import type { MachineDescription } from '../../machines/diagram.js';
 import { lifecycleSvg } from './lifecycle-svg.js';
+import { LEDGER_HTML, LEDGER_SCRIPT, LEDGER_STYLE } from './page-ledger.js';
 
 /**
- * The live sessions page: one self-contained HTML document (no build step,
+ * The admin page, live sessions and the ledger's keys, spend and ended
+ * sessions: one self-contained HTML document (no build step,
  * no external assets). It holds no data: everything it shows comes from the
  * token-protected API, read with `Authorization: Bearer <token>`, the list
  * from the SSE stream at `sessions/stream`. A `?token=` in the address is
@@ -17,12 +19,12 @@ export function livePage(description: MachineDescription, nonce: string): string
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
-<title>realtime-relay · live sessions</title>
-<style nonce="${nonce}">${STYLE}</style>
+<title>realtime-relay · admin</title>
+<style nonce="${nonce}">${STYLE}${LEDGER_STYLE}</style>
 </head>
 <body>
 <header>
-  <h1>realtime-relay <span>live sessions</span></h1>
+  <h1>realtime-relay <span>admin</span></h1>
   <div class="status"><span id="status-dot" class="dot"></span><span id="status-text">not connected</span></div>
   <button id="logout" type="button" class="quiet" hidden>Forget token</button>
 </header>
@@ -54,12 +56,15 @@ export function livePage(description: MachineDescription, nonce: string): string
       </div>
       <p id="empty" class="empty">No live sessions.</p>
     </div>
+${LEDGER_HTML}
   </section>
   <div id="toast" role="status" hidden></div>
 </main>
 <script nonce="${nonce}">
 const CONFIG = ${config};
 ${SCRIPT}
+${LEDGER_SCRIPT}
+${BOOT}
 </script>
 </body>
 </html>
@@ -391,19 +396,26 @@ async function cancelSession(id, button) {
   }
 }
 
-$('login-form').addEventListener('submit', (event) => {
-  event.preventDefault();
-  token = $('token-input').value.trim();
-  $('token-input').value = '';
-  sessionStorage.setItem(TOKEN_KEY, token);
-  connect();
-});
 $('logout').addEventListener('click', () => {
   sessionStorage.removeItem(TOKEN_KEY);
   token = null;
   showLogin();
 });
+`;
 
+/* Runs last, once both halves of the script are defined. */
+const BOOT = `
+function start() {
+  connect();
+  loadLedgerViews();
+}
+$('login-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  token = $('token-input').value.trim();
+  $('token-input').value = '';
+  sessionStorage.setItem(TOKEN_KEY, token);
+  start();
+});
 token = takeToken();
-if (token) connect(); else showLogin();
+if (token) start(); else showLogin();
 `;
