@@ -57,7 +57,7 @@ export class LedgerMeter implements SessionMeter {
   /** Charges that could not be written: kept for the settlement and the recovery path. */
   private readonly unwritten: ChargeInput[] = [];
   /** What each item costs (written or still owed), by kind and id, for the settlement's record. */
-  private readonly costs = new Map<string, bigint>();
+  private costs: Map<string, bigint> | null = null;
   /** Holds placed for response.create events whose response has not started yet. */
   private heldForRequested = 0;
 
@@ -144,7 +144,7 @@ export class LedgerMeter implements SessionMeter {
   private async charge(item: { kind: ChargeInput['kind']; itemId: string; costNano: bigint; usage: unknown; model?: string }): Promise<ChargeVerdict> {
     const { ledger, key, sessionId, hooks } = this.options;
     const charge: ChargeInput = { sessionId, keyId: key.id, kind: item.kind, itemId: item.itemId, model: item.model ?? this.servedModel, costNano: item.costNano, usage: item.usage };
-    this.costs.set(`${item.kind}:${item.itemId}`, item.costNano);
+    (this.costs ??= new Map()).set(`${item.kind}:${item.itemId}`, item.costNano);
     const began = Date.now();
     let result;
     try {
@@ -175,7 +175,7 @@ export class LedgerMeter implements SessionMeter {
 
   /** The summary with each usage record's cost, as charged: the settlement's record agrees with the charges. */
   private withCosts(summary: SessionSummary): SessionSummary {
-    return { ...summary, usage: summary.usage.map((record) => ({ ...record, costNano: record.costNano ?? this.costs.get(`${record.kind}:${record.id}`) ?? null })) };
+    return { ...summary, usage: summary.usage.map((record) => ({ ...record, costNano: record.costNano ?? this.costs?.get(`${record.kind}:${record.id}`) ?? null })) };
   }
 
   /**

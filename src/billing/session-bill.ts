@@ -28,7 +28,8 @@ export type SummaryBase = Omit<SessionSummary, 'usage'>;
  */
 export class SessionBill {
   private readonly usage: UsageRecord[] = [];
-  private readonly pendingCharges = new Set<Promise<unknown>>();
+  /** Made with the first charge: most sessions never have one (idle ones, setups). */
+  private pendingCharges: Set<Promise<unknown>> | null = null;
 
   constructor(private readonly meter: SessionMeter) {}
 
@@ -125,15 +126,16 @@ export class SessionBill {
    * backlog: a shutdown that closes the ledger right after must not cut it off.
    */
   async settle(summaryOf: () => SummaryBase): Promise<SessionSummary> {
-    await Promise.allSettled([...this.pendingCharges]);
+    await (this.pendingCharges === null ? undefined : Promise.allSettled([...this.pendingCharges]));
     const summary: SessionSummary = { ...summaryOf(), usage: this.usage };
     await this.meter.settle(summary).catch(() => undefined);
     return summary;
   }
 
   private track<T>(promise: Promise<T>): Promise<T> {
-    this.pendingCharges.add(promise);
-    const untrack = () => this.pendingCharges.delete(promise);
+    const pending = (this.pendingCharges ??= new Set());
+    pending.add(promise);
+    const untrack = () => pending.delete(promise);
     promise.then(untrack, untrack);
     return promise;
   }

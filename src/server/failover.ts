@@ -22,15 +22,17 @@ export async function dialWithFailover(
 ): Promise<DialedUpstream> {
   if (candidates.length === 0) throw new RelayError('model_not_found', `No upstream serves the model "${request.model}".`);
   const deadline = Date.now() + connectTimeoutMs;
-  let lastError: RelayError = new RelayError('upstream_unavailable');
+  // Made only when an attempt fails: an error's stack costs more than the rest of a dial's bookkeeping.
+  let lastError: RelayError | null = null;
   for (let i = 0; i < candidates.length; i++) {
     if (signal.aborted) throw new RelayError('upstream_timeout');
     const upstream = candidates[i]!;
     const last = i === candidates.length - 1;
     const share = Math.max(1, Math.floor((deadline - Date.now()) / (candidates.length - i)));
-    const attemptTimeout = new AbortController();
-    const attemptTimer = last ? undefined : setTimeout(() => attemptTimeout.abort(), share);
-    const attempt = last ? signal : AbortSignal.any([signal, attemptTimeout.signal]);
+    // The last attempt (the only one, mostly) runs on the session's own signal: no timer, no controller.
+    const attemptTimeout = last ? null : new AbortController();
+    const attemptTimer = attemptTimeout ? setTimeout(() => attemptTimeout.abort(), share) : undefined;
+    const attempt = attemptTimeout ? AbortSignal.any([signal, attemptTimeout.signal]) : signal;
     const began = Date.now();
     try {
       const dialed = await dialOnce(upstream, request, attempt);
@@ -50,5 +52,5 @@ export async function dialWithFailover(
       clearTimeout(attemptTimer);
     }
   }
-  throw lastError;
+  throw lastError ?? new RelayError('upstream_unavailable');
 }

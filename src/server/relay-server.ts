@@ -144,10 +144,6 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       const opened = meter;
       /** Set once: by the upgrade (the session starts) or by the connection's end (the session is settled empty). */
       let decided = false;
-      c.env.accept = (client) => {
-        decided = true;
-        startSession(client, shake, admission, opened, sessionId);
-      };
       // If the client vanishes before the 101, nothing will ever start: settle the empty session.
       const socket = c.env.incoming.socket;
       const abandon = () => {
@@ -155,6 +151,12 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
         decided = true;
         admission.release();
         void opened.settle(emptySummary(sessionId, admission)).catch(() => undefined);
+      };
+      c.env.accept = (client) => {
+        decided = true;
+        // The session's machine owns its ending from here: the listener (and what it holds) goes.
+        socket.off('close', abandon);
+        startSession(client, shake, admission, opened, sessionId);
       };
       // It may already be gone (closed while the ledger was answering): then 'close' has been emitted.
       if (socket.destroyed) abandon();

@@ -24,6 +24,32 @@ export interface DialRequest {
   intent?: 'transcription';
 }
 
+export interface UpstreamRequest {
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly servedModel: string;
+}
+
+/** Requests already built, per upstream and model: every session of a model dials the same URL with the same headers. */
+const builtRequests = new WeakMap<Upstream, Map<string, UpstreamRequest>>();
+/** The model comes from the client: at most this many are kept per upstream. */
+const MAX_BUILT_REQUESTS = 64;
+
+/** `upstreamRequest`, built once per upstream, model and intent and shared (frozen: ws copies the headers it sends). */
+export function cachedUpstreamRequest(upstream: Upstream, request: DialRequest): UpstreamRequest {
+  let built = builtRequests.get(upstream);
+  if (built === undefined) builtRequests.set(upstream, (built = new Map()));
+  const key = request.intent === undefined ? request.model : `${request.intent}\n${request.model}`;
+  let found = built.get(key);
+  if (found === undefined) {
+    const fresh = upstreamRequest(upstream, request);
+    found = Object.freeze({ ...fresh, headers: Object.freeze(fresh.headers) });
+    if (built.size >= MAX_BUILT_REQUESTS) built.clear();
+    built.set(key, found);
+  }
+  return found;
+}
+
 /** The URL and headers a dial to `upstream` uses. The client's own headers are never copied. */
 export function upstreamRequest(upstream: Upstream, request: DialRequest): { url: string; headers: Record<string, string>; servedModel: string } {
   const servedModel = request.model;
@@ -113,36 +139,17 @@ export function isFailoverable(error: RelayError): boolean {
  * Rejects with a RelayError carrying the upstream's status and message.
  */
 export function dialOnce(upstream: Upstream, request: DialRequest, signal: AbortSignal): Promise<DialedUpstream> {
-  const { url, headers, servedModel } = upstreamRequest(upstream, request);
+  const { url, headers, servedModel } = cachedUpstreamRequest(upstream, request);
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, { headers, perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, followRedirects: false });
-    const early: Buffer[] = [];
-    let earlyClose: { code: number; reason: Buffer } | null = null;
     let settled = false;
-    const collectClose = (code: number, reason: Buffer) => {
-      earlyClose = { code, reason };
-    };
-
     const collect = (data: WebSocket.RawData) => {
-      early.push(data as Buffer);
-      if (!settled) {
-        settled = true;
-        cleanupDial();
-        socket.once('close', collectClose);
-        resolve({
-          socket,
-          upstream,
-          servedModel,
-          early,
-          takeOver() {
-            socket.off('message', collect);
-            socket.off('close', collectClose);
-            const closed = earlyClose;
-            earlyClose = null;
-            return { frames: early.splice(0), closed };
-          },
-        });
-      }
+      if (settled) return;
+      settled = true;
+      cleanupDial();
+      socket.off('message', collect);
+      // The dialled socket holds none of the dial's closures: it lives as long as the session.
+      resolve(new EarlySocket(socket, upstream, servedModel, data as Buffer));
     };
     const fail = (error: RelayError) => {
       if (settled) return;
@@ -174,6 +181,39 @@ export function dialOnce(upstream: Upstream, request: DialRequest, signal: Abort
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** A socket past its first frame: it collects frames and its close until a reader takes over. */
+class EarlySocket implements DialedUpstream {
+  readonly early: Buffer[];
+  private earlyClose: { code: number; reason: Buffer } | null = null;
+
+  constructor(
+    readonly socket: WebSocket,
+    readonly upstream: Upstream,
+    readonly servedModel: string,
+    first: Buffer,
+  ) {
+    this.early = [first];
+    socket.on('message', this.collect);
+    socket.once('close', this.collectClose);
+  }
+
+  private readonly collect = (data: WebSocket.RawData): void => {
+    this.early.push(data as Buffer);
+  };
+
+  private readonly collectClose = (code: number, reason: Buffer): void => {
+    this.earlyClose = { code, reason };
+  };
+
+  takeOver(): { frames: Buffer[]; closed: { code: number; reason: Buffer } | null } {
+    this.socket.off('message', this.collect);
+    this.socket.off('close', this.collectClose);
+    const closed = this.earlyClose;
+    this.earlyClose = null;
+    return { frames: this.early.splice(0), closed };
+  }
 }
 
 function ignore(): void {}
