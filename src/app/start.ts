@@ -149,7 +149,9 @@ function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { d
     warnedAt = Date.now();
     log.warn(fields, message);
   }
-  log.info({ url: settings.usageWebhookUrl }, `sending usage events to ${settings.usageWebhookUrl}`);
+  // The origin only: a receiver's path or query may carry a token of its own.
+  const origin = new URL(settings.usageWebhookUrl).origin;
+  log.info({ receiver: origin }, `sending usage events to ${origin}`);
   return startUsageDelivery({
     ledger,
     url: settings.usageWebhookUrl,
