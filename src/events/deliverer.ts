@@ -96,8 +96,9 @@ export function startUsageDelivery(options: UsageDeliveryOptions): UsageDelivery
       // The answer's body is not needed; reading it frees the connection.
       await response.arrayBuffer().catch(() => undefined);
       if (response.status >= 200 && response.status < 300) {
-        await options.ledger.usageEventDelivered(event.id);
         hooks.delivered?.(event);
+        // Unrecorded (the ledger is down), the lease runs out and the receiver gets it again under the same id.
+        await options.ledger.usageEventDelivered(event.id).catch(() => undefined);
         return;
       }
       reason = `the receiver answered ${response.status}`;
