@@ -20,6 +20,7 @@ import { createRelayServer, type RelayServer, type RelayServerOptions } from '..
 import type { SessionObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
 import type { Upstream } from '../server/upstream.js';
+import { startUsageDelivery, type UsageDelivery } from '../events/deliverer.js';
 import { createLimits } from '../limits/index.js';
 import { startSimulator, type Simulator } from '../simulator/index.js';
 import { createGatekeeper } from './gatekeeper.js';
@@ -139,6 +140,37 @@ function assertPortFree(host: string, port: number): Promise<void> {
   });
 }
 
+/** The usage event deliverer, when a receiver is configured; its failures are logged at most every half minute. */
+function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { delivered(type: string): void; failed(type: string): void }, log: Logger): UsageDelivery | null {
+  if (!settings.usageWebhookUrl || !settings.usageWebhookSecret) return null;
+  let warnedAt = 0;
+  function warnSometimes(fields: object, message: string): void {
+    if (Date.now() - warnedAt < 30_000) return;
+    warnedAt = Date.now();
+    log.warn(fields, message);
+  }
+  // The origin only: a receiver's path or query may carry a token of its own.
+  const origin = new URL(settings.usageWebhookUrl).origin;
+  log.info({ receiver: origin }, `sending usage events to ${origin}`);
+  return startUsageDelivery({
+    ledger,
+    url: settings.usageWebhookUrl,
+    secret: settings.usageWebhookSecret,
+    pollMs: settings.usageWebhookPollMs,
+    retryMs: settings.usageWebhookRetryMs,
+    maxRetryMs: settings.usageWebhookMaxRetryMs,
+    timeoutMs: settings.usageWebhookTimeoutMs,
+    hooks: {
+      delivered: (event) => counters.delivered(event.type),
+      failed(event, reason, retryInMs) {
+        counters.failed(event.type);
+        warnSometimes({ eventId: event.id, attempts: event.attempts, retryInMs, reason }, `usage event delivery failed (${reason}); retrying, nothing is lost`);
+      },
+      claimFailed: (error) => warnSometimes({ err: error }, 'the usage event outbox could not be read; retrying'),
+    },
+  });
+}
+
 export interface StartOptions {
   /** Puts something between billing and the ledger (tests use it to make the ledger fail). */
   wrapLedger?: (ledger: Ledger) => Ledger;
@@ -168,7 +200,8 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   const { config, simulator, mode } = await chooseUpstreams(settings);
   log.info({ upstream: mode }, `realtime-relay relays to ${mode}`);
   const prices = settings.priceFile ? loadPriceFile(settings.priceFile, builtInPrices) : builtInPrices;
-  const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db') });
+  // Without a receiver the outbox stays empty: no event is written, and no deliverer runs.
+  const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db'), usageEvents: Boolean(settings.usageWebhookUrl) });
   const instanceId = instanceIdFor(settings.port);
   const metrics = createRelayMetrics({ prices });
   const sessionLog = createSessionLog(log);
@@ -255,6 +288,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     await inspector?.stop();
     throw error;
   });
+  const usageDelivery = startUsageDeliveryFor(settings, ledger, metrics.usageEventHooks, log);
   const url = `${relay.url()}/v1/realtime?model=gpt-realtime`;
   log.info({ url, ledger: ledger.kind }, `listening on ${relay.url()} (ledger: ${ledger.kind})`);
   // The key itself goes to the terminal only (see demoKeyNotice): logs are kept and shipped, and no line carries a key.
@@ -269,6 +303,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     demoKey,
     async stop() {
       const result = await relay.shutdown();
+      await usageDelivery?.stop();
       await inspector?.stop();
       await limits.close();
       await billing.close();

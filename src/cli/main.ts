@@ -52,7 +52,7 @@ function requireString(value: string | boolean | undefined, name: string): strin
 
 async function withLedger<T>(settings: Settings, work: (ledger: Ledger) => Promise<T>): Promise<T> {
   if (!settings.databaseUrl) mkdirSync(settings.dataDir, { recursive: true });
-  const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db') });
+  const ledger = await openLedger({ databaseUrl: settings.databaseUrl, sqlitePath: join(settings.dataDir, 'ledger.db'), usageEvents: Boolean(settings.usageWebhookUrl) });
   try {
     return await work(ledger);
   } finally {

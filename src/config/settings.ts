@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { Webhook } from 'standardwebhooks';
 import { z } from 'zod';
 
 /**
@@ -48,6 +49,25 @@ const bearerToken = z
   .string()
   .min(16, 'must be at least 16 characters')
   .refine((v) => !/[\s\p{Cc}]/u.test(v), 'must not contain spaces, tabs, line breaks or other control characters (it is sent as one word after "Bearer ")');
+// Usage is sent over TLS; plain http only to this machine (a receiver beside the relay, or a test).
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+const webhookUrl = z.string().refine((value) => {
+  try {
+    const target = new URL(value);
+    return target.protocol === 'https:' || (target.protocol === 'http:' && LOOPBACK_HOSTS.has(target.hostname));
+  } catch {
+    return false;
+  }
+}, 'must be an https:// URL (http:// only for 127.0.0.1, localhost or [::1])');
+const webhookSecret = z.string().refine((value) => {
+  if (!value.startsWith('whsec_')) return false;
+  try {
+    new Webhook(value);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be a Standard Webhooks secret: whsec_ followed by base64');
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const csv = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean));
 
@@ -94,6 +114,12 @@ export const SETTINGS = {
   maxSessionsPerKey: setting({ env: 'RELAY_MAX_SESSIONS_PER_KEY', schema: wholeNumber(0, 1_000_000, 'sessions'), default: 0, shown: '0 (unlimited)', description: 'Default concurrent sessions per key (a key may set its own).' }),
   sessionsPerMinute: setting({ env: 'RELAY_SESSIONS_PER_MINUTE', schema: wholeNumber(0, 1_000_000, 'sessions per minute'), default: 0, shown: '0 (unlimited)', description: 'New sessions per key per minute (token bucket).' }),
   handshakesPerMinutePerIp: setting({ env: 'RELAY_HANDSHAKES_PER_MINUTE_PER_IP', schema: wholeNumber(0, 1_000_000, 'handshakes per minute'), default: 0, shown: '0 (unlimited)', description: 'Upgrade attempts per client address per minute.' }),
+  usageWebhookUrl: setting({ env: 'RELAY_USAGE_WEBHOOK_URL', schema: webhookUrl.optional(), default: undefined, shown: '(none)', description: 'Send every charge and settlement as a signed CloudEvent to this endpoint, at least once, from an outbox in the ledger (see Usage events). Without it nothing is written or sent.' }),
+  usageWebhookSecret: setting({ env: 'RELAY_USAGE_WEBHOOK_SECRET', schema: webhookSecret.optional(), default: undefined, shown: '(none)', description: 'Standard Webhooks signing secret (whsec_…) for RELAY_USAGE_WEBHOOK_URL; required with it.' }),
+  usageWebhookPollMs: setting({ env: 'RELAY_USAGE_WEBHOOK_POLL_MS', schema: millis, default: 1_000, description: 'How often the outbox is looked at for due events while it is empty.' }),
+  usageWebhookRetryMs: setting({ env: 'RELAY_USAGE_WEBHOOK_RETRY_MS', schema: millis, default: 1_000, description: 'Delay before the first retry of a failed delivery; it doubles with each failure (half of it random), up to RELAY_USAGE_WEBHOOK_MAX_RETRY_MS.' }),
+  usageWebhookMaxRetryMs: setting({ env: 'RELAY_USAGE_WEBHOOK_MAX_RETRY_MS', schema: millis, default: 300_000, description: 'Longest delay between two attempts of one event.' }),
+  usageWebhookTimeoutMs: setting({ env: 'RELAY_USAGE_WEBHOOK_TIMEOUT_MS', schema: millis, default: 10_000, description: 'How long one delivery may take before it counts as failed.' }),
   inspect: setting({ env: 'RELAY_INSPECT', schema: flag, default: false, description: 'Send every session actor to a Stately inspector (also --inspect).' }),
   inspectUrl: setting({ env: 'RELAY_INSPECT_URL', schema: url(['ws:', 'wss:']), default: 'ws://127.0.0.1:8081', description: 'WebSocket endpoint of the inspector.' }),
 } as const;
@@ -159,6 +185,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, overrides: Pa
   const settings = result as Settings;
   if (Boolean(settings.tlsCertFile) !== Boolean(settings.tlsKeyFile)) {
     throw new ConfigError(settings.tlsCertFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE', 'TLS_CERT_FILE and TLS_KEY_FILE must be set together');
+  }
+  // Unsigned usage would let anyone who can reach the receiver forge it.
+  if (settings.usageWebhookUrl && !settings.usageWebhookSecret) {
+    throw new ConfigError('RELAY_USAGE_WEBHOOK_SECRET', 'is required with RELAY_USAGE_WEBHOOK_URL (a Standard Webhooks secret, whsec_…)');
   }
   return settings;
 }

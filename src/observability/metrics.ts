@@ -18,6 +18,8 @@ export interface RelayMetrics {
   readonly meterHooks: MeterHooks;
   /** Spool facts: pass as `Billing`'s `backlogHooks`. */
   readonly backlogHooks: BacklogHooks;
+  /** Usage event deliveries: pass in the deliverer's hooks. */
+  readonly usageEventHooks: { delivered(type: string): void; failed(type: string): void };
   /** Mounts GET /metrics and reads the live sessions from `relay` at each scrape. */
   mount(app: Hono<UpgradeEnv>, relay: Pick<RelayServer, 'registry'>): void;
   /** The exposition text, as /metrics serves it. */
@@ -47,6 +49,8 @@ export const METRIC_HELP = {
   relay_usage_anomalies_total: 'Usage objects that broke the protocol invariants, by anomaly; billed by the conservative rule.',
   relay_spool_quarantined_lines_total: 'Unreadable lines of the spool of unwritten ledger writes (torn by a crash) moved to its quarantine file.',
   relay_ledger_dead_letters_total: 'Ledger writes moved to the dead-letter file after being refused repeatedly, by kind (charge, settlement).',
+  relay_usage_events_delivered_total: 'Usage events the webhook receiver took (2xx), by type.',
+  relay_usage_events_failed_total: 'Usage event deliveries that failed (error status, refused, timed out) and will be retried, by type.',
 } as const;
 
 const STATES = Object.keys(sessionMachine.root.states);
@@ -170,6 +174,8 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
   const anomalies = new Counter({ name: 'relay_usage_anomalies_total', help: METRIC_HELP.relay_usage_anomalies_total, labelNames: ['anomaly'], registers });
   const quarantined = new Counter({ name: 'relay_spool_quarantined_lines_total', help: METRIC_HELP.relay_spool_quarantined_lines_total, registers });
   const deadLetters = new Counter({ name: 'relay_ledger_dead_letters_total', help: METRIC_HELP.relay_ledger_dead_letters_total, labelNames: ['kind'], registers });
+  const eventsDelivered = new Counter({ name: 'relay_usage_events_delivered_total', help: METRIC_HELP.relay_usage_events_delivered_total, labelNames: ['type'], registers });
+  const eventsFailed = new Counter({ name: 'relay_usage_events_failed_total', help: METRIC_HELP.relay_usage_events_failed_total, labelNames: ['type'], registers });
 
   return {
     registry,
@@ -211,6 +217,10 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
       deadLettered(write) {
         deadLetters.inc({ kind: write.kind });
       },
+    },
+    usageEventHooks: {
+      delivered: (type) => eventsDelivered.inc({ type }),
+      failed: (type) => eventsFailed.inc({ type }),
     },
     mount(app, relay) {
       live = () => relay.registry.list();

@@ -84,6 +84,10 @@ export class FaultyLedger implements Ledger {
   endedSessions: Ledger['endedSessions'] = async (query) => this.inner.endedSessions(query);
   spend: Ledger['spend'] = async (query) => this.inner.spend(query);
   sessionSpend: Ledger['sessionSpend'] = async (id) => this.inner.sessionSpend(id);
+  claimUsageEvents: Ledger['claimUsageEvents'] = async (claim) => (this.guard('claimUsageEvents'), this.inner.claimUsageEvents(claim));
+  usageEventDelivered: Ledger['usageEventDelivered'] = async (id) => (this.guard('usageEventDelivered'), this.inner.usageEventDelivered(id));
+  usageEventFailed: Ledger['usageEventFailed'] = async (id, retryInMs, reason) => (this.guard('usageEventFailed'), this.inner.usageEventFailed(id, retryInMs, reason));
+  usageEventBacklog: Ledger['usageEventBacklog'] = async () => this.inner.usageEventBacklog();
   ping: Ledger['ping'] = async () => (this.guard('ping'), this.inner.ping());
   close: Ledger['close'] = async () => this.inner.close();
 }

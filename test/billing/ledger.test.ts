@@ -628,6 +628,93 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       await expectLedgerError(ledger.sessionSpend('sess_2'), 'session_not_found');
     });
 
+    it('announces each new charge and settlement once in the outbox; replays announce nothing', async () => {
+      const events = await connect({ ...backend.options, usageEvents: true });
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key, 'relay-a', events);
+
+      await events.recordCharge(charge(key, sessionId, 'resp_1', 300n));
+      await events.recordCharge(charge(key, sessionId, 'resp_1', 300n));
+      await events.recordCharge(charge(key, sessionId, 'item_1', 20n, 'transcription'));
+      const ended = new Date('2026-01-02T03:04:05.000Z');
+      await events.settleSession({ sessionId, endedAt: ended, endReason: 'client_closed', status: 'settled', summary: {} });
+      await events.settleSession({ sessionId, endedAt: ended, endReason: 'client_closed', status: 'settled', summary: {} });
+
+      expect(await backend.rows('usage_events')).toHaveLength(3);
+      const claimed = await events.claimUsageEvents({ limit: 10, leaseMs: 60_000 });
+      expect(claimed).toMatchObject([
+        { type: 'relay.usage.charged', keyId: key.id, keyName: key.name, sessionId, model: 'gpt-realtime', kind: 'response', itemId: 'resp_1', costNano: 300n, attempts: 1, usage: { total_tokens: 42 } },
+        { type: 'relay.usage.charged', kind: 'transcription', itemId: 'item_1', costNano: 20n },
+        { type: 'relay.session.settled', sessionId, status: 'settled', endReason: 'client_closed', totalNano: 320n, chargeCount: 2, endedAt: ended },
+      ]);
+      expect(new Set(claimed.map((event) => event.id)).size).toBe(3);
+      for (const event of claimed) expect(event.time).toBeInstanceOf(Date);
+    });
+
+    it('writes no usage events when nobody delivers them', async () => {
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key);
+      await ledger.recordCharge(charge(key, sessionId, 'resp_1', 300n));
+      await ledger.settleSession({ sessionId, endedAt: new Date(), endReason: 'client_closed', status: 'settled', summary: {} });
+      expect(await backend.rows('usage_events')).toEqual([]);
+      expect(await ledger.claimUsageEvents({ limit: 10, leaseMs: 1_000 })).toEqual([]);
+    });
+
+    it("announces a dead instance's recovered sessions too", async () => {
+      const events = await connect({ ...backend.options, usageEvents: true });
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key, 'relay-dead', events);
+      await events.recordCharge(charge(key, sessionId, 'resp_1', 100n));
+      await backend.forgetInstance('relay-dead');
+      await events.recoverOpenSessions({ instanceId: 'relay-b', staleAfterMs: 1_000 });
+      const claimed = await events.claimUsageEvents({ limit: 10, leaseMs: 60_000 });
+      expect(claimed.map((event) => event.type)).toEqual(['relay.usage.charged', 'relay.session.settled']);
+      expect(claimed[1]).toMatchObject({ status: 'recovered', totalNano: 100n, chargeCount: 1 });
+    });
+
+    it('hands each event to one claimer when two connections claim at once', async () => {
+      const first = await connect({ ...backend.options, usageEvents: true });
+      const second = await connect({ ...backend.options, usageEvents: true });
+      const key = await newKey(1_000_000n);
+      const sessionId = await newSession(key, 'relay-a', first);
+      for (let i = 0; i < 40; i += 1) await first.recordCharge(charge(key, sessionId, `resp_${i}`, 1n));
+
+      const seen: string[] = [];
+      for (let round = 0; round < 20; round += 1) {
+        const batches = await Promise.all([first, second, first, second].map((on) => on.claimUsageEvents({ limit: 3, leaseMs: 60_000 })));
+        for (const batch of batches) seen.push(...batch.map((event) => event.id));
+      }
+      expect(seen).toHaveLength(40);
+      expect(new Set(seen).size).toBe(40);
+      expect(await first.claimUsageEvents({ limit: 10, leaseMs: 60_000 })).toEqual([]);
+    });
+
+    it('offers an event again after a failure or a lapsed lease, and never once it is delivered', async () => {
+      const events = await connect({ ...backend.options, usageEvents: true });
+      const key = await newKey(1_000n);
+      const sessionId = await newSession(key, 'relay-a', events);
+      await events.recordCharge(charge(key, sessionId, 'resp_1', 10n));
+      await events.recordCharge(charge(key, sessionId, 'resp_2', 10n));
+
+      const [one, two] = await events.claimUsageEvents({ limit: 10, leaseMs: 60_000 });
+      expect(await events.claimUsageEvents({ limit: 10, leaseMs: 60_000 })).toEqual([]);
+      await events.usageEventFailed(one.id, 0, 'receiver answered 503');
+      expect(await events.usageEventBacklog()).toMatchObject({ pending: 2, delivered: 0, failing: 1, lastError: 'receiver answered 503' });
+      expect((await events.usageEventBacklog()).oldestPendingAt).toBeInstanceOf(Date);
+
+      const again = await events.claimUsageEvents({ limit: 10, leaseMs: 0 });
+      expect(again.map((event) => [event.id, event.attempts])).toEqual([[one.id, 2]]);
+      // A lease of 0 lapses at once, as a claimer that died mid-send leaves it.
+      expect((await events.claimUsageEvents({ limit: 10, leaseMs: 60_000 })).map((event) => event.id)).toEqual([one.id]);
+
+      await events.usageEventDelivered(one.id);
+      await events.usageEventDelivered(two.id);
+      // A late failure report of a delivered event changes nothing.
+      await events.usageEventFailed(two.id, 0, 'late');
+      expect(await events.claimUsageEvents({ limit: 10, leaseMs: 0 })).toEqual([]);
+      expect(await events.usageEventBacklog()).toEqual({ pending: 0, delivered: 2, failing: 0, oldestPendingAt: null, lastError: null });
+    });
+
     it('answers ping while open and reports ledger_unavailable once closed', async () => {
       await expect(ledger.ping()).resolves.toBeUndefined();
       await ledger.close();

@@ -12,6 +12,11 @@ export interface OpenLedgerOptions extends PostgresLedgerOptions {
   databaseUrl?: string;
   /** The SQLite file used when no databaseUrl is given; default ./data/ledger.db. */
   sqlitePath?: string;
+  /**
+   * Write a usage event to the outbox with every newly applied charge and
+   * settlement (in the same transaction). Off unless someone delivers them.
+   */
+  usageEvents?: boolean;
 }
 
 /**
@@ -19,8 +24,8 @@ export interface OpenLedgerOptions extends PostgresLedgerOptions {
  * databaseUrl is given, otherwise an embedded SQLite file.
  */
 export async function openLedger(options: OpenLedgerOptions = {}): Promise<Ledger> {
-  const { databaseUrl, sqlitePath, ...postgresOptions } = options;
-  if (databaseUrl !== undefined && databaseUrl !== '') return openPostgresLedger(databaseUrl, postgresOptions);
+  const { databaseUrl, sqlitePath, usageEvents = false, ...postgresOptions } = options;
+  if (databaseUrl !== undefined && databaseUrl !== '') return openPostgresLedger(databaseUrl, { ...postgresOptions, usageEvents });
   // Opening migrates in a write transaction: it waits for another process's lock like any write.
-  return waitingForLocks(await whileLocked(async () => openSqliteLedger(sqlitePath)));
+  return waitingForLocks(await whileLocked(async () => openSqliteLedger(sqlitePath, { usageEvents })));
 }

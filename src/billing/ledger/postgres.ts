@@ -25,9 +25,13 @@ import type {
   SpendQuery,
   SettlementInput,
   SettlementResult,
+  UsageEvent,
+  UsageEventBacklog,
+  UsageEventClaim,
   UsageQuery,
   UsageRow,
 } from './types.js';
+import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
 import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.js';
 
 export interface PostgresLedgerOptions {
@@ -37,6 +41,8 @@ export interface PostgresLedgerOptions {
   queryTimeoutMs?: number;
   /** Most connections this process holds. */
   maxConnections?: number;
+  /** Write a usage event to the outbox with each newly applied charge and settlement. */
+  usageEvents?: boolean;
 }
 
 const INT8_OID = 20;
@@ -128,9 +134,29 @@ const OPEN_SESSION = `
 /** What the ledger's write functions (migration 3) report besides their figures. */
 type WriteOutcome = 'applied' | 'replayed' | 'session_not_found' | 'key_mismatch';
 
-/* Each is one round trip; the steps and why they are in this order are in migration 3. */
-const RECORD_CHARGE = 'SELECT outcome, balance_nano, spend_nano FROM ledger_record_charge($1, $2, $3, $4, $5, $6, $7)';
-const SETTLE_SESSION = 'SELECT outcome, total_nano, charge_count FROM ledger_settle_session($1, $2, $3, $4, $5)';
+/* Each is one round trip; the steps and why they are in this order are in migrations 3 and 4. */
+const RECORD_CHARGE = 'SELECT outcome, balance_nano, spend_nano FROM ledger_record_charge($1, $2, $3, $4, $5, $6, $7, $8)';
+const SETTLE_SESSION = 'SELECT outcome, total_nano, charge_count FROM ledger_settle_session($1, $2, $3, $4, $5, $6)';
+
+/*
+ * Claims due events in one statement. SKIP LOCKED: a row another instance is
+ * claiming right now is left to it rather than waited for, and the lease
+ * (next_attempt_at moved past now) keeps it from every other claim until
+ * the claimer reports back or the lease runs out. Times are the database's,
+ * the one clock every instance shares.
+ */
+const CLAIM_USAGE_EVENTS = `
+  WITH due AS (
+    SELECT id FROM usage_events
+    WHERE delivered_at IS NULL AND next_attempt_at <= now()
+    ORDER BY next_attempt_at, id LIMIT $1
+    FOR UPDATE SKIP LOCKED
+  ), claimed AS (
+    UPDATE usage_events e SET attempts = e.attempts + 1, next_attempt_at = now() + $2::bigint * interval '1 millisecond'
+    FROM due WHERE e.id = due.id
+    RETURNING e.*
+  )
+  ${claimedEvents('claimed')}`;
 
 export async function openPostgresLedger(databaseUrl: string, options: PostgresLedgerOptions = {}): Promise<Ledger> {
   const location = describeLocation(databaseUrl);
@@ -152,7 +178,7 @@ export async function openPostgresLedger(databaseUrl: string, options: PostgresL
     await pool.end().catch(() => undefined);
     throw translate(error, location);
   }
-  return new PostgresLedger(pool, location);
+  return new PostgresLedger(pool, location, options.usageEvents ?? false);
 }
 
 /** host:port/database, never the user or password. */
@@ -291,10 +317,12 @@ class PostgresLedger implements Ledger {
   private closed = false;
   private readonly pool: pg.Pool;
   private readonly location: string;
+  private readonly usageEvents: boolean;
 
-  constructor(pool: pg.Pool, location: string) {
+  constructor(pool: pg.Pool, location: string, usageEvents: boolean) {
     this.pool = pool;
     this.location = location;
+    this.usageEvents = usageEvents;
   }
 
   async createKey(input: NewKey): Promise<{ key: string; record: KeyRecord }> {
@@ -385,6 +413,7 @@ class PostgresLedger implements Ledger {
       charge.model,
       charge.costNano,
       toJsonText(charge.usage),
+      this.usageEvents,
     ]);
     const row = rows[0];
     if (row.outcome === 'session_not_found') sessionNotFound(charge.sessionId);
@@ -393,7 +422,7 @@ class PostgresLedger implements Ledger {
   }
 
   async settleSession(settlement: SettlementInput): Promise<SettlementResult> {
-    return this.run((client) => settle(client, settlement));
+    return this.run((client) => settle(client, settlement, this.usageEvents));
   }
 
   async heartbeat(instanceId: string): Promise<void> {
@@ -421,7 +450,7 @@ class PostgresLedger implements Ledger {
         options.instanceId,
         now,
       );
-      const result = await this.run((client) => settle(client, settlement));
+      const result = await this.run((client) => settle(client, settlement, this.usageEvents));
       if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano });
     }
     return recovered;
@@ -502,6 +531,29 @@ class PostgresLedger implements Ledger {
     return (rows[0] ?? sessionNotFound(sessionId)).spend_nano;
   }
 
+  async claimUsageEvents(claim: UsageEventClaim): Promise<UsageEvent[]> {
+    const { rows } = await this.query<UsageEventDbRow<Date, number>>(CLAIM_USAGE_EVENTS, [claim.limit, Math.round(claim.leaseMs)]);
+    return rows.map((row) => toUsageEvent(row, (time) => time));
+  }
+
+  async usageEventDelivered(eventId: string): Promise<void> {
+    await this.query('UPDATE usage_events SET delivered_at = now(), last_error = NULL WHERE event_id = $1', [eventId]);
+  }
+
+  async usageEventFailed(eventId: string, retryInMs: number, reason: string): Promise<void> {
+    await this.query(
+      `UPDATE usage_events SET next_attempt_at = now() + $2::bigint * interval '1 millisecond', last_error = $3
+       WHERE event_id = $1 AND delivered_at IS NULL`,
+      [eventId, Math.round(retryInMs), reason],
+    );
+  }
+
+  async usageEventBacklog(): Promise<UsageEventBacklog> {
+    const { rows } = await this.query<{ pending: bigint; delivered: bigint; failing: bigint; oldest_pending_at: Date | null; last_error: string | null }>(BACKLOG_SQL);
+    const row = rows[0];
+    return { pending: Number(row.pending), delivered: Number(row.delivered), failing: Number(row.failing), oldestPendingAt: row.oldest_pending_at, lastError: row.last_error };
+  }
+
   async ping(): Promise<void> {
     await this.query('SELECT 1');
   }
@@ -542,13 +594,14 @@ async function upsertHeartbeat(client: Queryable, instanceId: string): Promise<v
   );
 }
 
-async function settle(client: Queryable, settlement: SettlementInput): Promise<SettlementResult> {
+async function settle(client: Queryable, settlement: SettlementInput, usageEvents: boolean): Promise<SettlementResult> {
   const { rows } = await client.query<{ outcome: WriteOutcome; total_nano: bigint; charge_count: number }>(SETTLE_SESSION, [
     settlement.sessionId,
     settlement.status,
     settlement.endedAt,
     settlement.endReason,
     toJsonText(settlement.summary),
+    usageEvents,
   ]);
   const row = rows[0];
   if (row.outcome === 'session_not_found') sessionNotFound(settlement.sessionId);

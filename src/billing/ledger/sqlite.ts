@@ -27,9 +27,13 @@ import type {
   SpendQuery,
   SettlementInput,
   SettlementResult,
+  UsageEvent,
+  UsageEventBacklog,
+  UsageEventClaim,
   UsageQuery,
   UsageRow,
 } from './types.js';
+import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
 import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.js';
 
 export const DEFAULT_SQLITE_PATH = './data/ledger.db';
@@ -84,7 +88,12 @@ interface UsageDbRow {
 /** SQLite codes that mean the file cannot be used, as opposed to a bad request. */
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|CANTOPEN|FULL|PERM|NOTADB|CORRUPT|PROTOCOL)/;
 
-export function openSqliteLedger(path: string = DEFAULT_SQLITE_PATH): Ledger {
+export interface SqliteLedgerOptions {
+  /** Write a usage event to the outbox with each newly applied charge and settlement. */
+  usageEvents?: boolean;
+}
+
+export function openSqliteLedger(path: string = DEFAULT_SQLITE_PATH, options: SqliteLedgerOptions = {}): Ledger {
   const location = resolve(path);
   let db: Database.Database | undefined;
   try {
@@ -99,7 +108,7 @@ export function openSqliteLedger(path: string = DEFAULT_SQLITE_PATH): Ledger {
     db.pragma('foreign_keys = ON');
     db.defaultSafeIntegers(true);
     migrate(db, SQLITE_MIGRATIONS);
-    return new SqliteLedger(db, location);
+    return new SqliteLedger(db, location, options.usageEvents ?? false);
   } catch (error) {
     db?.close();
     throw translate(error, location);
@@ -205,6 +214,7 @@ class SqliteLedger implements Ledger {
   private closed = false;
   private readonly db: Database.Database;
   private readonly location: string;
+  private readonly usageEvents: boolean;
   private readonly statements;
   /*
    * One transaction wrapper for every write, made once: better-sqlite3 builds
@@ -213,12 +223,25 @@ class SqliteLedger implements Ledger {
    */
   private readonly inTransaction: Database.Transaction<(work: () => unknown) => unknown>;
 
-  constructor(db: Database.Database, location: string) {
+  constructor(db: Database.Database, location: string, usageEvents: boolean) {
     this.db = db;
     this.location = location;
+    this.usageEvents = usageEvents;
     this.inTransaction = db.transaction((work: () => unknown) => work());
     this.statements = {
       ping: db.prepare('SELECT 1'),
+      insertUsageEvent: db.prepare(`INSERT INTO usage_events (event_id, type, session_id, charge_id, created_at, next_attempt_at)
+        VALUES (@eventId, @type, @sessionId, @chargeId, @now, @now)`),
+      // The lease: a claimed event is not due again until it has run out.
+      claimUsageEvents: db.prepare(`UPDATE usage_events SET attempts = attempts + 1, next_attempt_at = @leaseEnd
+        WHERE id IN (SELECT id FROM usage_events WHERE delivered_at IS NULL AND next_attempt_at <= @now
+          ORDER BY next_attempt_at, id LIMIT @limit)
+        RETURNING id`).pluck(),
+      usageEventsByIds: db.prepare(claimedEvents('(SELECT * FROM usage_events WHERE id IN (SELECT value FROM json_each(?)))')),
+      usageEventDelivered: db.prepare('UPDATE usage_events SET delivered_at = @now, last_error = NULL WHERE event_id = @eventId'),
+      usageEventFailed: db.prepare(`UPDATE usage_events SET next_attempt_at = @retryAt, last_error = @reason
+        WHERE event_id = @eventId AND delivered_at IS NULL`),
+      usageEventBacklog: db.prepare(BACKLOG_SQL),
       insertKey: db.prepare(`INSERT INTO keys
         (id, name, key_hash, balance_nano, spend_cap_nano, max_sessions, price_multiplier_ppm, disabled, created_at)
         VALUES (@id, @name, @keyHash, @balanceNano, @spendCapNano, @maxSessions, @priceMultiplierPpm, 0, @createdAt)
@@ -383,6 +406,11 @@ class SqliteLedger implements Ledger {
       const params = { costNano: charge.costNano, releasedNano, keyId: charge.keyId, sessionId: charge.sessionId };
       const { balance_nano } = this.statements.debitKey.get(params) as { balance_nano: bigint };
       const { spend_nano } = this.statements.addSpend.get(params) as { spend_nano: bigint };
+      // In this transaction, so the event exists exactly when the charge does (a replay returned above).
+      if (this.usageEvents) {
+        const chargeId = BigInt(inserted.lastInsertRowid);
+        this.statements.insertUsageEvent.run({ eventId: `chg_${charge.sessionId}_${chargeId}`, type: 'relay.usage.charged', sessionId: charge.sessionId, chargeId, now: Date.now() });
+      }
       return { applied: true, balanceNano: balance_nano, sessionSpendNano: spend_nano };
     });
   }
@@ -500,6 +528,37 @@ class SqliteLedger implements Ledger {
     return (session ?? sessionNotFound(sessionId)).spend_nano;
   }
 
+  async claimUsageEvents(claim: UsageEventClaim): Promise<UsageEvent[]> {
+    const now = Date.now();
+    const rows = this.write(() => {
+      const ids = this.statements.claimUsageEvents.all({ now, leaseEnd: now + claim.leaseMs, limit: claim.limit }) as bigint[];
+      if (ids.length === 0) return [];
+      return this.statements.usageEventsByIds.all(JSON.stringify(ids.map(Number))) as Array<UsageEventDbRow<bigint, bigint>>;
+    });
+    return rows.map((row) => toUsageEvent(row, (ms) => new Date(Number(ms))));
+  }
+
+  async usageEventDelivered(eventId: string): Promise<void> {
+    this.write(() => this.statements.usageEventDelivered.run({ eventId, now: Date.now() }));
+  }
+
+  async usageEventFailed(eventId: string, retryInMs: number, reason: string): Promise<void> {
+    this.write(() => this.statements.usageEventFailed.run({ eventId, retryAt: Date.now() + Math.round(retryInMs), reason }));
+  }
+
+  async usageEventBacklog(): Promise<UsageEventBacklog> {
+    const row = this.read(
+      () => this.statements.usageEventBacklog.get() as { pending: bigint; delivered: bigint; failing: bigint; oldest_pending_at: bigint | null; last_error: string | null },
+    );
+    return {
+      pending: Number(row.pending),
+      delivered: Number(row.delivered),
+      failing: Number(row.failing),
+      oldestPendingAt: row.oldest_pending_at === null ? null : new Date(Number(row.oldest_pending_at)),
+      lastError: row.last_error,
+    };
+  }
+
   async ping(): Promise<void> {
     this.read(() => this.statements.ping.get());
   }
@@ -534,6 +593,9 @@ class SqliteLedger implements Ledger {
       endedAt: settlement.endedAt.getTime(),
       endReason: settlement.endReason,
     });
+    if (this.usageEvents) {
+      this.statements.insertUsageEvent.run({ eventId: `stl_${settlement.sessionId}`, type: 'relay.session.settled', sessionId: settlement.sessionId, chargeId: null, now: Date.now() });
+    }
     return { applied: true, totalNano: totals.total_nano, chargeCount: Number(totals.charge_count) };
   }
 

@@ -186,6 +186,66 @@ export interface UsageRow {
   usage: unknown;
 }
 
+export type UsageEventType = 'relay.usage.charged' | 'relay.session.settled';
+
+/** The key, session and model every usage event names. */
+interface UsageEventBase {
+  /** Stable across retries and restarts: receivers drop a repeat by it. */
+  id: string;
+  /** Delivery attempts so far, this one included. */
+  attempts: number;
+  keyId: string;
+  keyName: string;
+  sessionId: string;
+  model: string;
+}
+
+/** A charge newly applied to the ledger. */
+export interface ChargedEvent extends UsageEventBase {
+  type: 'relay.usage.charged';
+  /** When the charge was written. */
+  time: Date;
+  kind: ChargeKind;
+  itemId: string;
+  costNano: bigint;
+  usage: unknown;
+}
+
+/** A session newly settled (or recovered) by the ledger. */
+export interface SettledEvent extends UsageEventBase {
+  type: 'relay.session.settled';
+  /** When the settlement was written. */
+  time: Date;
+  status: SettlementStatus;
+  endReason: string;
+  startedAt: Date;
+  endedAt: Date;
+  totalNano: bigint;
+  chargeCount: number;
+}
+
+export type UsageEvent = ChargedEvent | SettledEvent;
+
+export interface UsageEventClaim {
+  /** Most events handed out by this call. */
+  limit: number;
+  /** How long the claimed events are this caller's: no other caller gets them before, unless marked failed. */
+  leaseMs: number;
+}
+
+/** The outbox at a glance. */
+export interface UsageEventBacklog {
+  /** Not delivered yet, failing ones included. */
+  pending: number;
+  delivered: number;
+  /** Not delivered yet, and at least one attempt failed. */
+  failing: number;
+  /** When the oldest event not delivered yet was written; null when none is waiting. */
+  oldestPendingAt: Date | null;
+  /** The last failure of the oldest failing event. */
+  lastError: string | null;
+}
+
 export interface Ledger {
   readonly kind: 'sqlite' | 'postgres';
   /** `key` is the plaintext, shown once; only its SHA-256 is stored. */
@@ -227,6 +287,18 @@ export interface Ledger {
   /** Oldest bucket first. */
   spend(query: SpendQuery): Promise<SpendBucket[]>;
   sessionSpend(sessionId: string): Promise<bigint>;
+  /**
+   * Hands out up to `limit` undelivered usage events whose next attempt is
+   * due, oldest first, and counts an attempt for each. Two callers, in one
+   * process or several, never get the same event at once: it is theirs for
+   * `leaseMs`, after which an unacknowledged event is due again.
+   */
+  claimUsageEvents(claim: UsageEventClaim): Promise<UsageEvent[]>;
+  /** The receiver took the event: it is never handed out again. */
+  usageEventDelivered(eventId: string): Promise<void>;
+  /** The attempt failed: the event is due again in `retryInMs`. */
+  usageEventFailed(eventId: string, retryInMs: number, reason: string): Promise<void>;
+  usageEventBacklog(): Promise<UsageEventBacklog>;
   /** A cheap liveness check. */
   ping(): Promise<void>;
   close(): Promise<void>;

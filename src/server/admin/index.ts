@@ -12,6 +12,7 @@ import { endedSessionRoutes, spendRoutes } from './history.js';
 import { keyRoutes } from './keys.js';
 import { livePage } from './page.js';
 import { sessionRoutes } from './sessions.js';
+import { usageEventRoutes } from './usage-events.js';
 import { usageRoutes } from './usage.js';
 
 export { ADMIN_ERRORS, AdminError, type AdminErrorCode } from './errors.js';
@@ -70,6 +71,7 @@ export function adminApp(options: AdminOptions): Hono {
   );
   admin.route('/keys', keyRoutes(options.ledger));
   admin.route('/usage', usageRoutes(options.ledger));
+  admin.route('/usage-events', usageEventRoutes(options.ledger));
   admin.route('/spend', spendRoutes(options.ledger));
   // Ahead of /sessions, whose /:id would take "ended" for a malformed session id.
   admin.route('/sessions/ended', endedSessionRoutes(options.ledger));

@@ -190,4 +190,140 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    version: 4,
+    name: 'usage events outbox',
+    /*
+     * The outbox of usage events: the write functions insert a row in the
+     * same call (so the same transaction) that applies a charge or a
+     * settlement, and only then, so an event exists exactly when its ledger
+     * row does and a replay adds none. The event's contents are read from that
+     * row when it is delivered; the outbox keeps only what delivery needs.
+     * p_usage_events is false unless the relay delivers events: without a
+     * receiver nothing is written.
+     *
+     * The functions are those of migration 3 with the outbox insert added.
+     */
+    sql: `
+      CREATE TABLE usage_events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT NOT NULL CONSTRAINT usage_events_event_id_unique UNIQUE,
+        type TEXT NOT NULL CHECK (type IN ('relay.usage.charged', 'relay.session.settled')),
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        charge_id BIGINT REFERENCES charges (id),
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        delivered_at TIMESTAMPTZ,
+        last_error TEXT,
+        CHECK ((type = 'relay.usage.charged') = (charge_id IS NOT NULL))
+      );
+      CREATE INDEX usage_events_due ON usage_events (next_attempt_at, id) WHERE delivered_at IS NULL;
+
+      DROP FUNCTION ledger_record_charge(TEXT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT);
+      DROP FUNCTION ledger_settle_session(TEXT, TEXT, TIMESTAMPTZ, TEXT, TEXT);
+
+      CREATE FUNCTION ledger_record_charge(
+        p_session_id TEXT, p_key_id TEXT, p_kind TEXT, p_item_id TEXT, p_model TEXT,
+        p_cost_nano BIGINT, p_usage_json TEXT, p_usage_events BOOLEAN DEFAULT false
+      ) RETURNS TABLE (outcome TEXT, balance_nano BIGINT, spend_nano BIGINT)
+      LANGUAGE plpgsql AS $$
+      #variable_conflict use_column
+      DECLARE
+        v_key_id TEXT;
+        v_spend BIGINT;
+        v_balance BIGINT;
+        v_released BIGINT;
+        v_charge_id BIGINT;
+      BEGIN
+        -- Taken first, so a settlement of this session waits for this charge and counts it.
+        SELECT s.key_id, s.spend_nano INTO v_key_id, v_spend
+        FROM sessions s WHERE s.id = p_session_id FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+          RETURN QUERY SELECT 'session_not_found'::text, NULL::bigint, NULL::bigint;
+          RETURN;
+        END IF;
+        IF v_key_id <> p_key_id THEN
+          RETURN QUERY SELECT 'key_mismatch'::text, NULL::bigint, NULL::bigint;
+          RETURN;
+        END IF;
+
+        INSERT INTO charges (session_id, key_id, kind, item_id, model, cost_nano, usage_json)
+        VALUES (p_session_id, p_key_id, p_kind, p_item_id, p_model, p_cost_nano, p_usage_json)
+        ON CONFLICT (session_id, kind, item_id) DO NOTHING
+        RETURNING id INTO v_charge_id;
+        IF v_charge_id IS NULL THEN
+          -- A replay: nothing is debited, no hold released, no event added; report the key as it is.
+          SELECT k.balance_nano INTO v_balance FROM keys k WHERE k.id = p_key_id;
+          RETURN QUERY SELECT 'replayed'::text, v_balance, v_spend;
+          RETURN;
+        END IF;
+
+        -- A response's charge captures the session's oldest hold, if it has one.
+        IF p_kind = 'response' THEN
+          DELETE FROM holds h
+          WHERE h.id = (SELECT o.id FROM holds o WHERE o.session_id = p_session_id ORDER BY o.id LIMIT 1)
+          RETURNING h.amount_nano INTO v_released;
+        END IF;
+        -- One atomic UPDATE: concurrent debits of one key queue on its row lock,
+        -- and each subtracts from the balance the previous one left.
+        UPDATE keys k SET balance_nano = k.balance_nano - p_cost_nano,
+          held_nano = k.held_nano - COALESCE(v_released, 0)
+        WHERE k.id = p_key_id RETURNING k.balance_nano INTO v_balance;
+        UPDATE sessions s SET spend_nano = s.spend_nano + p_cost_nano
+        WHERE s.id = p_session_id RETURNING s.spend_nano INTO v_spend;
+        IF p_usage_events THEN
+          INSERT INTO usage_events (event_id, type, session_id, charge_id)
+          VALUES ('chg_' || p_session_id || '_' || v_charge_id, 'relay.usage.charged', p_session_id, v_charge_id);
+        END IF;
+        RETURN QUERY SELECT 'applied'::text, v_balance, v_spend;
+      END $$;
+
+      CREATE FUNCTION ledger_settle_session(
+        p_session_id TEXT, p_status TEXT, p_ended_at TIMESTAMPTZ, p_end_reason TEXT, p_summary_json TEXT,
+        p_usage_events BOOLEAN DEFAULT false
+      ) RETURNS TABLE (outcome TEXT, total_nano BIGINT, charge_count INTEGER)
+      LANGUAGE plpgsql AS $$
+      #variable_conflict use_column
+      DECLARE
+        v_key_id TEXT;
+        v_released BIGINT;
+        v_total BIGINT;
+        v_count INTEGER;
+      BEGIN
+        -- Waits for any charge of this session still in flight, so the sum below includes it.
+        SELECT s.key_id INTO v_key_id FROM sessions s WHERE s.id = p_session_id FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+          RETURN QUERY SELECT 'session_not_found'::text, NULL::bigint, NULL::integer;
+          RETURN;
+        END IF;
+
+        -- Whatever the session still holds (a refused or unfinished response) goes back to its key.
+        WITH released AS (DELETE FROM holds h WHERE h.session_id = p_session_id RETURNING h.amount_nano)
+        SELECT SUM(r.amount_nano) INTO v_released FROM released r;
+        IF v_released IS NOT NULL THEN
+          UPDATE keys k SET held_nano = k.held_nano - v_released WHERE k.id = v_key_id;
+        END IF;
+
+        SELECT COALESCE(SUM(c.cost_nano), 0)::bigint, COUNT(*)::integer INTO v_total, v_count
+        FROM charges c WHERE c.session_id = p_session_id;
+        INSERT INTO settlements (session_id, status, total_nano, charge_count, end_reason, summary_json)
+        VALUES (p_session_id, p_status, v_total, v_count, p_end_reason, p_summary_json)
+        ON CONFLICT (session_id) DO NOTHING;
+        IF NOT FOUND THEN
+          -- Settled before: report what that settlement recorded, and add no event.
+          RETURN QUERY SELECT 'replayed'::text, t.total_nano, t.charge_count
+          FROM settlements t WHERE t.session_id = p_session_id;
+          RETURN;
+        END IF;
+        UPDATE sessions s SET status = p_status, ended_at = p_ended_at, end_reason = p_end_reason
+        WHERE s.id = p_session_id;
+        IF p_usage_events THEN
+          INSERT INTO usage_events (event_id, type, session_id)
+          VALUES ('stl_' || p_session_id, 'relay.session.settled', p_session_id);
+        END IF;
+        RETURN QUERY SELECT 'applied'::text, v_total, v_count;
+      END $$;
+    `,
+  },
 ];

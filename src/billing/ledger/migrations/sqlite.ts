@@ -83,4 +83,30 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX holds_by_session ON holds (session_id, id);
     `,
   },
+  {
+    version: 3,
+    name: 'usage events outbox',
+    /*
+     * The outbox of usage events: a row is written in the transaction that
+     * applies a charge or a settlement, so an event exists exactly when its
+     * ledger row does. The event's contents are read from that row when it is
+     * delivered; the outbox keeps only what delivery needs.
+     */
+    sql: `
+      CREATE TABLE usage_events (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL CHECK (type IN ('relay.usage.charged', 'relay.session.settled')),
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        charge_id INTEGER REFERENCES charges (id),
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        last_error TEXT,
+        CHECK ((type = 'relay.usage.charged') = (charge_id IS NOT NULL))
+      ) STRICT;
+      CREATE INDEX usage_events_due ON usage_events (next_attempt_at, id) WHERE delivered_at IS NULL;
+    `,
+  },
 ];
