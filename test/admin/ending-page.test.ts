@@ -1,9 +1,6 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Ledger } from '../../src/billing/ledger/index.js';
+import { HAVE_CHROMIUM, openChromium, type OpenChromium } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /*
@@ -13,8 +10,6 @@ import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
  * settlement back keeps it in `closed.settling`; then it leaves the page.
  */
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const TOKEN = 'admin-token-for-the-ending-test-0123';
 
 /** A ledger whose settlement writes wait until `release()`. */
@@ -41,15 +36,13 @@ function heldSettlements(ledger: Ledger): { ledger: Ledger; release(): void; hel
 }
 
 let stack: LedgerTestRelay | undefined;
-let browser: BrowserContext | undefined;
-let profile: string | undefined;
+let browser: OpenChromium | undefined;
 let gate: ReturnType<typeof heldSettlements> | undefined;
 afterEach(async () => {
   gate?.release();
   await browser?.close();
   await stack?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
-  browser = stack = profile = gate = undefined;
+  browser = stack = gate = undefined;
 });
 
 describe('the live sessions page, as a session ends', () => {
@@ -61,15 +54,8 @@ describe('the live sessions page, as a session ends', () => {
         return gate.ledger;
       },
     });
-    profile = mkdtempSync(join(tmpdir(), 'relay-chromium-'));
-    browser = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      timeout: 20_000,
-    });
-    const page = browser.pages()[0] ?? (await browser.newPage());
-    page.setDefaultTimeout(5_000);
+    browser = await openChromium();
+    const { page } = browser;
     const pageErrors: string[] = [];
     page.on('pageerror', (error) => pageErrors.push(error.message));
     await page.goto(`${stack.relay.url().replace(/^ws/, 'http')}/admin/ui?token=${TOKEN}`);

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { KeyRecord, Ledger } from '../../src/billing/ledger/index.js';
+import { CHROMIUM, HAVE_CHROMIUM, openChromium, type OpenChromium } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /*
@@ -13,37 +13,23 @@ import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
  * the ledger is read afterwards to check what each action did.
  */
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const TOKEN = 'admin-token-for-the-ledger-page-0123';
 const SCREENSHOT = join(process.cwd(), 'test-results', 'admin-ledger.png');
 
 if (!HAVE_CHROMIUM && !process.env.CI) console.warn(`Skipping the admin ledger page test: no Chromium at ${CHROMIUM}.`);
 
 let stack: LedgerTestRelay | undefined;
-let browser: BrowserContext | undefined;
-let profile: string | undefined;
+let browser: OpenChromium | undefined;
 afterEach(async () => {
   await browser?.close();
   await stack?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
   browser = undefined;
   stack = undefined;
-  profile = undefined;
 });
 
 async function openBrowser(): Promise<Page> {
-  profile = mkdtempSync(join(tmpdir(), 'relay-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1480, height: 1600 },
-    timeout: 20_000,
-  });
-  const page = browser.pages()[0] ?? (await browser.newPage());
-  page.setDefaultTimeout(5_000);
-  return page;
+  browser = await openChromium({ width: 1480, height: 1600 });
+  return browser.page;
 }
 
 /** The message the admin API itself answers `body` with, to compare with what the page shows. */

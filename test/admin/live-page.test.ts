@@ -1,11 +1,11 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { describeMachine } from '../../src/machines/diagram.js';
 import { sessionMachine } from '../../src/machines/session.js';
 import { TestClient } from '../helpers/client.js';
+import { CHROMIUM, HAVE_CHROMIUM, openChromium, type OpenChromium } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /*
@@ -14,8 +14,6 @@ import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
  * reason locally, and fails in CI (which installs it).
  */
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const TOKEN = 'admin-token-for-the-page-test-0123';
 const SCREENSHOT = join(process.cwd(), 'test-results', 'admin-live-sessions.png');
 
@@ -24,29 +22,17 @@ if (!HAVE_CHROMIUM && !process.env.CI) {
 }
 
 let stack: LedgerTestRelay | undefined;
-let browser: BrowserContext | undefined;
-let profile: string | undefined;
+let browser: OpenChromium | undefined;
 afterEach(async () => {
   await browser?.close();
   await stack?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
   browser = undefined;
   stack = undefined;
-  profile = undefined;
 });
 
 async function openBrowser(): Promise<Page> {
-  profile = mkdtempSync(join(tmpdir(), 'relay-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1480, height: 900 },
-    timeout: 20_000,
-  });
-  const page = browser.pages()[0] ?? (await browser.newPage());
-  page.setDefaultTimeout(5_000);
-  return page;
+  browser = await openChromium({ width: 1480, height: 900 });
+  return browser.page;
 }
 
 function connect(key: string): TestClient {

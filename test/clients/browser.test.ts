@@ -1,13 +1,9 @@
-import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const available = existsSync(CHROMIUM);
 
 /**
  * What a web page does with nothing but the browser's WebSocket: the key
@@ -39,7 +35,7 @@ const PAGE = `<!doctype html>
   ws.onclose = (close) => show('close', close.code + ' ' + close.reason);
 </script>`;
 
-if (!available) {
+if (!HAVE_CHROMIUM) {
   const reason = `chromium not found at ${CHROMIUM} (install it with: apt-get install -y chromium)`;
   if (process.env.CI) {
     describe('a real browser', () => {
@@ -52,7 +48,7 @@ if (!available) {
   }
 }
 
-describe.skipIf(!available)('a real browser (chromium) with the WebSocket API', () => {
+describe.skipIf(!HAVE_CHROMIUM)('a real browser (chromium) with the WebSocket API', () => {
   let stack: LedgerTestRelay;
   let pages: Server;
   let pagesUrl: string;
