@@ -174,11 +174,6 @@ function toUsageRow(row: UsageDbRow): UsageRow {
 /** Picks one key by id or by name; an id wins if a name happens to equal it. */
 const KEY_BY_REF = 'SELECT id FROM keys WHERE id = @ref OR name = @ref ORDER BY id = @ref DESC LIMIT 1';
 
-/*
- * better-sqlite3 is synchronous: each method runs to completion on the event
- * loop, and writes run in IMMEDIATE transactions so that another process
- * writing the same file waits (busy_timeout) instead of failing mid-transaction.
- */
 interface EndedDbRow {
   id: string;
   key_id: string;
@@ -209,6 +204,12 @@ function toEndedSession(row: EndedDbRow): EndedSession {
   };
 }
 
+/*
+ * better-sqlite3 is synchronous: each method runs to completion on the event
+ * loop, and writes run in IMMEDIATE transactions so that another process
+ * writing the same file is waited for instead of failing mid-transaction: a
+ * few milliseconds here (busy_timeout), the rest on timers (lock-wait.ts).
+ */
 class SqliteLedger implements Ledger {
   readonly kind = 'sqlite' as const;
   private closed = false;
