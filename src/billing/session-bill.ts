@@ -143,8 +143,8 @@ export class SessionBill {
 
 function applyVerdict(verdict: ChargeVerdict, record: UsageRecord, report: Report): void {
   record.costNano = verdict.costNano;
-  if (verdict.stop === 'insufficient_quota') report({ type: 'CANCEL', reason: 'insufficient_quota' });
-  else if (verdict.stop === 'spend_cap') report({ type: 'CANCEL', reason: 'spend_cap' });
+  // A verdict's stop is the cancel reason itself.
+  if (verdict.stop) report({ type: 'CANCEL', reason: verdict.stop });
 }
 
 function refuseStarted(error: unknown, report: Report): void {

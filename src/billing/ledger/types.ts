@@ -212,16 +212,10 @@ export interface ChargedEvent extends UsageEventBase {
 }
 
 /** A session newly settled (or recovered) by the ledger. */
-export interface SettledEvent extends UsageEventBase {
+export interface SettledEvent extends UsageEventBase, Pick<EndedSession, 'status' | 'endReason' | 'startedAt' | 'endedAt' | 'totalNano' | 'chargeCount'> {
   type: 'relay.session.settled';
   /** When the settlement was written. */
   time: Date;
-  status: SettlementStatus;
-  endReason: string;
-  startedAt: Date;
-  endedAt: Date;
-  totalNano: bigint;
-  chargeCount: number;
 }
 
 export type UsageEvent = ChargedEvent | SettledEvent;
