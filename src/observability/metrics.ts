@@ -6,7 +6,8 @@ import { builtInPrices, NANO_PER_USD, resolveModel, type PriceTable } from '../b
 import { sessionMachine } from '../machines/session.js';
 import type { LiveSession } from '../server/registry.js';
 import type { RelayServer } from '../server/relay-server.js';
-import type { SessionObserver, SessionLink } from '../server/session-link.js';
+import type { LiveLink } from '../server/live-link.js';
+import type { SessionObserver } from '../server/session-link.js';
 import type { UpgradeEnv } from '../server/upgrade.js';
 
 export interface RelayMetrics {
@@ -189,7 +190,7 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
       backpressure() {
         pauses.inc();
       },
-      ended(link: SessionLink, summary) {
+      ended(link: LiveLink, summary) {
         ended.inc({ reason: summary.endReason });
         duration.observe((Date.now() - summary.startedAt.getTime()) / 1000);
         // Both sockets are closed: these counts are final.

@@ -5,13 +5,17 @@ import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { createActor, type InspectionEvent, type Observer } from 'xstate';
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import { ERRORS, RelayError } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
-import type { Gatekeeper } from './ports.js';
+import { CallLink } from './call-link.js';
+import { callRoutes, sessionIdOfCall } from './calls.js';
+import type { LiveLink } from './live-link.js';
+import type { Admission, Gatekeeper, SessionMeter } from './ports.js';
+import type { SessionPorts } from '../machines/session.js';
 import { SessionRegistry } from './registry.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -32,7 +36,7 @@ export interface RelayServerOptions {
   translatorFor?(handshake: Handshake): FrameTranslator | undefined;
   observer?: SessionObserver;
   /** Lifecycle hooks for logs and metrics, never per frame. */
-  sessionStarted?(link: SessionLink): void;
+  sessionStarted?(link: LiveLink): void;
   /** Inspection of every session actor (Stately inspector); undefined costs nothing. */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Extra routes (health, admin, metrics) mounted on the same app. */
@@ -69,19 +73,9 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
 
   const timings = options.timings;
 
-  function startSession(client: WebSocket, shake: Handshake, admission: HandshakeEnv['Variables']['admission'], meter: Awaited<ReturnType<HandshakeEnv['Variables']['admission']['openMeter']>>, sessionId: string): void {
-    const link = new SessionLink({
-      sessionId,
-      client,
-      caller: admission.caller,
-      model: admission.model,
-      intent: shake.attempt.intent,
-      upstreams: options.upstreamsFor(admission.model),
-      meter,
-      timings,
-      translator: options.translatorFor?.(shake),
-      observer: options.observer,
-    });
+  /** Runs one session's machine, whatever its transport, until it has ended; then lets it go. */
+  function runSession(link: LiveLink & SessionPorts, admission: Admission): Actor<SessionMachine> {
+    const { sessionId } = link;
     const actor = createActor(options.machine ?? sessionMachine, {
       input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
       ...(options.inspect ? { inspect: options.inspect } : {}),
@@ -100,6 +94,23 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     actor.start();
     // Its handshake began before shutdown did: it is told at once, like every other session.
     if (shuttingDown) actor.send({ type: 'CANCEL', reason: 'shutdown' });
+    return actor;
+  }
+
+  function startSession(client: WebSocket, shake: Handshake, admission: Admission, meter: SessionMeter, sessionId: string): void {
+    const link = new SessionLink({
+      sessionId,
+      client,
+      caller: admission.caller,
+      model: admission.model,
+      intent: shake.attempt.intent,
+      upstreams: options.upstreamsFor(admission.model),
+      meter,
+      timings,
+      translator: options.translatorFor?.(shake),
+      observer: options.observer,
+    });
+    runSession(link, admission);
   }
 
   function tellBrowser(client: WebSocket, error: RelayError): void {
@@ -131,7 +142,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       let meter;
       try {
         // The session row exists before the 101, so a crash from here on leaves something to recover.
-        meter = await admission.openMeter({ sessionId, caller: admission.caller, model: admission.model, intent: shake.attempt.intent, startedAt: new Date() });
+        meter = await admission.openMeter({ sessionId, transport: 'websocket', caller: admission.caller, model: admission.model, intent: shake.attempt.intent, startedAt: new Date() });
       } catch (error) {
         admission.release();
         const relayError = error instanceof RelayError ? error : new RelayError('billing_unavailable', undefined, { cause: error });
@@ -165,6 +176,23 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     },
   );
   app.route('/v1/realtime', realtime as unknown as Hono<UpgradeEnv>);
+  app.route(
+    '/v1/realtime/calls',
+    callRoutes({
+      gatekeeper: options.gatekeeper,
+      allowedOrigins: options.allowedOrigins,
+      isShuttingDown: () => shuttingDown,
+      upstreamsFor: options.upstreamsFor,
+      timings,
+      observer: options.observer,
+      run: runSession,
+      findCall(callId) {
+        const sessionId = sessionIdOfCall(callId);
+        const live = sessionId === null ? undefined : registry.get(sessionId);
+        return live && live.link instanceof CallLink ? { link: live.link, actor: live.actor } : undefined;
+      },
+    }),
+  );
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     if (shuttingDown) return c.json({ status: 'shutting_down' }, 503);
@@ -248,6 +276,7 @@ function emptySummary(sessionId: string, admission: HandshakeEnv['Variables']['a
   const now = new Date();
   return {
     sessionId,
+    transport: 'websocket' as const,
     caller: admission.caller,
     model: admission.model,
     servedModel: null,

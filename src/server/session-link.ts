@@ -6,6 +6,7 @@ import type { Report, SessionOutcome, SessionPorts } from '../machines/session.j
 import { WebSocketClientLeg } from './client-leg.js';
 import { keepAlive } from './keep-alive.js';
 import type { Caller, SessionMeter, SessionSummary } from './ports.js';
+import type { LiveLink } from './live-link.js';
 import type { FrameTranslator } from './translators.js';
 import type { DialedUpstream, Upstream } from './upstream.js';
 import { WebSocketUpstreamLeg } from './upstream-leg.js';
@@ -23,12 +24,12 @@ export interface LinkTimings {
 
 /** Lifecycle facts for metrics and logs. Never called per frame. */
 export interface SessionObserver {
-  dialed?(link: SessionLink, upstream: string, ms: number): void;
+  dialed?(link: LiveLink, upstream: string, ms: number): void;
   /** One upstream failed before its first frame; the next one serving the model is tried, unless `error` forbids it. */
-  dialFailed?(link: SessionLink, upstream: string, error: RelayError): void;
-  backpressure?(link: SessionLink): void;
+  dialFailed?(link: LiveLink, upstream: string, error: RelayError): void;
+  backpressure?(link: LiveLink): void;
   /** The session has ended: both sockets closed, its settlement written or in the backlog. */
-  ended?(link: SessionLink, summary: SessionSummary): void;
+  ended?(link: LiveLink, summary: SessionSummary): void;
 }
 
 export interface LinkOptions {
@@ -49,7 +50,8 @@ export interface LinkOptions {
  * sockets, the keep-alive between them, and the bill. The machine drives it;
  * the machine alone decides when it is over.
  */
-export class SessionLink implements SessionPorts {
+export class SessionLink implements SessionPorts, LiveLink {
+  readonly transport = 'websocket' as const;
   readonly sessionId: string;
   readonly caller: Caller;
   readonly model: string;
@@ -125,6 +127,7 @@ export class SessionLink implements SessionPorts {
     const plan = closePlan(outcome);
     return this.bill.settle(() => ({
       sessionId: this.sessionId,
+      transport: this.transport,
       caller: this.caller,
       model: this.model,
       servedModel: this.dialed?.servedModel ?? null,
