@@ -10,9 +10,12 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
+import type { SimulatedCall } from './call.js';
+import { createCallRoutes, unknownCallBody } from './calls-http.js';
 import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
 import { SimulatedSession, faultProblem } from './session.js';
 import type { SessionSettings } from './session.js';
+import { WebSocketSink, feedSession } from './socket-sink.js';
 import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
 
 /**
@@ -64,10 +67,16 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sessionFaults: TimedSessionFault[] = [];
   const sockets = new Set<Duplex>();
   const sessions = new Set<SimulatedSession>();
+  const calls = new Map<string, SimulatedCall>();
   const held: Array<(fault: HandshakeFault | undefined) => void> = [];
   let connections = 0;
   let responseSeq = 0;
   const nextResponseId = (): string => `resp_${++responseSeq}`;
+  /** Numbers every session, WebSocket or call, so their ids never collide. */
+  let sessionSeq = 0;
+  const sessionSettings = (): SessionSettings => ({ number: ++sessionSeq, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap });
+  let closing: Promise<void> | undefined;
+  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined });
 
   function takeHandshakeFault(): HandshakeFault | undefined {
     const head = handshakeFaults[0];
@@ -95,6 +104,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   });
 
   function serverOnRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (callRoutes?.handle(req, res)) return;
     const body = JSON.stringify({ error: { message: `Invalid URL (${req.method ?? 'GET'} ${req.url ?? '/'})`, type: 'invalid_request_error', param: null, code: null } });
     res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
   }
@@ -135,13 +145,34 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       writeRefusal(socket, verdict.status, verdict.body);
       return;
     }
+    const callId = policy.azure ? undefined : record.query.call_id;
+    if (callId !== undefined) {
+      joinCall(req, socket, head, callId);
+      return;
+    }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       connections++;
-      const settings: SessionSettings = { number: connections, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap };
-      const session = new SimulatedSession(ws, settings, verdict);
+      const session = new SimulatedSession(new WebSocketSink(ws), sessionSettings(), verdict);
       sessions.add(session);
-      ws.once('close', () => sessions.delete(session));
+      feedSession(ws, session, () => {
+        session.dispose();
+        sessions.delete(session);
+      });
       session.open(verdict, fault?.kind === 'silence', takeSessionFault());
+    });
+  }
+
+  /** A sideband socket: it joins the call's session instead of opening one. */
+  function joinCall(req: IncomingMessage, socket: Duplex, head: Buffer, callId: string): void {
+    if (calls.get(callId) === undefined) {
+      writeRefusal(socket, 404, unknownCallBody(callId));
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      // The call may have ended while the upgrade completed.
+      const call = calls.get(callId);
+      if (call === undefined) ws.close(1000);
+      else call.join(ws);
     });
   }
 
@@ -160,7 +191,6 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const port = address.port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
 
-  let closing: Promise<void> | undefined;
   return {
     url: `ws://${urlHost}:${port}`,
     port,
@@ -193,14 +223,20 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     get socketCount() {
       return sockets.size;
     },
+    get activeCalls() {
+      return calls.size;
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         for (const session of sessions) session.dispose();
+        const ending = [...calls.values()];
+        for (const call of ending) call.end(1001, '');
+        const peersClosed = Promise.all(ending.map((call) => call.closed));
         for (const socket of sockets) socket.destroy();
         wss.close();
         // 'close' is emitted before libuv has released the listening handle; two
         // turns of the loop pass its close phase, so no handle outlives the promise.
-        server.close(() => setImmediate(() => setImmediate(resolve)));
+        server.close(() => void peersClosed.then(() => setImmediate(() => setImmediate(resolve))));
       });
       return closing;
     },

@@ -90,7 +90,7 @@ export interface HandshakeRecord {
 }
 
 export interface Simulator {
-  /** `ws://host:port`, without a path. */
+  /** `ws://host:port`, without a path; the WebRTC call endpoints are on the same port over `http://`. */
   readonly url: string;
   readonly port: number;
   /** Applies `f` to the next `count` (default 1) handshakes. */
@@ -103,6 +103,8 @@ export interface Simulator {
   readonly handshakes: Array<HandshakeRecord>;
   /** Server-side TCP sockets currently open (upgraded, hanging or plain HTTP). */
   readonly socketCount: number;
+  /** WebRTC calls answered and not yet ended. */
+  readonly activeCalls: number;
   /** Answers every held handshake: normally, or with `fault`. */
   releaseHeld(fault?: Exclude<HandshakeFault, { kind: 'hold' }>): number;
   /** Strikes `fault` on every live session at once (for tests whose client is already gone). */
