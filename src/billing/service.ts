@@ -69,11 +69,16 @@ export class Billing {
     return key;
   }
 
+  /** The key with this plaintext, disabled or not; null when there is none. Throws a RelayError when the ledger cannot tell. */
+  async identify(plaintextKey: string): Promise<KeyRecord | null> {
+    return this.options.ledger.authenticate(plaintextKey).catch(unavailable);
+  }
+
   /** Opens the session's ledger row before the upgrade completes. */
   async openMeter(session: SessionInfo, key: KeyRecord): Promise<SessionMeter> {
     const { ledger, prices, instanceId, reserveNano, holdNano = reserveNano } = this.options;
     await ledger
-      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt })
+      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', transport: session.transport, instanceId, startedAt: session.startedAt })
       .catch(unavailable);
     return new LedgerMeter({ sessionId: session.sessionId, key, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks });
   }

@@ -326,4 +326,13 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    version: 6,
+    name: 'session transport',
+    // Version 5 is another change's. Sessions before this one were all WebSocket sessions.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket'
+        CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc'));
+    `,
+  },
 ];

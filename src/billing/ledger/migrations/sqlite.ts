@@ -109,4 +109,12 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX usage_events_due ON usage_events (next_attempt_at, id) WHERE delivered_at IS NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'session transport',
+    // Version 4 is another change's. Sessions before this one were all WebSocket sessions.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket' CHECK (transport IN ('websocket', 'webrtc'));
+    `,
+  },
 ];
