@@ -86,7 +86,7 @@ describe.skipIf(!HAVE_CHROMIUM)('a real browser (chromium) calling through the r
     const page = await browser.newPage();
     try {
       await page.goto(pagesUrl);
-      const result = (await page.evaluate(([url, k, sim]) => (window as unknown as { run(a: string, b: string, c: string): Promise<unknown> }).run(url!, k!, sim!), [
+      const result = (await page.evaluate(([url, k, sim]) => (globalThis as unknown as { run(a: string, b: string, c: string): Promise<unknown> }).run(url!, k!, sim!), [
         `${stack.httpUrl}/v1/realtime/calls?model=gpt-realtime`,
         key,
         JSON.stringify(u),
