@@ -6,6 +6,7 @@ import { replayDeadLetters, WriteBacklog } from '../billing/backlog.js';
 import { openLedger, type Ledger } from '../billing/ledger/index.js';
 import { spoolFiles, spoolPathIn } from '../billing/spool-file.js';
 import { ConfigError, loadSettings, settingsTable, type Settings } from '../config/settings.js';
+import { traceSettings } from '../observability/trace-settings.js';
 import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
@@ -207,6 +208,7 @@ export async function main(argv: string[]): Promise<number> {
       return -1;
     case 'check-config':
       if (settings.upstreamsFile) loadUpstreamsFile(settings.upstreamsFile);
+      traceSettings(process.env);
       process.stdout.write('configuration is valid\n');
       return 0;
     case 'keys':
