@@ -35,6 +35,7 @@ interface ExportRequest {
 class OtlpReceiver {
   readonly bodies: string[] = [];
   readonly contentTypes: string[] = [];
+  readonly authorizations: string[] = [];
   private server: Server | null = null;
   url = '';
 
@@ -48,6 +49,7 @@ class OtlpReceiver {
           return;
         }
         this.contentTypes.push(String(req.headers['content-type']));
+        this.authorizations.push(String(req.headers.authorization));
         this.bodies.push(Buffer.concat(chunks).toString('utf8'));
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       });
@@ -96,6 +98,7 @@ const STATUS_ERROR = 2;
 
 const PRIMARY_KEY = `sk-upstream-primary-${randomBytes(12).toString('hex')}`;
 const SECONDARY_KEY = `sk-upstream-secondary-${randomBytes(12).toString('hex')}`;
+const COLLECTOR_TOKEN = `collector-${randomBytes(12).toString('hex')}`;
 const PRELOAD = ['--import', './test/helpers/loaded-modules.mjs', 'bin/relay.mjs', 'start'];
 
 let relay: RelayProcess | undefined;
@@ -156,6 +159,7 @@ describe('session traces', () => {
         LOADED_MODULES_FILE: loadedFile,
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
         OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+        OTEL_EXPORTER_OTLP_HEADERS: `authorization=Bearer ${COLLECTOR_TOKEN}`,
         OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=test',
         // Nothing is exported before the shutdown: what arrives is what the shutdown flushed.
         OTEL_BSP_SCHEDULE_DELAY: '600000',
@@ -173,6 +177,10 @@ describe('session traces', () => {
     expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
 
     expect(receiver.contentTypes.every((type) => type.startsWith('application/json'))).toBe(true);
+    expect(receiver.authorizations.every((value) => value === `Bearer ${COLLECTOR_TOKEN}`)).toBe(true);
+    // The collector's token is sent, never written anywhere.
+    expect(JSON.stringify(relay.logs) + relay.stderr()).not.toContain(COLLECTOR_TOKEN);
+    expect(relay.logs.some((l) => l.msg === `sending session traces to ${receiver!.url}`)).toBe(true);
     expect(receiver.resourceAttributes()).toMatchObject({ 'service.name': 'realtime-relay', 'deployment.environment.name': 'test' });
     const spans = receiver.spans();
     const roots = spans.filter((s) => s.name === 'realtime.session');
