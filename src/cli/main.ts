@@ -6,10 +6,10 @@ import { replayDeadLetters, WriteBacklog } from '../billing/backlog.js';
 import { openLedger, type Ledger } from '../billing/ledger/index.js';
 import { spoolFiles, spoolPathIn } from '../billing/spool-file.js';
 import { ConfigError, loadSettings, settingsTable, type Settings } from '../config/settings.js';
-import { traceSettings } from '../observability/trace-settings.js';
 import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
+import { traceSettings } from '../observability/trace-settings.js';
 import { createLogger } from '../observability/logger.js';
 import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, topUpKey, usageCsv, usageJson } from '../server/admin/operations.js';
 

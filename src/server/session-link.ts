@@ -22,7 +22,7 @@ export interface LinkTimings {
   connectQueueBytes: number;
 }
 
-/** Lifecycle facts for metrics and logs. Never called per frame. */
+/** Lifecycle facts for metrics, logs and traces. Never called per frame. */
 export interface SessionObserver {
   dialed?(link: SessionLink, upstream: string, ms: number): void;
   /** One upstream failed before its first frame, `ms` after it was dialled; the next one serving the model is tried, unless `error` forbids it. */
@@ -63,6 +63,7 @@ export class SessionLink implements SessionPorts {
   readonly caller: Caller;
   readonly model: string;
   readonly startedAt = new Date();
+  /** How the client is connected, for traces. */
   readonly transport = 'websocket';
   readonly client: WebSocketClientLeg;
   readonly upstream: WebSocketUpstreamLeg;
