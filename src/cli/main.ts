@@ -9,8 +9,8 @@ import { ConfigError, loadSettings, settingsTable, type Settings } from '../conf
 import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
-import { traceSettings } from '../observability/trace-settings.js';
 import { createLogger } from '../observability/logger.js';
+import { traceSettings } from '../observability/trace-settings.js';
 import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, topUpKey, usageCsv, usageJson } from '../server/admin/operations.js';
 
 const HELP = `realtime-relay: a metering relay for the OpenAI Realtime API

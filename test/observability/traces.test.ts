@@ -131,7 +131,7 @@ async function talk(url: string, key: string): Promise<{ sentAudio: string; rece
 }
 
 describe('session traces', () => {
-  it('exports each session as one trace whose cost is the ledger’s, shows a failover, and carries no key or audio', async () => {
+  it('exports each session as one trace: its cost as the ledger has it, a failover’s failed attempt, a refused session’s error, and no key or audio', async () => {
     receiver = new OtlpReceiver();
     await receiver.listen();
     sims = [await startSimulator({ chunkIntervalMs: 1 }), await startSimulator({ chunkIntervalMs: 1 })];
@@ -170,9 +170,14 @@ describe('session traces', () => {
     const plain = await talk(relay.realtimeUrl(), relayKey);
     primary!.queueHandshakeFault({ kind: 'refuse', status: 503 });
     const failover = await talk(relay.realtimeUrl(), relayKey);
+    primary!.queueHandshakeFault({ kind: 'refuse', status: 503 });
+    secondary!.queueHandshakeFault({ kind: 'refuse', status: 429 });
+    const refused = TestClient.connect(relay.realtimeUrl(), { key: relayKey });
+    expect((await refused.closedWith()).code).toBe(1013);
     // Both sessions are settled before the relay is stopped.
     const ledger = sqliteLedgerFile(data.path);
     await relay.waitForLog((l) => l.msg === 'session ended' && l.upstream === 'secondary', 'the failover session’s end');
+    await relay.waitForLog((l) => l.msg === 'session ended' && l.upstream === null, 'the refused session’s end');
     expect(receiver.bodies).toEqual([]);
     expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
 
@@ -183,7 +188,9 @@ describe('session traces', () => {
     expect(relay.logs.some((l) => l.msg === `sending session traces to ${receiver!.url}`)).toBe(true);
     expect(receiver.resourceAttributes()).toMatchObject({ 'service.name': 'realtime-relay', 'deployment.environment.name': 'test' });
     const spans = receiver.spans();
-    const roots = spans.filter((s) => s.name === 'realtime.session');
+    const allRoots = spans.filter((s) => s.name === 'realtime.session');
+    expect(allRoots).toHaveLength(3);
+    const roots = allRoots.filter((s) => attributesOf(s)['relay.end_reason'] === 'client_closed');
     expect(roots).toHaveLength(2);
     const settlements = allSettlements(ledger);
     const charges = readSqlite(ledger, (db) => (db.prepare('SELECT * FROM charges').all() as Array<Record<string, unknown>>).map(chargeRow));
@@ -238,8 +245,21 @@ describe('session traces', () => {
         expect(BigInt(dials[0]!.endTimeUnixNano)).toBeLessThanOrEqual(BigInt(dials[1]!.startTimeUnixNano));
       }
     }
-    expect(new Set(roots.map((r) => r.traceId)).size).toBe(2);
-    expect(spans.every((s) => roots.some((r) => r.traceId === s.traceId))).toBe(true);
+    // No upstream answered: the root failed with the last attempt's code, after two failed dials and a settlement.
+    const failed = allRoots.find((s) => !roots.includes(s))!;
+    expect(attributesOf(failed)).toMatchObject({ 'relay.end_reason': 'dial_failed:upstream_rate_limited', 'relay.cost.nano_usd': 0, 'error.type': 'upstream_rate_limited' });
+    expect(attributesOf(failed)).not.toHaveProperty('relay.upstream');
+    expect(failed.status).toMatchObject({ code: STATUS_ERROR, message: 'upstream_rate_limited' });
+    const failedChildren = spans.filter((s) => s.traceId === failed.traceId && s !== failed);
+    expect(failedChildren.every((s) => s.parentSpanId === failed.spanId)).toBe(true);
+    expect(failedChildren.map((s) => [s.name, attributesOf(s)['error.type'] ?? null]).sort()).toEqual([
+      ['ledger.settle', null],
+      ['upstream.dial', 'upstream_rate_limited'],
+      ['upstream.dial', 'upstream_unavailable'],
+    ]);
+
+    expect(new Set(allRoots.map((r) => r.traceId)).size).toBe(3);
+    expect(spans.every((s) => allRoots.some((r) => r.traceId === s.traceId))).toBe(true);
 
     const exported = receiver.bodies.join('\n');
     for (const secret of [relayKey, PRIMARY_KEY, SECONDARY_KEY, relayKey.slice(-16)]) expect(exported).not.toContain(secret);
