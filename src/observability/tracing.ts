@@ -1,4 +1,4 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import { DiagLogLevel, ROOT_CONTEXT, SpanKind, SpanStatusCode, diag, trace, type Attributes, type Context, type DiagLogger, type Span, type Tracer } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -261,11 +261,41 @@ class SessionTracer {
   }
 }
 
+/**
+ * The SDK reports failed exports (and dropped spans) through its diagnostic
+ * logger, silent by default. They become one warning at most every half
+ * minute, cut short: a collector down must not flood the log, and its
+ * answers are not the relay's to keep.
+ */
+/** A failed export arrives as the error flattened to JSON, stack and all: its message is enough. */
+function reasonOf(message: unknown): string {
+  const text = String(message);
+  try {
+    const error = JSON.parse(text) as { message?: unknown };
+    if (typeof error.message === 'string') return error.message.slice(0, 200);
+  } catch {
+    // Not JSON: a message of the SDK's own.
+  }
+  return text.slice(0, 200);
+}
+
+function exportProblemLog(log: Logger): DiagLogger {
+  let warnedAt = 0;
+  const warn = (message: string) => {
+    if (Date.now() - warnedAt < 30_000) return;
+    warnedAt = Date.now();
+    log.warn({ reason: reasonOf(message) }, 'spans could not be exported to the trace collector; sessions are not affected');
+  };
+  const ignore = () => undefined;
+  return { error: warn, warn, info: ignore, debug: ignore, verbose: ignore };
+}
+
 export function createTracing(settings: TraceSettings, identity: { instanceId: string }, log: Logger): Tracing {
   // The variables win over the relay's defaults: OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES.
   const resource = defaultResource()
     .merge(resourceFromAttributes({ 'service.name': DEFAULT_SERVICE_NAME, 'service.instance.id': identity.instanceId }))
     .merge(detectResources({ detectors: [envDetector] }));
+  diag.setLogger(exportProblemLog(log), DiagLogLevel.WARN);
   const processor = new BatchSpanProcessor({ exporter: new OTLPTraceExporter(), ...settings.batch });
   const provider = new TracerProvider({ resource, sampler: samplerFor(settings), spanProcessors: [processor] });
   const sessions = new SessionTracer(provider.getTracer('realtime-relay'));
@@ -289,7 +319,8 @@ export function createTracing(settings: TraceSettings, identity: { instanceId: s
     },
     async shutdown() {
       sessions.endAll();
-      await provider.shutdown().catch((error: unknown) => log.warn({ err: error }, 'the last spans could not be exported'));
+      await provider.shutdown().catch(() => log.warn('the last spans could not be exported to the trace collector'));
+      diag.disable();
     },
   };
 }

@@ -291,6 +291,28 @@ describe('session traces', () => {
     expect(receiver.bodies).toEqual([]);
   }, 30_000);
 
+  it('keeps relaying while the collector is down, says so in the log, and still stops at once', async () => {
+    const data = tempDataDir('relay-collector-down-');
+    dirs.push(data);
+    // A port nothing listens on.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    relay = await spawnRelay({
+      dataDir: data.path,
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_EXPORTER_OTLP_TIMEOUT: '1000' },
+    });
+    for (let i = 0; i < 2; i++) await talk(relay.realtimeUrl(), relay.demoKey!);
+    const warning = await relay.waitForLog((l) => l.msg?.startsWith('spans could not be exported') === true, 'the export warning', 10_000);
+    expect(warning).toMatchObject({ level: 40, reason: `connect ECONNREFUSED 127.0.0.1:${port}` });
+    expect(relay.logs.filter((l) => l.msg?.startsWith('spans could not be exported') === true)).toHaveLength(1);
+    const stopping = Date.now();
+    expect(await relay.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    expect(Date.now() - stopping).toBeLessThan(5_000);
+    expect(allSettlements(sqliteLedgerFile(data.path))).toHaveLength(2);
+  }, 30_000);
+
   it('refuses to start with a gRPC protocol or an unknown sampler, naming the variable', async () => {
     const data = tempDataDir('relay-bad-traces-');
     dirs.push(data);
