@@ -5,7 +5,8 @@ import { closePlan, endReason } from '../machines/close-plan.js';
 import type { Report, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { WebSocketClientLeg } from './client-leg.js';
 import { keepAlive } from './keep-alive.js';
-import type { Caller, SessionMeter, SessionSummary } from './ports.js';
+import { observedMeter } from './observed-meter.js';
+import type { Caller, ResponseDone, SessionMeter, SessionSummary } from './ports.js';
 import type { FrameTranslator } from './translators.js';
 import type { DialedUpstream, Upstream } from './upstream.js';
 import { WebSocketUpstreamLeg } from './upstream-leg.js';
@@ -21,14 +22,22 @@ export interface LinkTimings {
   connectQueueBytes: number;
 }
 
-/** Lifecycle facts for metrics and logs. Never called per frame. */
+/** Lifecycle facts for metrics, logs and traces. Never called per frame. */
 export interface SessionObserver {
   dialed?(link: SessionLink, upstream: string, ms: number): void;
-  /** One upstream failed before its first frame; the next one serving the model is tried, unless `error` forbids it. */
-  dialFailed?(link: SessionLink, upstream: string, error: RelayError): void;
+  /** One upstream failed before its first frame, `ms` after it was dialled; the next one serving the model is tried, unless `error` forbids it. */
+  dialFailed?(link: SessionLink, upstream: string, error: RelayError, ms: number): void;
   backpressure?(link: SessionLink): void;
   /** The session has ended: both sockets closed, its settlement written or in the backlog. */
   ended?(link: SessionLink, summary: SessionSummary): void;
+  /** A `response.create` was admitted: the client asked for a response. */
+  responseRequested?(link: SessionLink): void;
+  /** A response began upstream (`response.created`), asked for or started by the upstream itself. */
+  responseStarted?(link: SessionLink): void;
+  /** A `response.done` was charged (its cost), or its charge could not be written (the error). */
+  responseDone?(link: SessionLink, response: ResponseDone, charge: { costNano: bigint } | { error: RelayError }): void;
+  /** The settlement was written, or handed to the backlog, taking `ms`. */
+  settled?(link: SessionLink, ms: number): void;
 }
 
 export interface LinkOptions {
@@ -54,6 +63,8 @@ export class SessionLink implements SessionPorts {
   readonly caller: Caller;
   readonly model: string;
   readonly startedAt = new Date();
+  /** How the client is connected, for traces. */
+  readonly transport = 'websocket';
   readonly client: WebSocketClientLeg;
   readonly upstream: WebSocketUpstreamLeg;
   readonly bill: SessionBill;
@@ -63,7 +74,7 @@ export class SessionLink implements SessionPorts {
     this.sessionId = options.sessionId;
     this.caller = options.caller;
     this.model = options.model;
-    this.bill = new SessionBill(options.meter);
+    this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     const onPause = () => observer?.backpressure?.(this);
     this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause });
     this.upstream = new WebSocketUpstreamLeg({
@@ -75,7 +86,7 @@ export class SessionLink implements SessionPorts {
       ...timings,
       dialReport: {
         dialed: (upstream, ms) => observer?.dialed?.(this, upstream, ms),
-        dialFailed: (upstream, error) => observer?.dialFailed?.(this, upstream, error),
+        dialFailed: (upstream, error, ms) => observer?.dialFailed?.(this, upstream, error, ms),
       },
       onConnected: (socket, toClient) => this.client.connect(socket, toClient),
       onPause,
