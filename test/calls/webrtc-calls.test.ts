@@ -220,3 +220,23 @@ describe('WebRTC calls and upstreams that do not take them', () => {
   });
 });
 
+
+describe('WebRTC calls and the allowed origins', () => {
+  it('answers the pages it allows and refuses the others before anything is placed', async () => {
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, settings: { allowedOrigins: ['http://app.example'] } });
+    try {
+      const { key, record } = await stack.createKey();
+      const url = `${stack.httpUrl}/v1/realtime/calls?model=gpt-realtime`;
+      const preflight = (origin: string) => fetch(url, { method: 'OPTIONS', headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization,content-type' } });
+      expect((await preflight('http://app.example')).headers.get('access-control-allow-origin')).toBe('http://app.example');
+      expect((await preflight('http://evil.example')).headers.get('access-control-allow-origin')).toBeNull();
+      const refused = await fetch(url, { method: 'POST', headers: { Origin: 'http://evil.example', Authorization: `Bearer ${key}`, 'Content-Type': 'application/sdp' }, body: await realOffer() });
+      expect(refused.status).toBe(403);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('origin_not_allowed');
+      expect(refused.headers.get('access-control-allow-origin')).toBeNull();
+      expect((await stack.view.book(record.id)).sessions).toEqual([]);
+    } finally {
+      await stack.close();
+    }
+  });
+});
