@@ -161,7 +161,7 @@ describe('where a subprotocol key is accepted', () => {
     const gatekeeper: Gatekeeper = {
       async admit(attempt): Promise<Admission> {
         seen.push(attempt);
-        return { caller: { keyId: 'k', keyName: 'k' }, model: 'gpt-realtime', openMeter: () => Promise.reject(new Error('unused')), release: () => undefined };
+        return { caller: { keyId: 'k', keyName: 'k' }, model: 'gpt-realtime', clientSecretSession: undefined, openMeter: () => Promise.reject(new Error('unused')), release: () => undefined };
       },
     };
     const app = new Hono<HandshakeEnv>();

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
+import { isClientSecret } from '../../protocol/client-secret.js';
 import { AdminError } from './errors.js';
 
 function digest(text: string): Buffer {
@@ -17,6 +18,8 @@ export function adminAuth(token: string) {
     const header = c.req.header('authorization');
     const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw new AdminError('missing_admin_token');
+    // Said plainly: a page that was handed a client secret must not take it for an admin credential.
+    if (isClientSecret(match[1])) throw new AdminError('client_secret_not_allowed', 'A client secret cannot use the admin API: it needs "Authorization: Bearer <ADMIN_TOKEN>".');
     if (!timingSafeEqual(digest(match[1]!), expected)) throw new AdminError('invalid_admin_token');
     await next();
   });
