@@ -15,6 +15,7 @@ import { HAVE_CHROMIUM, openChromium } from '../helpers/chromium.js';
 import { TestClient } from '../helpers/client.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, type ScratchSchema } from '../helpers/postgres.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
+import { startSimulator } from '../../src/simulator/index.js';
 
 const ADMIN_TOKEN = 'admin-token-for-client-secret-tests';
 
@@ -142,6 +143,7 @@ describe('client secrets minted with the openai SDK', () => {
     await stack.idle();
     const sessions = stack.sessions();
     expect(sessions.at(-1)!.model).toBe('gpt-4o-mini-transcribe');
+    expect(stack.sim.handshakes.at(-1)!.query).toMatchObject({ intent: 'transcription' });
   });
 
   it('refuses a secret that is wrong, expired, or asked for another model, each with its own code', async () => {
@@ -194,6 +196,36 @@ describe('client secrets minted with the openai SDK', () => {
     const client = TestClient.connect(stack.realtimeUrl(''), { key: minted.value });
     await client.closedWith();
     expect(JSON.parse(client.unexpected!.body).error.code).toBe('key_disabled');
+  });
+});
+
+describe('client secrets and model aliases', () => {
+  it('resolves an alias when minting and when connecting, as the handshake does', async () => {
+    const sim = await startSimulator({ chunkIntervalMs: 0 });
+    const stack = await startTestRelay({
+      upstreams: { upstreams: [{ name: 'openai', kind: 'openai', baseUrl: `${sim.url.replace(/^ws/, 'http')}/v1`, apiKey: 'sk-sim' }], aliases: { fast: 'gpt-realtime-mini' } },
+    });
+    try {
+      const { key } = await stack.createKey();
+      const minted = await sdk(stack, key).realtime.clientSecrets.create({ session: { type: 'realtime', model: 'fast' } });
+      expect(minted.session).toMatchObject({ model: 'gpt-realtime-mini' });
+      // The alias names the secret's model: accepted; the model it does not name is not.
+      const byAlias = TestClient.connect(stack.realtimeUrl('model=fast'), { key: minted.value });
+      await byAlias.next('session.created');
+      byAlias.close();
+      await stack.idle();
+      expect(sim.handshakes.at(-1)!.query).toEqual({ model: 'gpt-realtime-mini' });
+      const other = TestClient.connect(stack.realtimeUrl('model=gpt-realtime'), { key: minted.value });
+      await other.closedWith();
+      expect(JSON.parse(other.unexpected!.body).error.code).toBe('client_secret_mismatch');
+      // A realtime secret does not open a transcription session.
+      const transcription = TestClient.connect(stack.realtimeUrl('intent=transcription'), { key: minted.value });
+      await transcription.closedWith();
+      expect(JSON.parse(transcription.unexpected!.body).error.code).toBe('client_secret_mismatch');
+    } finally {
+      await stack.close();
+      await sim.close();
+    }
   });
 });
 
