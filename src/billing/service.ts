@@ -116,7 +116,9 @@ export class Billing {
    * Opens the session's ledger row before the upgrade completes. A session
    * opened with a client secret is recorded as the secret's, and may spend
    * what the secret has left: that is its session spend cap, unless the
-   * key's own is lower.
+   * key's own is lower. Sessions of one secret open at the same time share
+   * its cap: each response is admitted, and each charge judged, against what
+   * all of them have spent.
    */
   async openMeter(session: SessionInfo, key: KeyRecord, grant?: ClientSecretGrant): Promise<SessionMeter> {
     const { ledger, prices, instanceId, reserveNano, holdNano = reserveNano } = this.options;
@@ -124,7 +126,9 @@ export class Billing {
       .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt, clientSecretId: grant?.secret.id ?? null })
       .catch(unavailable);
     const capped = grant ? { ...key, spendCapNano: lowerCap(key.spendCapNano, secretRemainder(grant)) } : key;
-    return new LedgerMeter({ sessionId: session.sessionId, key: capped, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks });
+    const secretCap = grant?.secret.spendCapNano;
+    const clientSecret = grant && secretCap !== null && secretCap !== undefined ? { id: grant.secret.id, capNano: secretCap } : undefined;
+    return new LedgerMeter({ sessionId: session.sessionId, key: capped, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks, clientSecret });
   }
 
   /**

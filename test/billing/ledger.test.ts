@@ -217,6 +217,8 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       const grant = await ledger.authenticateClientSecret(secret);
       expect(grant).toMatchObject({ secret: { id: record.id, keyId: key.id, spendCapNano: 500n, session }, key: { id: key.id, balanceNano: 10_000n - 120n - 999n }, spentNano: 120n });
       expect(grant!.secret.expiresAt.getTime()).toBe(expiresAt.getTime());
+      expect(await ledger.clientSecretSpend(record.id)).toBe(120n);
+      expect(await ledger.clientSecretSpend('no-such-secret')).toBe(0n);
       const sessions = await backend.rows('sessions');
       expect(sessions.find((row) => row.id === opened)?.client_secret_id).toBe(record.id);
 

@@ -283,6 +283,35 @@ function spendCapSuite(name: string, open: () => Promise<LedgerTestRelay | null>
       expect(book.settlements.map((s) => s.endReason).sort()).toEqual(['cancelled:spend_cap', 'client_closed']);
       expect(book.balanceNano).toBe(record.balanceNano - 2n * cost);
     });
+
+    it('shares the cap between sessions open at the same time', async (context) => {
+      if (!stack) return context.skip();
+      const { key, record } = await stack.createKey();
+      const cap = usdToNano('0.02');
+      const minted = await sdk(stack, key).realtime.clientSecrets.create({ relay: { spend_cap: '0.02' } } as never);
+      const u = usage({ out: [0, 200] }); // 0.0128 USD each
+      const cost = realtimeInvoice('gpt-realtime', u);
+      const a = connectWithSubprotocol(stack, minted.value);
+      const b = connectWithSubprotocol(stack, minted.value);
+      await Promise.all([a.next('session.created'), b.next('session.created')]);
+
+      // Each opened when 0.02 was left; a's response leaves 0.0072 to both.
+      await respond(a, u);
+      expect(a.count('error')).toBe(0);
+      // b's response crosses the secret's cap: b ends.
+      await respond(b, u);
+      expect((await b.next('error')).error).toMatchObject({ code: 'session_spend_cap_exceeded' });
+      expect(await b.closedWith()).toMatchObject({ code: 1008 });
+      // a may not start another: the secret is spent. The response is refused, not forwarded.
+      a.send({ type: 'response.create', response: { output_modalities: ['text'] } });
+      expect((await a.next('error')).error).toMatchObject({ code: 'session_spend_cap_exceeded' });
+      a.close();
+      await stack.idle();
+
+      const book = await stack.view.book(record.id);
+      expect(book.charges.map((c) => c.costNano)).toEqual([cost, cost]);
+      expect(book.settlements.reduce((sum, s) => sum + s.totalNano, 0n)).toBeLessThanOrEqual(cap + cost);
+    });
   });
 }
 

@@ -405,6 +405,11 @@ class PostgresLedger implements Ledger {
     return { secret: toClientSecretRecord(row), key: toKeyRecord(row), spentNano: row.spent_nano };
   }
 
+  async clientSecretSpend(secretId: string): Promise<bigint> {
+    const { rows } = await this.query<{ spent_nano: bigint }>('SELECT COALESCE(SUM(spend_nano), 0)::bigint AS spent_nano FROM sessions WHERE client_secret_id = $1', [secretId]);
+    return rows[0].spent_nano;
+  }
+
   async getKey(idOrName: string): Promise<KeyRecord | null> {
     const { rows } = await this.query<KeyRow>(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`, [idOrName]);
     return rows[0] === undefined ? null : toKeyRecord(rows[0]);

@@ -287,6 +287,7 @@ class SqliteLedger implements Ledger {
         VALUES (@id, @secretHash, @keyId, @expiresAt, @sessionJson, @spendCapNano, @createdAt)
         RETURNING id AS secret_id, key_id, expires_at, session_json, spend_cap_nano AS secret_spend_cap_nano, created_at AS secret_created_at`),
       clientSecretByHash: db.prepare(CLIENT_SECRET_BY_HASH),
+      clientSecretSpend: db.prepare('SELECT COALESCE(SUM(spend_nano), 0) FROM sessions WHERE client_secret_id = ?').pluck(),
       keyByHash: db.prepare('SELECT * FROM keys WHERE key_hash = ?'),
       keyExists: db.prepare('SELECT 1 FROM keys WHERE id = ?').pluck(),
       keyByRef: db.prepare(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`),
@@ -392,6 +393,10 @@ class SqliteLedger implements Ledger {
     const row = this.read(() => this.statements.clientSecretByHash.get(secretHash) as (ClientSecretRow & KeyRow & { secret_hash: string; spent_nano: bigint }) | undefined);
     if (row === undefined || !hashMatches(row.secret_hash, secretHash)) return null;
     return { secret: toClientSecretRecord(row), key: toKeyRecord(row), spentNano: row.spent_nano };
+  }
+
+  async clientSecretSpend(secretId: string): Promise<bigint> {
+    return this.read(() => this.statements.clientSecretSpend.get(secretId) as bigint);
   }
 
   async getKey(idOrName: string): Promise<KeyRecord | null> {

@@ -280,6 +280,8 @@ export interface Ledger {
   createClientSecret(input: NewClientSecret): Promise<{ secret: string; record: ClientSecretRecord }>;
   /** Finds a client secret by its plaintext, expired or not (the caller decides), with its key and spend. */
   authenticateClientSecret(plaintextSecret: string): Promise<ClientSecretGrant | null>;
+  /** What every session opened with the client secret has spent so far, together. */
+  clientSecretSpend(secretId: string): Promise<bigint>;
   listKeys(): Promise<KeyRecord[]>;
   topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord>;
   setDisabled(idOrName: string, disabled: boolean): Promise<KeyRecord>;
