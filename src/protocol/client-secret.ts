@@ -78,3 +78,16 @@ export function withModel(session: Record<string, unknown>, type: SessionType, m
   const transcription = isObject(input.transcription) ? input.transcription : {};
   return { ...session, type, audio: { ...audio, input: { ...input, transcription: { ...transcription, model } } } };
 }
+
+/**
+ * The `session.update` that applies a client secret's configuration to a
+ * session opened with it, as OpenAI applies it; null when the configuration
+ * says nothing beyond the type and model the session was dialled with. The
+ * model is left out: it was dialled (an Azure upstream knows it by its
+ * deployment's name, not this one).
+ */
+export function sessionUpdateFor(session: Record<string, unknown>): string | null {
+  const { model: _dialled, ...settings } = session;
+  if (Object.keys(settings).every((name) => name === 'type')) return null;
+  return JSON.stringify({ type: 'session.update', session: settings });
+}

@@ -9,6 +9,7 @@ import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { ERRORS, RelayError } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
+import { sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
 import { clientSecretRoutes } from './client-secrets.js';
@@ -84,6 +85,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       timings,
       translator: options.translatorFor?.(shake),
       observer: options.observer,
+      firstFrame: admission.clientSecretSession ? (sessionUpdateFor(admission.clientSecretSession) ?? undefined) : undefined,
     });
     const actor = createActor(options.machine ?? sessionMachine, {
       input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },

@@ -42,6 +42,8 @@ export interface LinkOptions {
   timings: LinkTimings;
   translator?: FrameTranslator;
   observer?: SessionObserver;
+  /** Sent upstream before the client's frames: the `session.update` of a client secret's configuration. */
+  firstFrame?: string;
 }
 
 /**
@@ -65,7 +67,7 @@ export class SessionLink implements SessionPorts {
     this.model = options.model;
     this.bill = new SessionBill(options.meter);
     const onPause = () => observer?.backpressure?.(this);
-    this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause });
+    this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause, firstFrame: options.firstFrame });
     this.upstream = new WebSocketUpstreamLeg({
       model: options.model,
       intent: options.intent,

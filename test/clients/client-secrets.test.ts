@@ -70,10 +70,12 @@ describe('client secrets minted with the openai SDK', () => {
     expect(minted.session).toMatchObject({ object: 'realtime.session', type: 'realtime', model: 'gpt-realtime', instructions: 'Be brief.' });
     expect(minted.session.id).toMatch(/^sess_/);
 
-    // No ?model=: the secret's model is the session's.
+    // No ?model=: the secret's model is the session's, and its configuration is applied before the client's first event.
     const client = connectWithSubprotocol(stack, minted.value);
     await client.next('session.created');
     expect(client.socket.protocol).toBe('realtime');
+    const updated = await client.next('session.updated');
+    expect(updated.session).toMatchObject({ type: 'realtime', model: 'gpt-realtime', instructions: 'Be brief.' });
     const u = usage({ text: [12, 0], out: [30, 0] });
     await respond(client, u);
     await respond(client, u);
@@ -139,6 +141,8 @@ describe('client secrets minted with the openai SDK', () => {
     expect(transcription.session).toMatchObject({ type: 'transcription', object: 'realtime.transcription_session', audio: { input: { transcription: { model: 'gpt-4o-mini-transcribe' } } } });
     const client = connectWithSubprotocol(stack, transcription.value);
     await client.next('session.created');
+    const updated = await client.next('session.updated');
+    expect(updated.session).toMatchObject({ type: 'transcription', audio: { input: { transcription: { model: 'gpt-4o-mini-transcribe' } } } });
     client.close();
     await stack.idle();
     const sessions = stack.sessions();
@@ -162,6 +166,9 @@ describe('client secrets minted with the openai SDK', () => {
 
     const sameModel = TestClient.connect(stack.realtimeUrl('model=gpt-realtime'), { key: minted.value });
     await sameModel.next('session.created');
+    await respond(sameModel, usage({ text: [1, 0] }));
+    // Nothing to apply beyond its model: the client sees only what it asked for.
+    expect(sameModel.count('session.updated')).toBe(0);
     sameModel.close();
     await stack.idle();
 
