@@ -89,6 +89,10 @@ describe('client secrets minted with the openai SDK', () => {
     expect(book.balanceNano).toBe(record.balanceNano - 2n * cost);
     expect(book.sessions).toHaveLength(1);
     expect(book.sessions[0]!.model).toBe('gpt-realtime');
+    // Neither the key nor the secret is ever written to the log.
+    const logged = JSON.stringify(stack.logs);
+    expect(logged).not.toContain(minted.value.slice(3));
+    expect(logged).not.toContain(key.slice(3));
   });
 
   it('keeps only the SHA-256 of a secret in the ledger, and records the secret each session was opened with', async () => {
