@@ -24,6 +24,7 @@ import type { Upstream } from '../server/upstream.js';
 import { startUsageDelivery, type UsageDelivery } from '../events/deliverer.js';
 import { createLimits } from '../limits/index.js';
 import { startSimulator, type Simulator } from '../simulator/index.js';
+import { createClientSecretMinter } from './client-secrets.js';
 import { createGatekeeper } from './gatekeeper.js';
 
 export interface RunningRelay {
@@ -275,6 +276,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     allowedOrigins: settings.allowedOrigins,
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
     gatekeeper: createGatekeeper(billing, config, limits),
+    clientSecrets: createClientSecretMinter(billing, config),
     upstreamsFor: (model) => upstreamsServing(config, model),
     translatorFor: (handshake) => (handshake.beta ? betaTranslator : undefined),
     observer: combineObservers(dialLog(log), sessionLog.observer, metrics.observer, ...(tracing ? [tracing.observer] : [])),

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { ERRORS, RelayError, errorBody } from '../errors.js';
+import { isClientSecret } from '../protocol/client-secret.js';
 import { parseOfferedProtocols, type OfferedProtocols } from '../protocol/subprotocols.js';
 import type { Admission, Gatekeeper, HandshakeAttempt } from './ports.js';
 import type { UpgradeEnv } from './upgrade.js';
@@ -24,7 +25,7 @@ export function isLoopback(address: string | undefined): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
-function bearer(header: string | undefined): string | undefined {
+export function bearer(header: string | undefined): string | undefined {
   if (!header) return undefined;
   const match = /^Bearer\s+(.+)$/i.exec(header.trim());
   return match ? match[1]!.trim() : undefined;
@@ -45,7 +46,8 @@ export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessag
     attempt: {
       key,
       keySource: headerKey !== undefined ? 'header' : protocols.key !== undefined ? 'subprotocol' : 'none',
-      model: c.req.query('model') ?? (intent ? 'gpt-4o-transcribe' : undefined),
+      // A client secret carries its own model: none is assumed for it.
+      model: c.req.query('model') ?? (intent && !isClientSecret(key) ? 'gpt-4o-transcribe' : undefined),
       intent,
       ip: incoming.socket.remoteAddress ?? 'unknown',
       origin: c.req.header('origin'),
@@ -89,10 +91,13 @@ export function handshake(options: HandshakeOptions): MiddlewareHandler<Handshak
       return refuse(c, new RelayError('origin_not_allowed'));
     }
     try {
-      if (attempt.keySource === 'subprotocol' && !attempt.trustedTransport && !options.allowInsecureSubprotocolKey) {
+      // A client secret is short-lived and bound to one kind of session: made to be handed to
+      // a page, it is accepted in a subprotocol over any transport (origins still apply).
+      const secret = isClientSecret(attempt.key);
+      if (attempt.keySource === 'subprotocol' && !secret && !attempt.trustedTransport && !options.allowInsecureSubprotocolKey) {
         throw new RelayError('insecure_key_transport');
       }
-      if (attempt.model === undefined) throw new RelayError('missing_model');
+      if (attempt.model === undefined && !secret) throw new RelayError('missing_model');
       c.set('admission', await options.gatekeeper.admit(attempt));
     } catch (error) {
       const relayError = error instanceof RelayError ? error : new RelayError('internal_error', undefined, { cause: error });

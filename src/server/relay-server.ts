@@ -9,9 +9,11 @@ import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { ERRORS, RelayError } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
+import { sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
-import type { Gatekeeper } from './ports.js';
+import { clientSecretRoutes } from './client-secrets.js';
+import type { ClientSecretMinter, Gatekeeper } from './ports.js';
 import { SessionRegistry } from './registry.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -27,6 +29,8 @@ export interface RelayServerOptions {
   allowedOrigins: string[];
   allowInsecureSubprotocolKey: boolean;
   gatekeeper: Gatekeeper;
+  /** Serves `POST /v1/realtime/client_secrets` when given. */
+  clientSecrets?: ClientSecretMinter;
   /** Upstreams that serve `model`, in the order they are tried. */
   upstreamsFor(model: string): Upstream[];
   translatorFor?(handshake: Handshake): FrameTranslator | undefined;
@@ -75,12 +79,13 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       client,
       caller: admission.caller,
       model: admission.model,
-      intent: shake.attempt.intent,
+      intent: admission.intent ?? shake.attempt.intent,
       upstreams: options.upstreamsFor(admission.model),
       meter,
       timings,
       translator: options.translatorFor?.(shake),
       observer: options.observer,
+      firstFrame: admission.clientSecretSession ? (sessionUpdateFor(admission.clientSecretSession) ?? undefined) : undefined,
     });
     const actor = createActor(options.machine ?? sessionMachine, {
       input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
@@ -131,7 +136,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       let meter;
       try {
         // The session row exists before the 101, so a crash from here on leaves something to recover.
-        meter = await admission.openMeter({ sessionId, caller: admission.caller, model: admission.model, intent: shake.attempt.intent, startedAt: new Date() });
+        meter = await admission.openMeter({ sessionId, caller: admission.caller, model: admission.model, intent: admission.intent ?? shake.attempt.intent, startedAt: new Date() });
       } catch (error) {
         admission.release();
         const relayError = error instanceof RelayError ? error : new RelayError('billing_unavailable', undefined, { cause: error });
@@ -165,6 +170,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     },
   );
   app.route('/v1/realtime', realtime as unknown as Hono<UpgradeEnv>);
+  if (options.clientSecrets) app.route('/v1/realtime/client_secrets', clientSecretRoutes(options.clientSecrets));
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     if (shuttingDown) return c.json({ status: 'shutting_down' }, 503);

@@ -51,6 +51,8 @@ export interface LinkOptions {
   timings: LinkTimings;
   translator?: FrameTranslator;
   observer?: SessionObserver;
+  /** Sent upstream before the client's frames: the `session.update` of a client secret's configuration. */
+  firstFrame?: string;
 }
 
 /**
@@ -76,7 +78,7 @@ export class SessionLink implements SessionPorts {
     this.model = options.model;
     this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     const onPause = () => observer?.backpressure?.(this);
-    this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause });
+    this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause, firstFrame: options.firstFrame });
     this.upstream = new WebSocketUpstreamLeg({
       model: options.model,
       intent: options.intent,
