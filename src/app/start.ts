@@ -16,6 +16,7 @@ import type { Logger } from '../observability/logger.js';
 import { createRelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
 import { adminApp } from '../server/admin/index.js';
+import { TrustedProxies, parseNetwork } from '../server/client-address.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
 import type { SessionObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
@@ -261,6 +262,14 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   // Inspection costs nothing unless asked for: without it no inspector exists.
   const inspector = settings.inspect ? createSessionInspector({ url: settings.inspectUrl, log }) : null;
   if (inspector) log.info({ inspectUrl: settings.inspectUrl }, `sending session actors to the Stately inspector at ${settings.inspectUrl}`);
+  const trustedProxies = new TrustedProxies(settings.trustedProxies.map((entry) => parseNetwork(entry)!));
+  if (trustedProxies.size > 0) {
+    log.info(
+      { trustedProxies: settings.trustedProxies, forwardedHeader: settings.forwardedHeader, proxyProtocol: settings.proxyProtocol },
+      `client addresses are taken from ${settings.proxyProtocol ? `the PROXY protocol header and ${settings.forwardedHeader}` : settings.forwardedHeader} on connections from trusted proxies`,
+    );
+  }
+  let proxyRefusalLoggedAt = 0;
   const relay = createRelayServer({
     host: settings.host,
     port: settings.port,
@@ -269,6 +278,13 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     maxPayloadBytes: settings.maxPayloadBytes,
     allowedOrigins: settings.allowedOrigins,
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
+    clientAddresses: { trustedProxies, forwardedHeader: settings.forwardedHeader, proxyProtocol: settings.proxyProtocol },
+    proxyProtocolRefused: (peer, reason) => {
+      // A misconfigured balancer fails every connection: one line per half minute says so.
+      if (Date.now() - proxyRefusalLoggedAt < 30_000) return;
+      proxyRefusalLoggedAt = Date.now();
+      log.warn({ peer, reason }, 'refused a connection from a trusted proxy without a valid PROXY protocol header (is PROXY protocol on at the balancer?)');
+    },
     gatekeeper: createGatekeeper(billing, config, limits),
     upstreamsFor: (model) => upstreamsServing(config, model),
     translatorFor: (handshake) => (handshake.beta ? betaTranslator : undefined),

@@ -8,9 +8,10 @@ export interface HandshakeAttempt {
   keySource: 'header' | 'subprotocol' | 'none';
   model: string | undefined;
   intent: 'transcription' | undefined;
+  /** The client's address: the peer's, or the one a trusted proxy named (RELAY_TRUSTED_PROXIES). */
   ip: string;
   origin: string | undefined;
-  /** The connection is TLS or comes from loopback. */
+  /** The connection is TLS, or the client's address is loopback. */
   trustedTransport: boolean;
 }
 

@@ -10,8 +10,10 @@ import { ERRORS, RelayError } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
+import type { ClientAddressOptions } from './client-address.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
 import type { Gatekeeper } from './ports.js';
+import { acceptProxyProtocol } from './proxy-protocol.js';
 import { SessionRegistry } from './registry.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -26,6 +28,10 @@ export interface RelayServerOptions {
   maxPayloadBytes: number;
   allowedOrigins: string[];
   allowInsecureSubprotocolKey: boolean;
+  /** Who may name the client (RELAY_TRUSTED_PROXIES), in which header, and whether their connections start with a PROXY protocol header. */
+  clientAddresses?: ClientAddressOptions & { proxyProtocol: boolean };
+  /** A trusted peer's connection was refused: it sent no valid PROXY protocol header. */
+  proxyProtocolRefused?(peer: string, reason: string): void;
   gatekeeper: Gatekeeper;
   /** Upstreams that serve `model`, in the order they are tried. */
   upstreamsFor(model: string): Upstream[];
@@ -73,6 +79,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const link = new SessionLink({
       sessionId,
       client,
+      clientAddress: shake.attempt.ip,
       caller: admission.caller,
       model: admission.model,
       intent: shake.attempt.intent,
@@ -117,6 +124,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       gatekeeper: options.gatekeeper,
       allowInsecureSubprotocolKey: options.allowInsecureSubprotocolKey,
       allowedOrigins: options.allowedOrigins,
+      clientAddresses: options.clientAddresses,
       isShuttingDown: () => shuttingDown,
     }),
     async (c) => {
@@ -185,6 +193,11 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     ? (createHttpsServer({ cert: options.tls.cert, key: options.tls.key, ...httpOptions }, listener) as unknown as Server)
     : createHttpServer(httpOptions, listener);
   routeUpgrades(server, app, wss);
+  const clientAddresses = options.clientAddresses;
+  const proxyProtocol = clientAddresses?.proxyProtocol
+    ? acceptProxyProtocol(server, { trustedProxies: clientAddresses.trustedProxies, headerTimeoutMs: timings.headerTimeoutMs, refused: options.proxyProtocolRefused })
+    : null;
+  const stopAccepting = () => closeServer(server, () => proxyProtocol?.destroyPending());
 
   const relay: RelayServer = {
     server,
@@ -217,7 +230,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
         }),
       ]);
       clearTimeout(deadline);
-      const closed = closeServer(server);
+      const closed = stopAccepting();
       // Past the deadline the sockets still draining are not waited for (server.close would
       // wait for every upgraded socket): the process leaves, and the next start's recovery
       // settles those sessions from the charges already written.
@@ -229,18 +242,20 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       registry.cancelAll('shutdown');
       for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: ERRORS.server_shutting_down.close } } satisfies SessionEvent);
       await registry.empty();
-      await closeServer(server);
+      await stopAccepting();
     },
   };
   options.routes?.(app, relay);
   return relay;
 }
 
-function closeServer(server: Server): Promise<void> {
+function closeServer(server: Server, dropPending: () => void): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) return resolve();
     server.close(() => resolve());
     server.closeAllConnections();
+    // Connections still waiting for their PROXY header are not HTTP's yet: closeAllConnections does not see them.
+    dropPending();
   });
 }
 
