@@ -7,11 +7,11 @@
  * only ever answer an HTTP request. The README's "Errors and close codes"
  * section is generated from this table (`npm run readme`).
  *
- * A missed pong has no code of its own. The peer that missed it is terminated,
- * so the session ends the way any lost peer ends it (`client_closed` or
- * `upstream_closed`, and 1011 to the side still there): a terminated client
- * could not read an `error` event, and the client of a silent upstream is told
- * the same as for a dropped upstream connection, which is what it is.
+ * A client that misses a pong is terminated and the session ends as
+ * `client_closed` (a terminated client could not read an `error` event). An
+ * upstream that misses one is terminated too, and its client is told
+ * `upstream_timeout`; one whose connection drops without a close frame,
+ * `upstream_closed`. Either way the `error` event comes before the close frame.
  */
 
 /** The OpenAI error `type`s the relay reports. */
@@ -52,6 +52,7 @@ export const ERRORS = {
   upstream_rate_limited: { type: 'rate_limit_error', status: 429, close: 1013, message: 'The upstream Realtime API is rate limiting this relay.' },
   upstream_rejected: { type: 'server_error', status: 502, close: 1011, message: 'The upstream Realtime API refused the session.' },
   upstream_error: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection failed.' },
+  upstream_closed: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection was lost.' },
   queue_overflow: { type: 'invalid_request_error', status: 400, close: 1008, message: 'Too many events were sent before the upstream answered.' },
   message_too_big: { type: 'invalid_request_error', status: 413, close: 1009, message: 'A frame exceeded the maximum payload size.' },
   invalid_frame: { type: 'invalid_request_error', status: 400, close: 1007, message: 'A frame could not be read.' },

@@ -4,7 +4,9 @@ import { createMiddleware } from 'hono/factory';
 import { ERRORS, RelayError, errorBody } from '../errors.js';
 import { isClientSecret } from '../protocol/client-secret.js';
 import { parseOfferedProtocols, type OfferedProtocols } from '../protocol/subprotocols.js';
+import { canonicalAddress, resolveClientAddress, type ClientAddressOptions } from './client-address.js';
 import type { Admission, Gatekeeper, HandshakeAttempt } from './ports.js';
+import { proxiedSource } from './proxy-protocol.js';
 import type { UpgradeEnv } from './upgrade.js';
 
 export interface Handshake {
@@ -31,13 +33,26 @@ export function bearer(header: string | undefined): string | undefined {
   return match ? match[1]!.trim() : undefined;
 }
 
-export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessage): Handshake {
+/**
+ * The client's address: the peer (or the client a trusted peer's PROXY header
+ * named), then, from a trusted peer, what its forwarding header says.
+ */
+export function clientAddressOf(incoming: IncomingMessage, options: ClientAddressOptions | undefined): string {
+  const peer = proxiedSource(incoming.socket) ?? canonicalAddress(incoming.socket.remoteAddress ?? 'unknown');
+  if (options === undefined) return peer;
+  const header = incoming.headers[options.forwardedHeader];
+  return resolveClientAddress(peer, Array.isArray(header) ? header.join(', ') : header, options);
+}
+
+export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessage, clientAddresses?: ClientAddressOptions): Handshake {
   const protocols = parseOfferedProtocols(c.req.header('sec-websocket-protocol'));
   // A header key always wins: a subprotocol list must never override it.
   const headerKey = bearer(c.req.header('authorization')) ?? c.req.header('api-key') ?? undefined;
   const key = headerKey ?? protocols.key;
   const intent = c.req.query('intent') === 'transcription' ? 'transcription' : undefined;
-  const trustedTransport = Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(incoming.socket.remoteAddress);
+  const ip = clientAddressOf(incoming, clientAddresses);
+  // Loopback is judged on the client, not the peer: a balancer on this machine does not make every client local.
+  const trustedTransport = Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(ip);
   const betaHeader = (c.req.header('openai-beta') ?? '').split(',').some((v) => v.trim() === 'realtime=v1');
   return {
     protocols,
@@ -49,7 +64,7 @@ export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessag
       // A client secret carries its own model: none is assumed for it.
       model: c.req.query('model') ?? (intent && !isClientSecret(key) ? 'gpt-4o-transcribe' : undefined),
       intent,
-      ip: incoming.socket.remoteAddress ?? 'unknown',
+      ip,
       origin: c.req.header('origin'),
       trustedTransport,
     },
@@ -66,6 +81,8 @@ export interface HandshakeOptions {
   gatekeeper: Gatekeeper;
   allowInsecureSubprotocolKey: boolean;
   allowedOrigins: string[];
+  /** Trusted proxies and the header they name the client in; without it the peer is the client. */
+  clientAddresses?: ClientAddressOptions;
   isShuttingDown(): boolean;
 }
 
@@ -82,7 +99,7 @@ export function handshake(options: HandshakeOptions): MiddlewareHandler<Handshak
       return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
     }
     if (options.isShuttingDown()) return refuse(c, new RelayError('server_shutting_down'));
-    const shake = readHandshake(c, c.env.incoming);
+    const shake = readHandshake(c, c.env.incoming, options.clientAddresses);
     c.set('handshake', shake);
     const { attempt, protocols } = shake;
     // A browser that does not offer `realtime` would abort on our answer anyway.

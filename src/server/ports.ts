@@ -9,9 +9,10 @@ export interface HandshakeAttempt {
   /** Undefined when not asked for: then a client secret's model is the session's (a relay key is refused). */
   model: string | undefined;
   intent: 'transcription' | undefined;
+  /** The client's address: the peer's, or the one a trusted proxy named (RELAY_TRUSTED_PROXIES). */
   ip: string;
   origin: string | undefined;
-  /** The connection is TLS or comes from loopback. */
+  /** The connection is TLS, or the client's address is loopback. */
   trustedTransport: boolean;
 }
 

@@ -11,9 +11,11 @@ import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
+import type { ClientAddressOptions } from './client-address.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
 import { clientSecretRoutes } from './client-secrets.js';
 import type { ClientSecretMinter, Gatekeeper } from './ports.js';
+import { acceptProxyProtocol } from './proxy-protocol.js';
 import { SessionRegistry } from './registry.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -28,6 +30,10 @@ export interface RelayServerOptions {
   maxPayloadBytes: number;
   allowedOrigins: string[];
   allowInsecureSubprotocolKey: boolean;
+  /** Who may name the client (RELAY_TRUSTED_PROXIES), in which header, and whether their connections start with a PROXY protocol header. */
+  clientAddresses?: ClientAddressOptions & { proxyProtocol: boolean };
+  /** A trusted peer's connection was refused: it sent no valid PROXY protocol header. */
+  proxyProtocolRefused?(peer: string, reason: string): void;
   gatekeeper: Gatekeeper;
   /** Serves `POST /v1/realtime/client_secrets` when given. */
   clientSecrets?: ClientSecretMinter;
@@ -77,6 +83,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const link = new SessionLink({
       sessionId,
       client,
+      clientAddress: shake.attempt.ip,
       caller: admission.caller,
       model: admission.model,
       intent: admission.intent ?? shake.attempt.intent,
@@ -122,6 +129,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       gatekeeper: options.gatekeeper,
       allowInsecureSubprotocolKey: options.allowInsecureSubprotocolKey,
       allowedOrigins: options.allowedOrigins,
+      clientAddresses: options.clientAddresses,
       isShuttingDown: () => shuttingDown,
     }),
     async (c) => {
@@ -191,6 +199,11 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     ? (createHttpsServer({ cert: options.tls.cert, key: options.tls.key, ...httpOptions }, listener) as unknown as Server)
     : createHttpServer(httpOptions, listener);
   routeUpgrades(server, app, wss);
+  const clientAddresses = options.clientAddresses;
+  const proxyProtocol = clientAddresses?.proxyProtocol
+    ? acceptProxyProtocol(server, { trustedProxies: clientAddresses.trustedProxies, headerTimeoutMs: timings.headerTimeoutMs, refused: options.proxyProtocolRefused })
+    : null;
+  const stopAccepting = () => closeServer(server, () => proxyProtocol?.destroyPending());
 
   const relay: RelayServer = {
     server,
@@ -223,7 +236,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
         }),
       ]);
       clearTimeout(deadline);
-      const closed = closeServer(server);
+      const closed = stopAccepting();
       // Past the deadline the sockets still draining are not waited for (server.close would
       // wait for every upgraded socket): the process leaves, and the next start's recovery
       // settles those sessions from the charges already written.
@@ -235,18 +248,20 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       registry.cancelAll('shutdown');
       for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: ERRORS.server_shutting_down.close } } satisfies SessionEvent);
       await registry.empty();
-      await closeServer(server);
+      await stopAccepting();
     },
   };
   options.routes?.(app, relay);
   return relay;
 }
 
-function closeServer(server: Server): Promise<void> {
+function closeServer(server: Server, dropPending: () => void): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) return resolve();
     server.close(() => resolve());
     server.closeAllConnections();
+    // Connections still waiting for their PROXY header are not HTTP's yet: closeAllConnections does not see them.
+    dropPending();
   });
 }
 

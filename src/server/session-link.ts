@@ -43,6 +43,8 @@ export interface SessionObserver {
 export interface LinkOptions {
   sessionId: string;
   client: WebSocket;
+  /** The client's address, as the handshake limit counted it. */
+  clientAddress: string;
   caller: Caller;
   model: string;
   intent: 'transcription' | undefined;
@@ -62,6 +64,7 @@ export interface LinkOptions {
  */
 export class SessionLink implements SessionPorts {
   readonly sessionId: string;
+  readonly clientAddress: string;
   readonly caller: Caller;
   readonly model: string;
   readonly startedAt = new Date();
@@ -74,6 +77,7 @@ export class SessionLink implements SessionPorts {
   constructor(private readonly options: LinkOptions) {
     const { timings, observer, translator } = options;
     this.sessionId = options.sessionId;
+    this.clientAddress = options.clientAddress;
     this.caller = options.caller;
     this.model = options.model;
     this.bill = new SessionBill(observedMeter(options.meter, this, observer));

@@ -6,6 +6,8 @@ import type { LiveSession } from '../registry.js';
 export interface SessionView {
   id: string;
   key: { id: string; name: string };
+  /** The client's address (the one a trusted proxy named, behind a load balancer). */
+  client_address: string;
   model: string;
   /** The upstream's name and the model it serves; null until the dial succeeds. */
   upstream: { name: string; model: string } | null;
@@ -30,6 +32,7 @@ export function sessionView({ link, actor }: LiveSession, now = Date.now()): Ses
   return {
     id: link.sessionId,
     key: { id: link.caller.keyId, name: link.caller.keyName },
+    client_address: link.clientAddress,
     model: link.model,
     upstream: link.dialed ? { name: link.dialed.upstream.name, model: link.dialed.servedModel } : null,
     state: stateName(snapshot.value),
