@@ -15,6 +15,7 @@ export interface CallLinkOptions {
   sessionId: string;
   /** The relay's own id of the call, as its caller knows it. */
   callId: string;
+  clientAddress: string;
   caller: Caller;
   model: string;
   offer: CallOffer;
@@ -35,6 +36,7 @@ export class CallLink implements SessionPorts, LiveLink {
   readonly sessionId: string;
   readonly callId: string;
   readonly caller: Caller;
+  readonly clientAddress: string;
   readonly model: string;
   readonly startedAt = new Date();
   readonly call: UpstreamCall;
@@ -47,6 +49,7 @@ export class CallLink implements SessionPorts, LiveLink {
     this.sessionId = options.sessionId;
     this.callId = options.callId;
     this.caller = options.caller;
+    this.clientAddress = options.clientAddress;
     this.model = options.model;
     this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     this.call = new UpstreamCall(options.model, options.offer);
