@@ -35,12 +35,12 @@ export interface CallRoutesOptions {
   findCall(callId: string): { link: CallLink; actor: Actor<SessionMachine> } | undefined;
 }
 
-function refuse(c: Context, code: AnyErrorCode, message?: string, status?: number): Response {
-  const headers: Record<string, string> = {};
-  if (code === 'rate_limit_exceeded' || code === 'upstream_rate_limited') headers['Retry-After'] = '1';
-  return c.json(errorBody(code, message), (status ?? ERRORS[code].status) as 400, headers);
+/** A refusal of the request itself (its shape, its origin, its key), in OpenAI's error envelope. */
+function refuse(c: Context, code: AnyErrorCode, message?: string): Response {
+  return c.json(errorBody(code, message), ERRORS[code].status as 400);
 }
 
+/** A refusal of admission or of the call's placement, with `Retry-After` where retrying later helps. */
 function refuseWith(c: Context, error: RelayError): Response {
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined || error.status === 429) headers['Retry-After'] = String(error.retryAfterSeconds ?? 1);
