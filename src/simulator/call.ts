@@ -1,6 +1,8 @@
 /**
- * One WebRTC call: the werift peer, its `oai-events` data channel, the
- * sideband WebSockets that joined it, and the one session all of them share.
+ * One call: for WebRTC the werift peer and its `oai-events` data channel; for
+ * a phone (SIP) call no media, a session driven over the sideband once the
+ * call is accepted. The sideband WebSockets that joined it and the one session
+ * all of them share.
  * Every server event goes to the data channel and to every sideband socket;
  * client events from any of them act on the session. The call owns all of
  * these and releases them in end(), whoever ends it (hangup, the peer
@@ -16,6 +18,14 @@ import { OpusSilence } from './webrtc-peer.js';
 import type { AnsweredPeer } from './webrtc-peer.js';
 
 const DATA_CHANNEL_LABEL = 'oai-events';
+
+/** How a call ended, as the simulator's owner may ask afterwards. */
+export type CallEnding =
+  | { by: 'hangup' }
+  | { by: 'reject'; statusCode: number }
+  | { by: 'refer'; targetUri: string }
+  /** The peer left, a fault or the simulator closing ended it. */
+  | { by: 'other' };
 
 /**
  * Closes the data channel first, so the browser hears the call end at once
@@ -101,6 +111,9 @@ export class SimulatedCall {
   private readonly session: SimulatedSession;
   private readonly audio: OpusSilence | null;
   private ended = false;
+  private ending: CallEnding = { by: 'other' };
+  /** A phone call rings until accepted; a WebRTC call is answered as it is created. */
+  private ringing: boolean;
   private peerClosed: Promise<void> = Promise.resolve();
 
   constructor(
@@ -111,6 +124,7 @@ export class SimulatedCall {
     private readonly onEnded: (call: SimulatedCall) => void,
   ) {
     this.audio = peer === null ? null : new OpusSilence(peer.audio);
+    this.ringing = peer === null;
     this.session = new SimulatedSession(this.sink, settings, opening, (active) => {
       if (active) this.audio?.start();
       else this.audio?.stop();
@@ -125,6 +139,21 @@ export class SimulatedCall {
 
   get isEnded(): boolean {
     return this.ended;
+  }
+
+  get isPhoneCall(): boolean {
+    return this.peer === null;
+  }
+
+  get isRinging(): boolean {
+    return this.ringing;
+  }
+
+  /** Answers a ringing phone call with a session config; returns why it cannot, or null. */
+  accept(update: Json): string | null {
+    const problem = this.session.configure(update);
+    if (problem === null) this.ringing = false;
+    return problem;
   }
 
   private watchPeer({ pc }: AnsweredPeer): void {
@@ -170,6 +199,17 @@ export class SimulatedCall {
     }
     if (this.peer !== null) this.peerClosed = closePeer(this.peer, this.sink.channel);
     this.onEnded(this);
+  }
+
+  /** Ends the call on request (hangup, reject, refer): every listener is closed with 1000. */
+  finish(ending: CallEnding): void {
+    if (this.ended) return;
+    this.ending = ending;
+    this.end(1000, '');
+  }
+
+  get endedBy(): CallEnding {
+    return this.ending;
   }
 
   /** Settles once an ended call's peer connection has released its sockets. */
