@@ -14,7 +14,7 @@ import { SimulatedSession } from './session.js';
 import type { SessionOpening, SessionSettings, SessionSink } from './session.js';
 import type { Json } from './shapes.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
-import { OpusSilence } from './webrtc-peer.js';
+import { OpusSilence, closePeerConnection } from './webrtc-peer.js';
 import type { AnsweredPeer } from './webrtc-peer.js';
 
 const DATA_CHANNEL_LABEL = 'oai-events';
@@ -27,14 +27,9 @@ export type CallEnding =
   /** The peer left, a fault or the simulator closing ended it. */
   | { by: 'other' };
 
-/**
- * Closes the data channel first, so the browser hears the call end at once
- * (an SCTP stream reset), then the peer connection.
- */
 async function closePeer({ pc }: AnsweredPeer, channel: DataChannelSink | null): Promise<void> {
   try {
-    channel?.closeChannel();
-    await pc.close();
+    await closePeerConnection(pc, channel?.channel ?? null);
   } catch {
     // Already closed or failed: nothing is left to release.
   }
@@ -60,10 +55,6 @@ class DataChannelSink implements SessionSink {
 
   drop(): void {
     this.call.end(null, '');
-  }
-
-  closeChannel(): void {
-    if (this.channel.readyState === 'open') this.channel.close();
   }
 
   // A data channel cannot be left unread.
@@ -106,7 +97,24 @@ class CallSink implements SessionSink {
   }
 }
 
+export interface CallSetup {
+  id: string;
+  /** The answered WebRTC peer; null for a phone call, which has no media. */
+  peer: AnsweredPeer | null;
+  settings: SessionSettings;
+  opening: SessionOpening;
+  /** A WebRTC peer not connected by then ends the call: its client left after the answer. */
+  connectTimeoutMs: number;
+  /** Told once, however the call ends. */
+  onEnded(call: SimulatedCall): void;
+}
+
 export class SimulatedCall {
+  readonly id: string;
+  private readonly peer: AnsweredPeer | null;
+  private readonly onEnded: (call: SimulatedCall) => void;
+  /** The call's one timer of its own (the audio pump keeps its own). */
+  private connectTimer: NodeJS.Timeout | null = null;
   private readonly sink = new CallSink(this);
   private readonly session: SimulatedSession;
   private readonly audio: OpusSilence | null;
@@ -116,20 +124,30 @@ export class SimulatedCall {
   private ringing: boolean;
   private peerClosed: Promise<void> = Promise.resolve();
 
-  constructor(
-    readonly id: string,
-    private readonly peer: AnsweredPeer | null,
-    settings: SessionSettings,
-    opening: SessionOpening,
-    private readonly onEnded: (call: SimulatedCall) => void,
-  ) {
+  constructor({ id, peer, settings, opening, connectTimeoutMs, onEnded }: CallSetup) {
+    this.id = id;
+    this.peer = peer;
+    this.onEnded = onEnded;
     this.audio = peer === null ? null : new OpusSilence(peer.audio);
     this.ringing = peer === null;
     this.session = new SimulatedSession(this.sink, settings, opening, (active) => {
       if (active) this.audio?.start();
       else this.audio?.stop();
     });
-    if (peer !== null) this.watchPeer(peer);
+    if (peer !== null) {
+      this.connectTimer = setTimeout(this.callOnConnectTimeout, connectTimeoutMs);
+      this.watchPeer(peer);
+    }
+  }
+
+  private readonly callOnConnectTimeout = (): void => {
+    this.connectTimer = null;
+    this.end(1000, '');
+  };
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
   }
 
   /** Applies the session config the call was created with; returns why it cannot, or null. */
@@ -171,7 +189,8 @@ export class SimulatedCall {
       if (channel.readyState === 'open') this.session.greet(sink);
     });
     pc.connectionStateChange.subscribe((state) => {
-      if (state === 'closed' || state === 'failed') this.end(1000, '');
+      if (state === 'connected') this.clearConnectTimer();
+      else if (state === 'closed' || state === 'failed') this.end(1000, '');
     });
   }
 
@@ -191,6 +210,7 @@ export class SimulatedCall {
   end(code: number | null, reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.clearConnectTimer();
     this.session.dispose();
     this.audio?.stop();
     for (const socket of this.sink.sidebands.keys()) {

@@ -42,6 +42,7 @@ export interface CallRoutesOptions {
   accepting(): boolean;
   /** Told once when a call ends, however it ends. */
   callEnded(call: SimulatedCall): void;
+  connectTimeoutMs: number;
 }
 
 class RequestProblem extends Error {
@@ -129,7 +130,7 @@ async function readCallRequest(req: IncomingMessage, contentType: string): Promi
   throw new RequestProblem(400, `Unsupported content type: '${mediaType}'. Send the SDP offer as application/sdp or multipart/form-data.`, null, 'unsupported_content_type');
 }
 
-export function createCallRoutes({ policy, calls, sessionSettings, accepting, callEnded }: CallRoutesOptions): CallRoutes {
+export function createCallRoutes({ policy, calls, sessionSettings, accepting, callEnded, connectTimeoutMs }: CallRoutesOptions): CallRoutes {
   function authorize(req: IncomingMessage): RequestProblem | null {
     const refusal = refuseCredential(bearerToken(recordHandshake(req).headers), policy);
     if (refusal === null) return null;
@@ -158,7 +159,8 @@ export function createCallRoutes({ policy, calls, sessionSettings, accepting, ca
       throw new RequestProblem(503, 'The simulator is shutting down.');
     }
     const id = newCallId();
-    const call = new SimulatedCall(id, peer, sessionSettings(), { sessionType: 'realtime', model, missingModel: false, betaRequested: false }, callEnded);
+    const opening = { sessionType: 'realtime' as const, model, missingModel: false, betaRequested: false };
+    const call = new SimulatedCall({ id, peer, settings: sessionSettings(), opening, connectTimeoutMs, onEnded: callEnded });
     const problem = call.configure({ ...session, model });
     if (problem !== null) {
       call.end(1000, '');

@@ -59,6 +59,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const chunkIntervalMs = countOption('chunkIntervalMs', opts.chunkIntervalMs, 20, 0);
   const textDeltas = countOption('textDeltas', opts.textDeltas, 4, 0);
   const audioChunks = countOption('audioChunks', opts.audioChunks, 5, 0);
+  const connectTimeoutMs = countOption('callConnectTimeoutMs', opts.callConnectTimeoutMs, 15_000, 1);
   const defaultFault = opts.fault;
   if (defaultFault !== undefined) {
     if (isHandshakeFault(defaultFault)) checkHandshakeFault(defaultFault);
@@ -85,14 +86,14 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     calls.delete(call.id);
     endings.set(call.id, call.endedBy);
   }
-  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined, callEnded });
+  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined, callEnded, connectTimeoutMs });
 
   /** A phone call rings: no media, a session for the sideband once accepted, and the incoming-call webhook. */
   async function placeSipCall(options: IncomingCallOptions = {}): Promise<PlacedCall> {
     if (closing !== undefined) throw new Error('simulator: closed');
     const id = newCallId();
     const opening = { sessionType: 'realtime' as const, model: 'gpt-realtime', missingModel: false, betaRequested: false };
-    calls.set(id, new SimulatedCall(id, null, sessionSettings(), opening, callEnded));
+    calls.set(id, new SimulatedCall({ id, peer: null, settings: sessionSettings(), opening, connectTimeoutMs, onEnded: callEnded }));
     const sipHeaders: SipHeader[] = [
       { name: 'From', value: options.from ?? '"Caller" <sip:+15550100@pstn.example>;tag=sim' },
       { name: 'To', value: options.to ?? 'sip:+15550199@sip.api.openai.com' },

@@ -34,6 +34,8 @@ export interface SimulatorOptions {
   fault?: FaultSpec;
   /** Frame-level hooks for tests and benchmarks; unset costs nothing. */
   tap?: SimulatorTap;
+  /** A WebRTC call whose peer has not connected this long after the answer ends. Default 15000. */
+  callConnectTimeoutMs?: number;
   /** Where `placeSipCall()` announces an incoming phone call (`realtime.call.incoming`), signed with `secret` (`whsec_…`). */
   callWebhook?: { url: string; secret: string };
 }
