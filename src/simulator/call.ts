@@ -1,12 +1,10 @@
 /**
- * One call: for WebRTC the werift peer and its `oai-events` data channel; for
- * a phone (SIP) call no media, a session driven over the sideband once the
- * call is accepted. The sideband WebSockets that joined it and the one session
- * all of them share.
- * Every server event goes to the data channel and to every sideband socket;
- * client events from any of them act on the session. The call owns all of
- * these and releases them in end(), whoever ends it (hangup, the peer
- * leaving, a fault, the simulator closing).
+ * One call and everything it owns: for WebRTC the werift peer and its
+ * `oai-events` data channel (a phone call has no media), the sideband
+ * WebSockets that joined it, and the one session they all share. Every server
+ * event goes to the data channel and to every sideband socket; client events
+ * from any of them act on the session. end() releases it all, whoever ends the
+ * call (hangup, reject, refer, the peer leaving, a fault, the simulator closing).
  */
 import type { RTCDataChannel } from 'werift';
 import type { WebSocket } from 'ws';
