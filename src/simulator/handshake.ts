@@ -47,7 +47,7 @@ function offeredProtocols(headers: HandshakeRecord['headers']): string[] {
   return raw === undefined ? [] : raw.split(',').map((p) => p.trim()).filter((p) => p.length > 0);
 }
 
-function bearerToken(headers: HandshakeRecord['headers']): string | undefined {
+export function bearerToken(headers: HandshakeRecord['headers']): string | undefined {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(headers.authorization ?? '');
   return match?.[1];
 }
@@ -66,13 +66,8 @@ function judgeOpenAI(
 ): HandshakeVerdict {
   if (record.path !== '/v1/realtime') return { accept: false, status: 404, body: openAINotFound(record.path) };
   const fromProtocol = protocols.find((p) => p.startsWith(KEY_PROTOCOL_PREFIX))?.slice(KEY_PROTOCOL_PREFIX.length);
-  const credential = bearerToken(record.headers) ?? fromProtocol;
-  if (credential === undefined || credential === '') {
-    return { accept: false, status: 401, body: openAIError("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", 'invalid_request_error', null) };
-  }
-  if (policy.apiKey !== undefined && credential !== policy.apiKey) {
-    return { accept: false, status: 401, body: openAIError('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key') };
-  }
+  const refusal = refuseCredential(bearerToken(record.headers) ?? fromProtocol, policy);
+  if (refusal !== null) return { accept: false, ...refusal };
   const transcription = record.query.intent === 'transcription';
   const model = record.query.model ?? null;
   return {
@@ -83,6 +78,17 @@ function judgeOpenAI(
     betaRequested: record.headers['openai-beta'] !== undefined || protocols.includes(BETA_PROTOCOL),
     subprotocol,
   };
+}
+
+/** OpenAI's 401 for a missing or (when the simulator has a key) wrong credential; null when it passes. */
+export function refuseCredential(credential: string | undefined, policy: HandshakePolicy): { status: number; body: unknown } | null {
+  if (credential === undefined || credential === '') {
+    return { status: 401, body: openAIError("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", 'invalid_request_error', null) };
+  }
+  if (policy.apiKey !== undefined && credential !== policy.apiKey) {
+    return { status: 401, body: openAIError('Incorrect API key provided.', 'invalid_request_error', 'invalid_api_key') };
+  }
+  return null;
 }
 
 function judgeAzure(record: HandshakeRecord, policy: HandshakePolicy, subprotocol: string | null): HandshakeVerdict {
@@ -114,7 +120,7 @@ function judgeAzure(record: HandshakeRecord, policy: HandshakePolicy, subprotoco
   };
 }
 
-function openAIError(message: string, type: string, code: string | null): unknown {
+export function openAIError(message: string, type: string, code: string | null): unknown {
   return { error: { message, type, param: null, code } };
 }
 

@@ -10,10 +10,16 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
+import { SimulatedCall } from './call.js';
+import type { CallEnding } from './call.js';
+import { createCallRoutes, newCallId, ringingCallBody, unknownCallBody } from './calls-http.js';
 import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
 import { SimulatedSession, faultProblem } from './session.js';
 import type { SessionSettings } from './session.js';
-import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
+import { WebSocketSink, feedSession } from './socket-sink.js';
+import { deliverWebhook, incomingCallEvent, webhookSigner } from './incoming-call.js';
+import type { SipHeader } from './incoming-call.js';
+import type { FaultSpec, HandshakeFault, HandshakeRecord, IncomingCallOptions, PlacedCall, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
 
 /**
  * `{kind:'silence'}` names both a handshake fault (no session.created) and a
@@ -53,6 +59,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const chunkIntervalMs = countOption('chunkIntervalMs', opts.chunkIntervalMs, 20, 0);
   const textDeltas = countOption('textDeltas', opts.textDeltas, 4, 0);
   const audioChunks = countOption('audioChunks', opts.audioChunks, 5, 0);
+  const connectTimeoutMs = countOption('callConnectTimeoutMs', opts.callConnectTimeoutMs, 15_000, 1);
   const defaultFault = opts.fault;
   if (defaultFault !== undefined) {
     if (isHandshakeFault(defaultFault)) checkHandshakeFault(defaultFault);
@@ -64,10 +71,39 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sessionFaults: TimedSessionFault[] = [];
   const sockets = new Set<Duplex>();
   const sessions = new Set<SimulatedSession>();
+  const calls = new Map<string, SimulatedCall>();
+  const endings = new Map<string, CallEnding>();
+  const callWebhook = opts.callWebhook === undefined ? undefined : { url: opts.callWebhook.url, signer: webhookSigner(opts.callWebhook.secret) };
   const held: Array<(fault: HandshakeFault | undefined) => void> = [];
   let connections = 0;
   let responseSeq = 0;
   const nextResponseId = (): string => `resp_${++responseSeq}`;
+  /** Numbers every session, WebSocket or call, so their ids never collide. */
+  let sessionSeq = 0;
+  const sessionSettings = (): SessionSettings => ({ number: ++sessionSeq, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap });
+  let closing: Promise<void> | undefined;
+  function callEnded(call: SimulatedCall): void {
+    calls.delete(call.id);
+    endings.set(call.id, call.endedBy);
+  }
+  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined, callEnded, connectTimeoutMs });
+
+  /** A phone call rings: no media, a session for the sideband once accepted, and the incoming-call webhook. */
+  async function placeSipCall(options: IncomingCallOptions = {}): Promise<PlacedCall> {
+    if (closing !== undefined) throw new Error('simulator: closed');
+    const id = newCallId();
+    const opening = { sessionType: 'realtime' as const, model: 'gpt-realtime', missingModel: false, betaRequested: false };
+    calls.set(id, new SimulatedCall({ id, peer: null, settings: sessionSettings(), opening, connectTimeoutMs, onEnded: callEnded }));
+    const sipHeaders: SipHeader[] = [
+      { name: 'From', value: options.from ?? '"Caller" <sip:+15550100@pstn.example>;tag=sim' },
+      { name: 'To', value: options.to ?? 'sip:+15550199@sip.api.openai.com' },
+      { name: 'Call-ID', value: `${id}@simulator` },
+      ...(options.sipHeaders ?? []),
+    ];
+    const webhook = callWebhook === undefined ? null : await deliverWebhook(callWebhook.url, callWebhook.signer, incomingCallEvent(id, sipHeaders));
+    return { callId: id, webhook };
+  }
+
 
   function takeHandshakeFault(): HandshakeFault | undefined {
     const head = handshakeFaults[0];
@@ -95,6 +131,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   });
 
   function serverOnRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (callRoutes?.handle(req, res)) return;
     const body = JSON.stringify({ error: { message: `Invalid URL (${req.method ?? 'GET'} ${req.url ?? '/'})`, type: 'invalid_request_error', param: null, code: null } });
     res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
   }
@@ -135,17 +172,43 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       writeRefusal(socket, verdict.status, verdict.body);
       return;
     }
+    const callId = policy.azure ? undefined : record.query.call_id;
+    if (callId !== undefined) {
+      joinCall(req, socket, head, callId);
+      return;
+    }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       if (fault?.kind === 'close_on_open') {
         ws.close(1011, 'simulator: closed on open');
         return;
       }
       connections++;
-      const settings: SessionSettings = { number: connections, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap };
-      const session = new SimulatedSession(ws, settings, verdict);
+      const session = new SimulatedSession(new WebSocketSink(ws), sessionSettings(), verdict);
       sessions.add(session);
-      ws.once('close', () => sessions.delete(session));
+      feedSession(ws, session, () => {
+        session.dispose();
+        sessions.delete(session);
+      });
       session.open(verdict, fault?.kind === 'silence', takeSessionFault());
+    });
+  }
+
+  /** A sideband socket: it joins the call's session instead of opening one. */
+  function joinCall(req: IncomingMessage, socket: Duplex, head: Buffer, callId: string): void {
+    const ringing = calls.get(callId);
+    if (ringing === undefined) {
+      writeRefusal(socket, 404, unknownCallBody(callId));
+      return;
+    }
+    if (ringing.isRinging) {
+      writeRefusal(socket, 400, ringingCallBody(callId));
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      // The call may have ended while the upgrade completed.
+      const call = calls.get(callId);
+      if (call === undefined) ws.close(1000);
+      else call.join(ws);
     });
   }
 
@@ -164,7 +227,6 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const port = address.port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
 
-  let closing: Promise<void> | undefined;
   return {
     url: `ws://${urlHost}:${port}`,
     port,
@@ -197,14 +259,24 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     get socketCount() {
       return sockets.size;
     },
+    get activeCalls() {
+      return calls.size;
+    },
+    placeSipCall,
+    callEnding(callId: string): CallEnding | undefined {
+      return endings.get(callId);
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         for (const session of sessions) session.dispose();
+        const ending = [...calls.values()];
+        for (const call of ending) call.end(1001, '');
+        const peersClosed = Promise.all(ending.map((call) => call.closed));
         for (const socket of sockets) socket.destroy();
         wss.close();
         // 'close' is emitted before libuv has released the listening handle; two
         // turns of the loop pass its close phase, so no handle outlives the promise.
-        server.close(() => setImmediate(() => setImmediate(resolve)));
+        server.close(() => void peersClosed.then(() => setImmediate(() => setImmediate(resolve))));
       });
       return closing;
     },

@@ -1,10 +1,10 @@
 /**
- * One simulated Realtime session on an accepted WebSocket: answers client
- * events as OpenAI's GA API does, streams responses on its own timer and
- * strikes faults. It owns that timer and clears it when the socket closes.
+ * One simulated Realtime session, whatever carries it (a WebSocket, or a
+ * WebRTC call's data channel and sideband sockets): answers client events as
+ * OpenAI's GA API does, streams responses on its own timer and strikes
+ * faults. It owns that timer and clears it in dispose().
  */
-import type { RawData, WebSocket } from 'ws';
-import type { HandshakeVerdict, SessionType } from './handshake.js';
+import type { SessionType } from './handshake.js';
 import { FUNCTION_CALL_STEPS, SimulatedResponse } from './response.js';
 import type { ResponseKind } from './response.js';
 import {
@@ -32,7 +32,33 @@ export interface SessionSettings {
   tap?: SimulatorTap;
 }
 
-type AcceptedHandshake = Extract<HandshakeVerdict, { accept: true }>;
+/** Where a session's server events go, and what its transport faults do. */
+export interface SessionSink {
+  /** Whether a frame sent now could still be delivered. */
+  readonly isOpen: boolean;
+  send(frame: string): void;
+  /** Ends the transport with a close code (a call ends as a whole). */
+  close(code: number, reason: string): void;
+  /** Ends the transport without a goodbye. */
+  drop(): void;
+  /** Stops (and resumes) reading the client, where the transport can. */
+  pauseReading(): void;
+  resumeReading(): void;
+}
+
+/** What a session is opened as. */
+export interface SessionOpening {
+  sessionType: SessionType;
+  /** The model, or the Azure deployment; null for a transcription session without one. */
+  model: string | null;
+  /** OpenAI upgrades a request without a model, then reports `missing_model` and closes 4000. */
+  missingModel: boolean;
+  /** The retired beta shape was asked for (header or browser subprotocol). */
+  betaRequested: boolean;
+}
+
+/** Told when a response starts or stops streaming (a call plays audio meanwhile). */
+export type ResponseActivity = (active: boolean) => void;
 
 interface ItemSummary {
   id: string;
@@ -109,16 +135,36 @@ export class SimulatedSession {
   private lastItemId: string | null = null;
 
   constructor(
-    private readonly socket: WebSocket,
+    private readonly sink: SessionSink,
     private readonly settings: SessionSettings,
-    handshake: AcceptedHandshake,
+    opening: SessionOpening,
+    private readonly responseActivity?: ResponseActivity,
   ) {
-    this.sessionType = handshake.sessionType;
-    this.session = initialSession(handshake.sessionType, `sess_${settings.number}`, handshake.model);
-    socket.on('message', this.socketOnMessage);
-    socket.on('ping', this.socketOnPing);
-    socket.on('close', this.socketOnClose);
-    socket.on('error', this.socketOnError);
+    this.sessionType = opening.sessionType;
+    this.session = initialSession(opening.sessionType, `sess_${settings.number}`, opening.model);
+  }
+
+  /** Whether pings are answered: not once silenced or disposed. */
+  get answersPings(): boolean {
+    return !this.silenced && !this.disposed;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** Applies a session config given at creation (a WebRTC call's `session` field), as session.update would. */
+  configure(update: Json): string | null {
+    const allowed = GA_SESSION_KEYS[this.sessionType];
+    const unknown = Object.keys(update).find((key) => !allowed.has(key));
+    if (unknown !== undefined) return `Unknown parameter: 'session.${unknown}'.`;
+    this.session = mergeSession(this.session, update);
+    return null;
+  }
+
+  /** `session.created` for one listener joining late (a call's data channel or a sideband socket). */
+  greet(sink: SessionSink): void {
+    if (!this.silenced && !this.disposed) this.send('session.created', { session: this.session }, sink);
   }
 
   /**
@@ -126,7 +172,7 @@ export class SimulatedSession {
    * or an error and a close for a beta or model-less request. `silent` is the
    * handshake fault that completes the upgrade and then says nothing.
    */
-  open(handshake: AcceptedHandshake, silent: boolean, fault: TimedSessionFault | undefined): void {
+  open(handshake: SessionOpening, silent: boolean, fault: TimedSessionFault | undefined): void {
     if (silent) {
       this.silenced = true;
       return;
@@ -143,19 +189,20 @@ export class SimulatedSession {
     if (fault !== undefined) this.applyFault(fault);
   }
 
-  /** Clears the stream timer and detaches from the socket. Idempotent. */
+  /** Clears the stream and delay timers; the session then ignores its client. Idempotent. */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     this.clearStreamTimer();
     if (this.delayTimer !== null) clearTimeout(this.delayTimer);
     this.delayTimer = null;
-    this.socket.off('message', this.socketOnMessage);
-    this.socket.off('ping', this.socketOnPing);
+    this.setResponse(null);
   }
 
-  private readonly socketOnMessage = (data: RawData, isBinary: boolean): void => {
-    this.settings.tap?.received?.(data as Buffer, isBinary);
+  /** One frame from the client, as received. */
+  receive(data: Buffer, isBinary: boolean): void {
+    if (this.disposed) return;
+    this.settings.tap?.received?.(data, isBinary);
     if (this.silenced || this.disposed) return;
     if (isBinary) {
       this.sendError('invalid_event', 'Expected a text WebSocket message; binary frames are not supported.', null, null);
@@ -173,18 +220,14 @@ export class SimulatedSession {
       return;
     }
     this.handle(event);
-  };
+  }
 
-  private readonly socketOnPing = (data: Buffer): void => {
-    if (!this.silenced && !this.disposed) this.socket.pong(data);
-  };
-
-  private readonly socketOnClose = (): void => {
-    this.dispose();
-  };
-
-  // A peer's protocol error closes the socket; ws reports it here, and without a listener it would throw.
-  private readonly socketOnError = (): void => {};
+  /** The one place the active response changes, so a listener hears every start and stop. */
+  private setResponse(response: SimulatedResponse | null): void {
+    const was = this.response !== null;
+    this.response = response;
+    if (was !== (response !== null)) this.responseActivity?.(response !== null);
+  }
 
   private handle(event: Json): void {
     const clientEventId = typeof event.event_id === 'string' ? event.event_id : null;
@@ -407,7 +450,7 @@ export class SimulatedSession {
     );
     this.responsesCreated++;
     this.audioBytesSinceResponse = 0;
-    this.response = response;
+    this.setResponse(response);
     this.stalled = this.stallNextResponse;
     this.stallNextResponse = false;
     response.sendCreated();
@@ -435,7 +478,7 @@ export class SimulatedSession {
       return;
     }
     this.clearStreamTimer();
-    this.response = null;
+    this.setResponse(null);
     this.stalled = false;
     response.sendCancelled();
   }
@@ -461,7 +504,7 @@ export class SimulatedSession {
         return;
       }
     }
-    this.response = null;
+    this.setResponse(null);
     response.sendCompleted();
   };
 
@@ -502,15 +545,15 @@ export class SimulatedSession {
   private strike(fault: SessionFault): void {
     switch (fault.kind) {
       case 'garbage':
-        if (!this.silenced && this.socket.readyState === this.socket.OPEN) this.socket.send('simulator: this frame is not JSON');
+        if (!this.silenced && this.sink.isOpen) this.sink.send('simulator: this frame is not JSON');
         return;
       case 'drop':
         this.dispose();
-        this.socket.terminate();
+        this.sink.drop();
         return;
       case 'close':
         this.dispose();
-        this.socket.close(fault.code, fault.reason);
+        this.sink.close(fault.code, fault.reason ?? '');
         return;
       case 'session_expired':
         this.fatal('session_expired', 'Your session hit the maximum duration of 60 minutes.', 1001);
@@ -520,10 +563,10 @@ export class SimulatedSession {
         this.clearStreamTimer();
         return;
       case 'slow_reader':
-        this.socket.pause();
+        this.sink.pauseReading();
         return;
       case 'resume_reading':
-        this.socket.resume();
+        this.sink.resumeReading();
         return;
       case 'stall_response':
         this.stallNextResponse = true;
@@ -541,7 +584,7 @@ export class SimulatedSession {
   private fatal(code: string, message: string, closeCode: number): void {
     this.sendError(code, message, null, null);
     this.dispose();
-    this.socket.close(closeCode, `invalid_request_error.${code}`);
+    this.sink.close(closeCode, `invalid_request_error.${code}`);
   }
 
   private remember(item: Json | ItemSummary): void {
@@ -559,9 +602,9 @@ export class SimulatedSession {
   }
 
   /** Every server event starts with `type`, then `event_id`, as OpenAI's do. */
-  private send(type: string, fields: Json): void {
-    if (this.silenced || this.socket.readyState !== this.socket.OPEN) return;
+  private send(type: string, fields: Json, sink: SessionSink = this.sink): void {
+    if (this.silenced || !sink.isOpen) return;
     const event = { type, event_id: `event_${this.settings.number}_${++this.eventSeq}`, ...fields };
-    this.socket.send(this.settings.tap?.serialize ? this.settings.tap.serialize(event) : JSON.stringify(event));
+    sink.send(this.settings.tap?.serialize ? this.settings.tap.serialize(event) : JSON.stringify(event));
   }
 }
