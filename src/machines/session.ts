@@ -150,7 +150,8 @@ function dialErrorInfo(error: unknown): ErrorInfo {
 type UpstreamReadInput = { ports: SessionPorts; keepAlive: boolean };
 type EndingInput = { ports: SessionPorts; outcome: SessionOutcome };
 
-// Input mappers made once for every session (their names show in the inspector's definition); the readers and the dial take the ports themselves.
+// Input mappers made once, for every session; the readers and the dial take the ports themselves.
+// (Their names show in the machine's definition, which the inspector is sent.)
 const childInput = ({ context }: { context: SessionContext }): SessionPorts => context.ports;
 const relayingUpstreamInput = ({ context }: { context: SessionContext }): UpstreamReadInput => ({ ports: context.ports, keepAlive: true });
 const drainingUpstreamInput = ({ context }: { context: SessionContext }): UpstreamReadInput => ({ ports: context.ports, keepAlive: false });
