@@ -78,6 +78,8 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
   });
 
   const timings = options.timings;
+  // Every session's machine reads the same timings: one object for all of them.
+  const machineTimings = { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs };
 
   function startSession(client: WebSocket, shake: Handshake, admission: HandshakeEnv['Variables']['admission'], meter: Awaited<ReturnType<HandshakeEnv['Variables']['admission']['openMeter']>>, sessionId: string): void {
     const link = new SessionLink({
@@ -95,7 +97,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       firstFrame: admission.clientSecretSession ? (sessionUpdateFor(admission.clientSecretSession) ?? undefined) : undefined,
     });
     const actor = createActor(options.machine ?? sessionMachine, {
-      input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
+      input: { sessionId, ports: link, timings: machineTimings },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
     registry.add({ link, actor });
