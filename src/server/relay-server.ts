@@ -82,12 +82,14 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
   });
 
   const timings = options.timings;
+  // Every session's machine reads the same timings: one object for all of them.
+  const machineTimings = { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs };
 
   /** Runs one session's machine, whatever its transport, until it has ended; then lets it go. */
   function runSession(link: LiveLink & SessionPorts, admission: Admission): Actor<SessionMachine> {
     const { sessionId } = link;
     const actor = createActor(options.machine ?? sessionMachine, {
-      input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
+      input: { sessionId, ports: link, timings: machineTimings },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
     registry.add({ link, actor });

@@ -10,13 +10,16 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
-import type { SimulatedCall } from './call.js';
-import { createCallRoutes, unknownCallBody } from './calls-http.js';
+import { SimulatedCall } from './call.js';
+import type { CallEnding } from './call.js';
+import { createCallRoutes, newCallId, ringingCallBody, unknownCallBody } from './calls-http.js';
 import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
 import { SimulatedSession, faultProblem } from './session.js';
 import type { SessionSettings } from './session.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
-import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
+import { deliverWebhook, incomingCallEvent, webhookSigner } from './incoming-call.js';
+import type { SipHeader } from './incoming-call.js';
+import type { FaultSpec, HandshakeFault, HandshakeRecord, IncomingCallOptions, PlacedCall, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
 
 /**
  * `{kind:'silence'}` names both a handshake fault (no session.created) and a
@@ -56,6 +59,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const chunkIntervalMs = countOption('chunkIntervalMs', opts.chunkIntervalMs, 20, 0);
   const textDeltas = countOption('textDeltas', opts.textDeltas, 4, 0);
   const audioChunks = countOption('audioChunks', opts.audioChunks, 5, 0);
+  const connectTimeoutMs = countOption('callConnectTimeoutMs', opts.callConnectTimeoutMs, 15_000, 1);
   const defaultFault = opts.fault;
   if (defaultFault !== undefined) {
     if (isHandshakeFault(defaultFault)) checkHandshakeFault(defaultFault);
@@ -68,6 +72,8 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sockets = new Set<Duplex>();
   const sessions = new Set<SimulatedSession>();
   const calls = new Map<string, SimulatedCall>();
+  const endings = new Map<string, CallEnding>();
+  const callWebhook = opts.callWebhook === undefined ? undefined : { url: opts.callWebhook.url, signer: webhookSigner(opts.callWebhook.secret) };
   const held: Array<(fault: HandshakeFault | undefined) => void> = [];
   let connections = 0;
   let responseSeq = 0;
@@ -76,7 +82,28 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   let sessionSeq = 0;
   const sessionSettings = (): SessionSettings => ({ number: ++sessionSeq, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap });
   let closing: Promise<void> | undefined;
-  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined });
+  function callEnded(call: SimulatedCall): void {
+    calls.delete(call.id);
+    endings.set(call.id, call.endedBy);
+  }
+  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined, callEnded, connectTimeoutMs });
+
+  /** A phone call rings: no media, a session for the sideband once accepted, and the incoming-call webhook. */
+  async function placeSipCall(options: IncomingCallOptions = {}): Promise<PlacedCall> {
+    if (closing !== undefined) throw new Error('simulator: closed');
+    const id = newCallId();
+    const opening = { sessionType: 'realtime' as const, model: 'gpt-realtime', missingModel: false, betaRequested: false };
+    calls.set(id, new SimulatedCall({ id, peer: null, settings: sessionSettings(), opening, connectTimeoutMs, onEnded: callEnded }));
+    const sipHeaders: SipHeader[] = [
+      { name: 'From', value: options.from ?? '"Caller" <sip:+15550100@pstn.example>;tag=sim' },
+      { name: 'To', value: options.to ?? 'sip:+15550199@sip.api.openai.com' },
+      { name: 'Call-ID', value: `${id}@simulator` },
+      ...(options.sipHeaders ?? []),
+    ];
+    const webhook = callWebhook === undefined ? null : await deliverWebhook(callWebhook.url, callWebhook.signer, incomingCallEvent(id, sipHeaders));
+    return { callId: id, webhook };
+  }
+
 
   function takeHandshakeFault(): HandshakeFault | undefined {
     const head = handshakeFaults[0];
@@ -168,8 +195,13 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
 
   /** A sideband socket: it joins the call's session instead of opening one. */
   function joinCall(req: IncomingMessage, socket: Duplex, head: Buffer, callId: string): void {
-    if (calls.get(callId) === undefined) {
+    const ringing = calls.get(callId);
+    if (ringing === undefined) {
       writeRefusal(socket, 404, unknownCallBody(callId));
+      return;
+    }
+    if (ringing.isRinging) {
+      writeRefusal(socket, 400, ringingCallBody(callId));
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
@@ -229,6 +261,10 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     },
     get activeCalls() {
       return calls.size;
+    },
+    placeSipCall,
+    callEnding(callId: string): CallEnding | undefined {
+      return endings.get(callId);
     },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {

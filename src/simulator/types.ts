@@ -1,4 +1,8 @@
 /** Options and fault shapes of the upstream simulator. */
+import type { CallEnding } from './call.js';
+import type { SipHeader, WebhookDelivery } from './incoming-call.js';
+
+export type { CallEnding, SipHeader, WebhookDelivery };
 
 export interface SimulatorOptions {
   /** Default 127.0.0.1. */
@@ -30,6 +34,25 @@ export interface SimulatorOptions {
   fault?: FaultSpec;
   /** Frame-level hooks for tests and benchmarks; unset costs nothing. */
   tap?: SimulatorTap;
+  /** A WebRTC call whose peer has not connected this long after the answer ends. Default 15000. */
+  callConnectTimeoutMs?: number;
+  /** Where `placeSipCall()` announces an incoming phone call (`realtime.call.incoming`), signed with `secret` (`whsec_…`). */
+  callWebhook?: { url: string; secret: string };
+}
+
+export interface IncomingCallOptions {
+  /** The SIP From header. Default a fixed caller. */
+  from?: string;
+  /** The SIP To header. Default a fixed number at sip.api.openai.com. */
+  to?: string;
+  /** More headers, sent after From, To and Call-ID (untrusted caller metadata, as at OpenAI). */
+  sipHeaders?: SipHeader[];
+}
+
+export interface PlacedCall {
+  callId: string;
+  /** The webhook's one delivery attempt; null without `callWebhook`. */
+  webhook: WebhookDelivery | null;
 }
 
 /** Sees frames as they cross the wire; called once per frame. */
@@ -105,8 +128,16 @@ export interface Simulator {
   readonly handshakes: Array<HandshakeRecord>;
   /** Server-side TCP sockets currently open (upgraded, hanging or plain HTTP). */
   readonly socketCount: number;
-  /** WebRTC calls answered and not yet ended. */
+  /** Calls (WebRTC or phone) answered or ringing and not yet ended. */
   readonly activeCalls: number;
+  /**
+   * An incoming phone call: it rings (no media) until `POST /v1/realtime/calls/{id}/accept`
+   * or `/reject`; once accepted its session is driven over the sideband. Resolves after
+   * the `realtime.call.incoming` webhook was posted, when one is configured.
+   */
+  placeSipCall(options?: IncomingCallOptions): Promise<PlacedCall>;
+  /** How an ended call ended (hangup, reject with its status, refer with its target, or other). */
+  callEnding(callId: string): CallEnding | undefined;
   /** Answers every held handshake: normally, or with `fault`. */
   releaseHeld(fault?: Exclude<HandshakeFault, { kind: 'hold' }>): number;
   /** Strikes `fault` on every live session at once (for tests whose client is already gone). */
