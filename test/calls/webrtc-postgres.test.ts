@@ -42,7 +42,9 @@ describe.skipIf(postgresProblem !== null && !POSTGRES_REQUIRED)('a WebRTC call o
     await stack.idle();
     const total = charged.reduce((sum, [, cost]) => sum + cost, 0n);
     const book = await stack.view.book(record.id);
-    expect(book.charges.map((c) => [c.itemId, c.costNano])).toEqual(charged);
+    // Charged in the order of their response.done; listed here by response id.
+    const byId = (rows: Array<[string, bigint]>) => [...rows].sort(([a], [b]) => a.localeCompare(b));
+    expect(byId(book.charges.map((c): [string, bigint] => [c.itemId, c.costNano]))).toEqual(byId(charged));
     expect(book.settlements).toEqual([expect.objectContaining({ status: 'settled', totalNano: total, chargeCount: 2, endReason: 'client_closed' })]);
     expect(book.balanceNano).toBe(record.balanceNano - total);
     const [row] = await schema.query<{ transport: string }>('SELECT transport FROM sessions WHERE key_id = $1', [record.id]);
