@@ -53,6 +53,7 @@ export const ERRORS = {
   upstream_rejected: { type: 'server_error', status: 502, close: 1011, message: 'The upstream Realtime API refused the session.' },
   upstream_error: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection failed.' },
   upstream_closed: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection was lost.' },
+  calls_unsupported: { type: 'invalid_request_error', status: 400, close: 1008, message: 'No upstream of this relay that serves the model takes WebRTC calls; connect over WebSocket instead.' },
   queue_overflow: { type: 'invalid_request_error', status: 400, close: 1008, message: 'Too many events were sent before the upstream answered.' },
   message_too_big: { type: 'invalid_request_error', status: 413, close: 1009, message: 'A frame exceeded the maximum payload size.' },
   invalid_frame: { type: 'invalid_request_error', status: 400, close: 1007, message: 'A frame could not be read.' },
@@ -85,6 +86,8 @@ export const ERRORS = {
   not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No such admin endpoint.' },
   key_name_taken: { type: 'invalid_request_error', status: 409, close: null, message: 'Another key already has this name.' },
   session_closing: { type: 'invalid_request_error', status: 409, close: null, message: 'The session is already closing.' },
+  invalid_offer: { type: 'invalid_request_error', status: 400, close: null, message: 'A call is opened with an SDP offer: "Content-Type: application/sdp" with the offer as the body, or multipart/form-data with fields "sdp" and "session" (JSON).' },
+  call_not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No live call has this id for this key.' },
   request_too_large: { type: 'invalid_request_error', status: 413, close: null, message: 'The request body is too large.' },
   ledger_unavailable: { type: 'server_error', status: 503, close: null, message: 'The ledger cannot be reached.' },
 } as const satisfies Record<string, ErrorEntry>;

@@ -74,5 +74,9 @@ export function createGatekeeper(billing: Billing, upstreams: UpstreamConfig, li
         },
       };
     },
+    async identify(plaintextKey: string) {
+      const key = await billing.identify(plaintextKey);
+      return key ? { keyId: key.id, keyName: key.name } : null;
+    },
   };
 }

@@ -1,4 +1,5 @@
 import { RelayError } from '../errors.js';
+import { isClientSecret } from '../protocol/client-secret.js';
 import type { SessionInfo, SessionMeter } from '../server/ports.js';
 import { WriteBacklog, type BacklogHooks, type ReplayReport } from './backlog.js';
 import { isLedgerError, type ClientSecretGrant, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
@@ -92,6 +93,19 @@ export class Billing {
   }
 
   /**
+   * The key with this plaintext, or the key a client secret was minted by
+   * (expired or not: it still speaks for its key's own sessions), disabled or
+   * not; null when there is none. Throws a RelayError when the ledger cannot tell.
+   */
+  async identify(plaintext: string): Promise<KeyRecord | null> {
+    if (isClientSecret(plaintext)) {
+      const grant = await this.options.ledger.authenticateClientSecret(plaintext).catch(unavailable);
+      return grant?.key ?? null;
+    }
+    return this.options.ledger.authenticate(plaintext).catch(unavailable);
+  }
+
+  /**
    * A client secret that may open a session now: known, not expired, its key
    * enabled with a balance left, and its own spend cap not spent. Its model
    * is checked by the caller, who knows which one the session asks for.
@@ -123,7 +137,7 @@ export class Billing {
   async openMeter(session: SessionInfo, key: KeyRecord, grant?: ClientSecretGrant): Promise<SessionMeter> {
     const { ledger, prices, instanceId, reserveNano, holdNano = reserveNano } = this.options;
     await ledger
-      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt, clientSecretId: grant?.secret.id ?? null })
+      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt, clientSecretId: grant?.secret.id ?? null, transport: session.transport })
       .catch(unavailable);
     const capped = grant ? { ...key, spendCapNano: lowerCap(key.spendCapNano, secretRemainder(grant)) } : key;
     const secretCap = grant?.secret.spendCapNano;

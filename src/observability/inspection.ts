@@ -27,6 +27,9 @@ export function sanitizeContext(context: unknown): Record<string, unknown> | und
   for (const field of INSPECTABLE_CONTEXT) {
     if (field in source) out[field] = redactValue(source[field]);
   }
+  // The ports stay in the process; which transport they are (websocket, webrtc) is worth seeing.
+  const transport = (source.ports as { transport?: unknown } | undefined)?.transport;
+  if (typeof transport === 'string') out.transport = transport;
   return out;
 }
 

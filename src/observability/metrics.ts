@@ -6,7 +6,9 @@ import { builtInPrices, NANO_PER_USD, resolveModel, type PriceTable } from '../b
 import { sessionMachine } from '../machines/session.js';
 import type { LiveSession } from '../server/registry.js';
 import type { RelayServer } from '../server/relay-server.js';
-import type { SessionObserver, SessionLink } from '../server/session-link.js';
+import type { LiveLink } from '../server/live-link.js';
+import type { Transport } from '../server/ports.js';
+import type { SessionObserver } from '../server/session-link.js';
 import type { UpgradeEnv } from '../server/upgrade.js';
 
 export interface RelayMetrics {
@@ -35,8 +37,8 @@ export interface RelayMetricsOptions {
 
 /** The names and help of what /metrics exports, for the README. */
 export const METRIC_HELP = {
-  relay_sessions_active: 'Live sessions by machine state (closed: its sockets are still closing).',
-  relay_sessions_ended_total: 'Sessions ended, by end reason (client_closed, upstream_closed, error:<code>, cancelled:<reason>, dial_failed:<code>, connect_timeout).',
+  relay_sessions_active: 'Live sessions by machine state (closed: its sockets are still closing) and transport (websocket, webrtc).',
+  relay_sessions_ended_total: 'Sessions ended, by end reason (client_closed, upstream_closed, error:<code>, cancelled:<reason>, dial_failed:<code>, connect_timeout) and transport (websocket, webrtc).',
   relay_session_duration_seconds: 'Session duration, from the accepted upgrade until both sockets closed.',
   relay_upstream_dial_seconds: 'Time to dial an upstream until its first frame, by upstream.',
   relay_upstream_dial_failures_total: 'Failed upstream dials, by upstream and error code (each failover attempt counts).',
@@ -55,6 +57,7 @@ export const METRIC_HELP = {
 
 const STATES = Object.keys(sessionMachine.root.states);
 const DIRECTIONS = ['client_to_upstream', 'upstream_to_client'] as const;
+const TRANSPORTS: readonly Transport[] = ['websocket', 'webrtc'];
 
 interface Traffic {
   framesIn: number;
@@ -87,20 +90,21 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
   new Gauge({
     name: 'relay_sessions_active',
     help: METRIC_HELP.relay_sessions_active,
-    labelNames: ['state'],
+    labelNames: ['state', 'transport'],
     registers,
     collect() {
-      const counts = new Map(STATES.map((state) => [state, 0]));
-      for (const { actor } of live()) {
+      const counts = new Map(TRANSPORTS.map((transport) => [transport, new Map(STATES.map((state) => [state, 0]))]));
+      for (const { actor, link } of live()) {
         const state = String(actor.getSnapshot().value);
-        counts.set(state, (counts.get(state) ?? 0) + 1);
+        const byState = counts.get(link.transport)!;
+        byState.set(state, (byState.get(state) ?? 0) + 1);
       }
       this.reset();
-      for (const [state, count] of counts) this.set({ state }, count);
+      for (const [transport, byState] of counts) for (const [state, count] of byState) this.set({ state, transport }, count);
     },
   });
 
-  const ended = new Counter({ name: 'relay_sessions_ended_total', help: METRIC_HELP.relay_sessions_ended_total, labelNames: ['reason'], registers });
+  const ended = new Counter({ name: 'relay_sessions_ended_total', help: METRIC_HELP.relay_sessions_ended_total, labelNames: ['reason', 'transport'], registers });
   const duration = new Histogram({
     name: 'relay_session_duration_seconds',
     help: METRIC_HELP.relay_session_duration_seconds,
@@ -189,8 +193,8 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
       backpressure() {
         pauses.inc();
       },
-      ended(link: SessionLink, summary) {
-        ended.inc({ reason: summary.endReason });
+      ended(link: LiveLink, summary) {
+        ended.inc({ reason: summary.endReason, transport: link.transport });
         duration.observe((Date.now() - summary.startedAt.getTime()) / 1000);
         // Both sockets are closed: these counts are final.
         addTraffic(endedTraffic, link.stats);

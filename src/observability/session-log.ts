@@ -1,12 +1,13 @@
 import type { MeterHooks } from '../billing/meter.js';
 import { formatUsd } from '../billing/prices.js';
 import type { SessionSummary, UsageRecord } from '../server/ports.js';
-import type { SessionObserver, SessionLink } from '../server/session-link.js';
+import type { LiveLink } from '../server/live-link.js';
+import type { SessionObserver } from '../server/session-link.js';
 import type { Logger } from './logger.js';
 
 export interface SessionLog {
   /** Pass as the relay server's `sessionStarted`. */
-  sessionStarted(link: SessionLink): void;
+  sessionStarted(link: LiveLink): void;
   /** Pass as (part of) the relay server's `observer`. */
   readonly observer: Required<Pick<SessionObserver, 'ended'>>;
   /** Pass in `Billing`'s `hooks`. */
@@ -49,7 +50,7 @@ export function usageTotals(records: UsageRecord[]): UsageTotals {
 export function createSessionLog(log: Logger): SessionLog {
   return {
     sessionStarted(link) {
-      log.info({ event: 'session.start', sessionId: link.sessionId, keyName: link.caller.keyName, keyId: link.caller.keyId, model: link.model, clientAddress: link.clientAddress }, 'session started');
+      log.info({ event: 'session.start', sessionId: link.sessionId, transport: link.transport, keyName: link.caller.keyName, keyId: link.caller.keyId, model: link.model, clientAddress: link.clientAddress }, 'session started');
     },
     observer: {
       ended(link, summary: SessionSummary) {
@@ -59,6 +60,7 @@ export function createSessionLog(log: Logger): SessionLog {
           {
             event: 'session.end',
             sessionId: summary.sessionId,
+            transport: summary.transport,
             keyName: summary.caller.keyName,
             keyId: summary.caller.keyId,
             clientAddress: link.clientAddress,

@@ -1,6 +1,7 @@
 import { ConfigError } from '../config/settings.js';
 import type { Logger } from './logger.js';
-import type { SessionLink, SessionObserver } from '../server/session-link.js';
+import type { LiveLink } from '../server/live-link.js';
+import type { SessionObserver } from '../server/session-link.js';
 
 /**
  * Traces are switched on by the standard OpenTelemetry variables, read here
@@ -27,7 +28,7 @@ export interface Tracing {
   /** Pass as (part of) the relay server's `observer`. */
   readonly observer: SessionObserver;
   /** Pass as (part of) the relay server's `sessionStarted`. */
-  sessionStarted(link: SessionLink): void;
+  sessionStarted(link: LiveLink): void;
   /** Ends what is still open, exports what is buffered, and stops. */
   shutdown(): Promise<void>;
 }

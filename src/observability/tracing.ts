@@ -12,8 +12,9 @@ import {
 } from '@opentelemetry/sdk-trace';
 import { NANO_PER_USD } from '../billing/prices.js';
 import type { RelayError } from '../errors.js';
+import type { LiveLink } from '../server/live-link.js';
 import type { ResponseDone, SessionSummary } from '../server/ports.js';
-import type { SessionLink, SessionObserver } from '../server/session-link.js';
+import type { SessionObserver } from '../server/session-link.js';
 import type { Logger } from './logger.js';
 import type { TraceSettings, Tracing } from './trace-settings.js';
 
@@ -117,11 +118,11 @@ interface SessionTrace {
 }
 
 class SessionTracer {
-  private readonly sessions = new Map<SessionLink, SessionTrace>();
+  private readonly sessions = new Map<LiveLink, SessionTrace>();
 
   constructor(private readonly tracer: Tracer) {}
 
-  started(link: SessionLink): void {
+  started(link: LiveLink): void {
     const startedAt = now();
     const root = this.tracer.startSpan(
       'realtime.session',
@@ -158,7 +159,7 @@ class SessionTracer {
     return span;
   }
 
-  dialed(link: SessionLink, upstream: string, ms: number): void {
+  dialed(link: LiveLink, upstream: string, ms: number): void {
     const session = this.sessions.get(link);
     if (!session) return;
     const span = this.dialSpan(session, upstream, ms);
@@ -166,7 +167,7 @@ class SessionTracer {
     span.end(session.lastDialEnd);
   }
 
-  dialFailed(link: SessionLink, upstream: string, error: RelayError, ms: number): void {
+  dialFailed(link: LiveLink, upstream: string, error: RelayError, ms: number): void {
     const session = this.sessions.get(link);
     if (!session) return;
     const span = this.dialSpan(session, upstream, ms);
@@ -175,14 +176,14 @@ class SessionTracer {
     span.end(session.lastDialEnd);
   }
 
-  responseRequested(link: SessionLink): void {
+  responseRequested(link: LiveLink): void {
     const session = this.sessions.get(link);
     if (!session) return;
     const span = this.tracer.startSpan('realtime.response', { kind: SpanKind.INTERNAL, startTime: now(), attributes: { 'relay.response.origin': 'client' } }, session.context);
     session.responses.push({ span, created: false });
   }
 
-  responseStarted(link: SessionLink): void {
+  responseStarted(link: LiveLink): void {
     const session = this.sessions.get(link);
     if (!session) return;
     const requested = session.responses.find((response) => !response.created);
@@ -198,7 +199,7 @@ class SessionTracer {
     session.responses.push({ span, created: true });
   }
 
-  responseDone(link: SessionLink, response: ResponseDone, charge: { costNano: bigint } | { error: RelayError }): void {
+  responseDone(link: LiveLink, response: ResponseDone, charge: { costNano: bigint } | { error: RelayError }): void {
     const session = this.sessions.get(link);
     if (!session) return;
     const index = session.responses.findIndex((open) => open.created);
@@ -213,14 +214,14 @@ class SessionTracer {
     span.end(now());
   }
 
-  settled(link: SessionLink, ms: number): void {
+  settled(link: LiveLink, ms: number): void {
     const session = this.sessions.get(link);
     if (!session) return;
     const { span, endTime } = this.finishedChild(session, 'ledger.settle', SpanKind.CLIENT, ms, {});
     span.end(endTime);
   }
 
-  ended(link: SessionLink, summary: SessionSummary): void {
+  ended(link: LiveLink, summary: SessionSummary): void {
     const session = this.sessions.get(link);
     if (!session) return;
     this.sessions.delete(link);

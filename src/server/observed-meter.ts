@@ -1,6 +1,7 @@
 import { asRelayError } from '../errors.js';
 import type { SessionMeter } from './ports.js';
-import type { SessionLink, SessionObserver } from './session-link.js';
+import type { LiveLink } from './live-link.js';
+import type { SessionObserver } from './session-link.js';
 
 /**
  * The session's meter, telling `observer` of each response and of the
@@ -8,7 +9,7 @@ import type { SessionLink, SessionObserver } from './session-link.js';
  * These are per response, never per frame. Without an observer of responses
  * the meter is used as it is, and nothing is added.
  */
-export function observedMeter(meter: SessionMeter, link: SessionLink, observer: SessionObserver | undefined): SessionMeter {
+export function observedMeter(meter: SessionMeter, link: LiveLink, observer: SessionObserver | undefined): SessionMeter {
   if (!observer?.responseRequested && !observer?.responseStarted && !observer?.responseDone && !observer?.settled) return meter;
   return {
     opened: (info) => meter.opened(info),

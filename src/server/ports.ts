@@ -3,6 +3,9 @@
  * upstream selection implement these; the server only calls them.
  */
 
+/** How a session's caller reaches the relay: its own WebSocket, or a WebRTC call placed through it. */
+export type Transport = 'websocket' | 'webrtc';
+
 export interface HandshakeAttempt {
   key: string | undefined;
   keySource: 'header' | 'subprotocol' | 'none';
@@ -32,6 +35,7 @@ export interface UsageRecord {
 
 export interface SessionSummary {
   sessionId: string;
+  transport: Transport;
   caller: Caller;
   model: string;
   servedModel: string | null;
@@ -86,6 +90,7 @@ export interface SessionMeter {
 
 export interface SessionInfo {
   sessionId: string;
+  transport: Transport;
   caller: Caller;
   model: string;
   intent: 'transcription' | undefined;
@@ -108,6 +113,8 @@ export interface Admission {
 /** Decides who may open a session. Rejects with a RelayError: its code decides the status. */
 export interface Gatekeeper {
   admit(attempt: HandshakeAttempt): Promise<Admission>;
+  /** Whose key this is (null: none), for acts on what the key already opened (hanging up its call). Without it no caller can hang up through the relay. Rejects when it cannot tell. */
+  identify?(key: string): Promise<Caller | null>;
 }
 
 /** `POST /v1/realtime/client_secrets`, its body already read and checked for shape. */

@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { Actor } from 'xstate';
 import { stateName, type CancelReason, type SessionMachine } from '../machines/session.js';
-import type { SessionLink } from './session-link.js';
+import type { LiveLink } from './live-link.js';
 
 export interface LiveSession {
-  link: SessionLink;
+  link: LiveLink;
   actor: Actor<SessionMachine>;
 }
 

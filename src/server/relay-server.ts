@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { createActor, type InspectionEvent, type Observer } from 'xstate';
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import { ERRORS, RelayError } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
@@ -13,9 +13,13 @@ import { sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import type { ClientAddressOptions } from './client-address.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
+import { CallLink } from './call-link.js';
+import { callRoutes, sessionIdOfCall } from './calls.js';
 import { clientSecretRoutes } from './client-secrets.js';
-import type { ClientSecretMinter, Gatekeeper } from './ports.js';
+import type { LiveLink } from './live-link.js';
+import type { Admission, ClientSecretMinter, Gatekeeper, SessionMeter } from './ports.js';
 import { acceptProxyProtocol } from './proxy-protocol.js';
+import type { SessionPorts } from '../machines/session.js';
 import { SessionRegistry } from './registry.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -42,7 +46,7 @@ export interface RelayServerOptions {
   translatorFor?(handshake: Handshake): FrameTranslator | undefined;
   observer?: SessionObserver;
   /** Lifecycle hooks for logs and metrics, never per frame. */
-  sessionStarted?(link: SessionLink): void;
+  sessionStarted?(link: LiveLink): void;
   /** Inspection of every session actor (Stately inspector); undefined costs nothing. */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Extra routes (health, admin, metrics) mounted on the same app. */
@@ -81,21 +85,9 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
   // Every session's machine reads the same timings: one object for all of them.
   const machineTimings = { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs };
 
-  function startSession(client: WebSocket, shake: Handshake, admission: HandshakeEnv['Variables']['admission'], meter: Awaited<ReturnType<HandshakeEnv['Variables']['admission']['openMeter']>>, sessionId: string): void {
-    const link = new SessionLink({
-      sessionId,
-      client,
-      clientAddress: shake.attempt.ip,
-      caller: admission.caller,
-      model: admission.model,
-      intent: admission.intent ?? shake.attempt.intent,
-      upstreams: options.upstreamsFor(admission.model),
-      meter,
-      timings,
-      translator: options.translatorFor?.(shake),
-      observer: options.observer,
-      firstFrame: admission.clientSecretSession ? (sessionUpdateFor(admission.clientSecretSession) ?? undefined) : undefined,
-    });
+  /** Runs one session's machine, whatever its transport, until it has ended; then lets it go. */
+  function runSession(link: LiveLink & SessionPorts, admission: Admission): Actor<SessionMachine> {
+    const { sessionId } = link;
     const actor = createActor(options.machine ?? sessionMachine, {
       input: { sessionId, ports: link, timings: machineTimings },
       ...(options.inspect ? { inspect: options.inspect } : {}),
@@ -114,6 +106,25 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     actor.start();
     // Its handshake began before shutdown did: it is told at once, like every other session.
     if (shuttingDown) actor.send({ type: 'CANCEL', reason: 'shutdown' });
+    return actor;
+  }
+
+  function startSession(client: WebSocket, shake: Handshake, admission: Admission, meter: SessionMeter, sessionId: string): void {
+    const link = new SessionLink({
+      sessionId,
+      client,
+      clientAddress: shake.attempt.ip,
+      caller: admission.caller,
+      model: admission.model,
+      intent: admission.intent ?? shake.attempt.intent,
+      upstreams: options.upstreamsFor(admission.model),
+      meter,
+      timings,
+      translator: options.translatorFor?.(shake),
+      observer: options.observer,
+      firstFrame: admission.clientSecretSession ? (sessionUpdateFor(admission.clientSecretSession) ?? undefined) : undefined,
+    });
+    runSession(link, admission);
   }
 
   function tellBrowser(client: WebSocket, error: RelayError): void {
@@ -146,7 +157,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       let meter;
       try {
         // The session row exists before the 101, so a crash from here on leaves something to recover.
-        meter = await admission.openMeter({ sessionId, caller: admission.caller, model: admission.model, intent: admission.intent ?? shake.attempt.intent, startedAt: new Date() });
+        meter = await admission.openMeter({ sessionId, transport: 'websocket', caller: admission.caller, model: admission.model, intent: admission.intent ?? shake.attempt.intent, startedAt: new Date() });
       } catch (error) {
         admission.release();
         const relayError = error instanceof RelayError ? error : new RelayError('billing_unavailable', undefined, { cause: error });
@@ -180,6 +191,24 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     },
   );
   app.route('/v1/realtime', realtime as unknown as Hono<UpgradeEnv>);
+  app.route(
+    '/v1/realtime/calls',
+    callRoutes({
+      gatekeeper: options.gatekeeper,
+      allowedOrigins: options.allowedOrigins,
+      clientAddresses: options.clientAddresses,
+      isShuttingDown: () => shuttingDown,
+      upstreamsFor: options.upstreamsFor,
+      timings,
+      observer: options.observer,
+      run: runSession,
+      findCall(callId) {
+        const sessionId = sessionIdOfCall(callId);
+        const live = sessionId === null ? undefined : registry.get(sessionId);
+        return live && live.link instanceof CallLink ? { link: live.link, actor: live.actor } : undefined;
+      },
+    }),
+  );
   if (options.clientSecrets) app.route('/v1/realtime/client_secrets', clientSecretRoutes(options.clientSecrets));
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
@@ -271,6 +300,7 @@ function emptySummary(sessionId: string, admission: HandshakeEnv['Variables']['a
   const now = new Date();
   return {
     sessionId,
+    transport: 'websocket' as const,
     caller: admission.caller,
     model: admission.model,
     servedModel: null,

@@ -5,6 +5,7 @@ import { closePlan, endReason } from '../machines/close-plan.js';
 import type { Report, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { WebSocketClientLeg } from './client-leg.js';
 import { keepAlive } from './keep-alive.js';
+import type { LiveLink } from './live-link.js';
 import { observedMeter } from './observed-meter.js';
 import type { Caller, ResponseDone, SessionMeter, SessionSummary } from './ports.js';
 import type { FrameTranslator } from './translators.js';
@@ -24,20 +25,20 @@ export interface LinkTimings {
 
 /** Lifecycle facts for metrics, logs and traces. Never called per frame. */
 export interface SessionObserver {
-  dialed?(link: SessionLink, upstream: string, ms: number): void;
+  dialed?(link: LiveLink, upstream: string, ms: number): void;
   /** One upstream failed before its first frame, `ms` after it was dialled; the next one serving the model is tried, unless `error` forbids it. */
-  dialFailed?(link: SessionLink, upstream: string, error: RelayError, ms: number): void;
-  backpressure?(link: SessionLink): void;
+  dialFailed?(link: LiveLink, upstream: string, error: RelayError, ms: number): void;
+  backpressure?(link: LiveLink): void;
   /** The session has ended: both sockets closed, its settlement written or in the backlog. */
-  ended?(link: SessionLink, summary: SessionSummary): void;
+  ended?(link: LiveLink, summary: SessionSummary): void;
   /** A `response.create` was admitted: the client asked for a response. */
-  responseRequested?(link: SessionLink): void;
+  responseRequested?(link: LiveLink): void;
   /** A response began upstream (`response.created`), asked for or started by the upstream itself. */
-  responseStarted?(link: SessionLink): void;
+  responseStarted?(link: LiveLink): void;
   /** A `response.done` was charged (its cost), or its charge could not be written (the error). */
-  responseDone?(link: SessionLink, response: ResponseDone, charge: { costNano: bigint } | { error: RelayError }): void;
+  responseDone?(link: LiveLink, response: ResponseDone, charge: { costNano: bigint } | { error: RelayError }): void;
   /** The settlement was written, or handed to the backlog, taking `ms`. */
-  settled?(link: SessionLink, ms: number): void;
+  settled?(link: LiveLink, ms: number): void;
 }
 
 export interface LinkOptions {
@@ -62,14 +63,14 @@ export interface LinkOptions {
  * sockets, the keep-alive between them, and the bill. The machine drives it;
  * the machine alone decides when it is over.
  */
-export class SessionLink implements SessionPorts {
+export class SessionLink implements SessionPorts, LiveLink {
+  /** How the client is connected (logs, metrics, traces, the ledger). */
+  readonly transport = 'websocket' as const;
   readonly sessionId: string;
   readonly clientAddress: string;
   readonly caller: Caller;
   readonly model: string;
   readonly startedAt = new Date();
-  /** How the client is connected, for traces. */
-  readonly transport = 'websocket';
   readonly client: WebSocketClientLeg;
   readonly upstream: WebSocketUpstreamLeg;
   readonly bill: SessionBill;
@@ -142,6 +143,7 @@ export class SessionLink implements SessionPorts {
     const plan = closePlan(outcome);
     return this.bill.settle(() => ({
       sessionId: this.sessionId,
+      transport: this.transport,
       caller: this.caller,
       model: this.model,
       servedModel: this.dialed?.servedModel ?? null,

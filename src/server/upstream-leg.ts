@@ -3,13 +3,12 @@ import type { SessionBill } from '../billing/session-bill.js';
 import { RelayError, asRelayError } from '../errors.js';
 import type { SideClose } from '../machines/close-plan.js';
 import type { Report, UpstreamLeg } from '../machines/legs.js';
-import { BULK_EVENT_TYPES, scanEventType } from '../protocol/frame-type.js';
-import { parseObject, type JsonObject } from '../protocol/json.js';
 import { closeSocket, relayEventId } from './close-socket.js';
 import { dialWithFailover, type FailoverReport } from './failover.js';
 import { FramePipe } from './pipe.js';
 import type { FrameTranslator } from './translators.js';
 import type { DialedUpstream, Upstream } from './upstream.js';
+import { takeUpstreamEvent, type UpstreamEventsOptions } from './upstream-events.js';
 
 export interface UpstreamLegOptions {
   model: string;
@@ -29,15 +28,11 @@ export interface UpstreamLegOptions {
 
 function ignoreReport(): void {}
 
-/** Only the few small lifecycle events are ever parsed; audio never is. */
-function parseJson(frame: Buffer): JsonObject | undefined {
-  return parseObject(frame.toString('utf8'));
-}
-
 /**
  * The dialled upstream WebSocket: its frames are piped to the client, and the
  * lifecycle events among them (a response's start and end, a transcription's
- * usage) become facts for the machine and charges on the bill.
+ * usage) become facts for the machine and charges on the bill (see
+ * takeUpstreamEvent).
  */
 export class WebSocketUpstreamLeg implements UpstreamLeg {
   dialed: DialedUpstream | null = null;
@@ -50,8 +45,17 @@ export class WebSocketUpstreamLeg implements UpstreamLeg {
    * that has stopped and would drop them.
    */
   private readonly reportLater: Report = (event) => this.report(event);
+  private readonly events: UpstreamEventsOptions;
 
-  constructor(private readonly options: UpstreamLegOptions) {}
+  constructor(private readonly options: UpstreamLegOptions) {
+    const { translator } = options;
+    this.events = {
+      bill: options.bill,
+      servedModel: () => this.servedModel,
+      report: this.reportLater,
+      ...(translator ? { translate: (type: string, frame: Buffer) => translator.toClient(type, frame) } : {}),
+    };
+  }
 
   async dial(signal: AbortSignal): Promise<void> {
     const { upstreams, model, intent, connectTimeoutMs, dialReport } = this.options;
@@ -107,49 +111,7 @@ export class WebSocketUpstreamLeg implements UpstreamLeg {
   }
 
   private fromUpstream(frame: Buffer): void {
-    const pipe = this.toClient!;
-    const type = scanEventType(frame);
-    if (type === undefined) {
-      // What the relay cannot read still reaches the client, untouched.
-      pipe.push(frame);
-      return;
-    }
-    if (!BULK_EVENT_TYPES.has(type)) {
-      const { bill } = this.options;
-      switch (type) {
-        case 'response.created': {
-          const response = parseJson(frame)?.response as { id?: unknown } | undefined;
-          this.report({ type: 'RESPONSE_CREATED', responseId: typeof response?.id === 'string' ? response.id : '' });
-          bill.responseStarted(this.reportLater);
-          break;
-        }
-        case 'session.created':
-        case 'session.updated': {
-          // The transcription model decides how transcription usage is priced.
-          const session = parseJson(frame)?.session as { audio?: { input?: { transcription?: { model?: unknown } | null } } } | undefined;
-          const configured = session?.audio?.input?.transcription?.model;
-          bill.configured({ transcriptionModel: typeof configured === 'string' ? configured : null });
-          break;
-        }
-        case 'response.done': {
-          const response = (parseJson(frame)?.response ?? {}) as { id?: unknown; status?: unknown; usage?: unknown };
-          pipe.pushDeferred(bill.chargeResponse(response, this.servedModel, this.reportLater, () => this.translate(type, frame)));
-          return;
-        }
-        case 'conversation.item.input_audio_transcription.completed': {
-          const event = parseJson(frame) ?? {};
-          const transcription = { itemId: event.item_id, contentIndex: event.content_index, usage: event.usage };
-          pipe.pushDeferred(bill.chargeTranscription(transcription, this.servedModel, this.reportLater, () => this.translate(type, frame)));
-          return;
-        }
-      }
-    }
-    const outgoing = this.translate(type, frame);
-    if (outgoing !== null) pipe.push(outgoing);
-  }
-
-  private translate(type: string, frame: Buffer): Buffer | string | null {
-    return this.options.translator ? this.options.translator.toClient(type, frame) : frame;
+    takeUpstreamEvent(frame, this.toClient!, this.events);
   }
 
   cancelResponse(): void {

@@ -99,7 +99,7 @@ export interface DialedUpstream {
 
 const MAX_ERROR_BODY = 16 * 1024;
 
-function statusError(status: number, body: string): RelayError {
+export function statusError(status: number, body: string): RelayError {
   let message = body.trim();
   try {
     const parsed = JSON.parse(body) as { error?: { message?: string } };

@@ -137,6 +137,7 @@ class FakeSession implements SessionPorts {
     this.settles++;
     const settled = this.bill.settle(() => ({
       sessionId: this.sessionId,
+      transport: 'websocket',
       caller: { keyId: 'k', keyName: 'k' },
       model: 'm',
       servedModel: null,
@@ -295,7 +296,7 @@ describe('settlement, for any sequence of events', () => {
         const { record } = await faulty.createKey({ name: `property_${run}`, balanceNano: s.balanceNano, spendCapNano: s.spendCapNano, priceMultiplierPpm: s.multiplierPpm });
         const billing = new Billing({ ledger: faulty, prices: builtInPrices, instanceId: 'property', reserveNano: s.reserveNano, spoolPath: null, staleAfterMs: 0, heartbeatMs: 60_000 });
         const sessionId = `sess_property_${run}`;
-        const meter = await billing.openMeter({ sessionId, caller: { keyId: record.id, keyName: record.name }, model: s.family, intent: undefined, startedAt: new Date() }, record);
+        const meter = await billing.openMeter({ sessionId, transport: 'websocket', caller: { keyId: record.id, keyName: record.name }, model: s.family, intent: undefined, startedAt: new Date() }, record);
         const link = new FakeSession(sessionId, meter);
         const clock = new SimulatedClock();
         const actor = createActor(sessionMachine, { input: { sessionId, ports: link, timings: TIMINGS }, clock });

@@ -36,6 +36,10 @@ export class RecordingBilling implements Gatekeeper {
     };
   }
 
+  async identify(key: string): Promise<{ keyId: string; keyName: string } | null> {
+    return key === TEST_KEY ? { keyId: 'key_test', keyName: 'test' } : null;
+  }
+
   private meter(sessionId: string): SessionMeter {
     return {
       opened: () => undefined,

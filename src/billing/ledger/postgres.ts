@@ -126,8 +126,8 @@ const OPEN_SESSION = `
   WITH key AS (
     SELECT id FROM keys WHERE id = $2
   ), session AS (
-    INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at, client_secret_id)
-    SELECT $1, id, $3, $4, $5, $6, $7 FROM key ON CONFLICT (id) DO NOTHING
+    INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at, client_secret_id, transport)
+    SELECT $1, id, $3, $4, $5, $6, $7, $8 FROM key ON CONFLICT (id) DO NOTHING
   ), beat AS (
     INSERT INTO instances (id, heartbeat_at) SELECT $5, now() FROM key
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
@@ -310,6 +310,7 @@ interface EndedDbRow {
   key_name: string;
   model: string;
   upstream: string;
+  transport: EndedSession['transport'];
   status: EndedSession['status'];
   end_reason: string;
   started_at: Date;
@@ -325,6 +326,7 @@ function toEndedSession(row: EndedDbRow): EndedSession {
     keyName: row.key_name,
     model: row.model,
     upstream: row.upstream,
+    transport: row.transport,
     status: row.status,
     endReason: row.end_reason,
     startedAt: row.started_at,
@@ -446,6 +448,7 @@ class PostgresLedger implements Ledger {
       session.instanceId,
       session.startedAt,
       session.clientSecretId ?? null,
+      session.transport ?? 'websocket',
     ]);
     if (!rows[0].key_found) keyNotFound(session.keyId);
   }
@@ -556,7 +559,7 @@ class PostgresLedger implements Ledger {
     // One more than asked tells whether another page follows.
     params.push(query.limit + 1);
     const { rows } = await this.query<EndedDbRow>(
-      `SELECT s.id, s.key_id, k.name AS key_name, s.model, s.upstream, t.status, t.end_reason, s.started_at, s.ended_at, t.total_nano, t.charge_count
+      `SELECT s.id, s.key_id, k.name AS key_name, s.model, s.upstream, s.transport, t.status, t.end_reason, s.started_at, s.ended_at, t.total_nano, t.charge_count
        FROM sessions s JOIN settlements t ON t.session_id = s.id JOIN keys k ON k.id = s.key_id
        WHERE ${conditions.join(' AND ')}
        ORDER BY s.ended_at DESC, s.id DESC LIMIT $${params.length}`,

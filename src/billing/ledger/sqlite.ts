@@ -215,6 +215,7 @@ interface EndedDbRow {
   key_name: string;
   model: string;
   upstream: string;
+  transport: EndedSession['transport'];
   status: EndedSession['status'];
   end_reason: string;
   started_at: bigint;
@@ -230,6 +231,7 @@ function toEndedSession(row: EndedDbRow): EndedSession {
     keyName: row.key_name,
     model: row.model,
     upstream: row.upstream,
+    transport: row.transport,
     status: row.status,
     endReason: row.end_reason,
     startedAt: new Date(Number(row.started_at)),
@@ -294,8 +296,8 @@ class SqliteLedger implements Ledger {
       listKeys: db.prepare('SELECT * FROM keys ORDER BY created_at, name'),
       topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount WHERE id = (${KEY_BY_REF}) RETURNING *`),
       setDisabled: db.prepare(`UPDATE keys SET disabled = @disabled WHERE id = (${KEY_BY_REF}) RETURNING *`),
-      insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at, client_secret_id)
-        VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt, @clientSecretId)
+      insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at, client_secret_id, transport)
+        VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt, @clientSecretId, @transport)
         ON CONFLICT (id) DO NOTHING`),
       sessionById: db.prepare('SELECT key_id, spend_nano, status FROM sessions WHERE id = ?'),
       // The admission rule and the hold in one statement: see HoldResult.
@@ -424,7 +426,7 @@ class SqliteLedger implements Ledger {
   async openSession(session: SessionOpen): Promise<void> {
     this.write(() => {
       if (this.statements.keyExists.get(session.keyId) === undefined) keyNotFound(session.keyId);
-      this.statements.insertSession.run({ ...session, startedAt: session.startedAt.getTime(), clientSecretId: session.clientSecretId ?? null });
+      this.statements.insertSession.run({ ...session, startedAt: session.startedAt.getTime(), clientSecretId: session.clientSecretId ?? null, transport: session.transport ?? 'websocket' });
       // An instance that opens a session is alive, even before its first heartbeat.
       this.statements.heartbeat.run({ id: session.instanceId, now: Date.now() });
     });
@@ -561,7 +563,7 @@ class SqliteLedger implements Ledger {
         conditions.push('(s.ended_at, s.id) < (@beforeEndedAt, @beforeId)');
       }
       const rows = this.db
-        .prepare(`SELECT s.id, s.key_id, k.name AS key_name, s.model, s.upstream, t.status, t.end_reason, s.started_at, s.ended_at, t.total_nano, t.charge_count
+        .prepare(`SELECT s.id, s.key_id, k.name AS key_name, s.model, s.upstream, s.transport, t.status, t.end_reason, s.started_at, s.ended_at, t.total_nano, t.charge_count
           FROM sessions s JOIN settlements t ON t.session_id = s.id JOIN keys k ON k.id = s.key_id
           WHERE ${conditions.join(' AND ')}
           ORDER BY s.ended_at DESC, s.id DESC LIMIT @limit`)

@@ -85,6 +85,8 @@ export interface SessionOpen {
   keyId: string;
   model: string;
   upstream: string;
+  /** How the caller reached the relay: its own WebSocket (the default), or a WebRTC call metered over the sideband. */
+  transport?: 'websocket' | 'webrtc';
   instanceId: string;
   startedAt: Date;
   /** The client secret the session was opened with (its id); absent for a relay key. */
@@ -168,6 +170,7 @@ export interface EndedSession {
   keyName: string;
   model: string;
   upstream: string;
+  transport: 'websocket' | 'webrtc';
   status: SettlementStatus;
   endReason: string;
   startedAt: Date;

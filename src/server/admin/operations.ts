@@ -212,6 +212,8 @@ export interface EndedSessionView {
   key: { id: string; name: string };
   model: string;
   upstream: string;
+  /** websocket, or webrtc (a call metered over the upstream's sideband). */
+  transport: EndedSession['transport'];
   /** settled, or recovered (settled by recovery after its instance stopped). */
   status: EndedSession['status'];
   end_reason: string;
@@ -229,6 +231,7 @@ export function endedSessionView(s: EndedSession): EndedSessionView {
     key: { id: s.keyId, name: s.keyName },
     model: s.model,
     upstream: s.upstream,
+    transport: s.transport,
     status: s.status,
     end_reason: s.endReason,
     started_at: s.startedAt.toISOString(),

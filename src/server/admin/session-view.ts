@@ -1,5 +1,6 @@
 import { formatUsd } from '../../billing/prices.js';
 import { stateName } from '../../machines/session.js';
+import type { Transport } from '../ports.js';
 import type { LiveSession } from '../registry.js';
 
 /** One live session as the admin API and the live page show it. */
@@ -9,6 +10,8 @@ export interface SessionView {
   /** The client's address (the one a trusted proxy named, behind a load balancer). */
   client_address: string;
   model: string;
+  /** websocket, or webrtc (a call: its events are read over the upstream's sideband, nothing is forwarded). */
+  transport: Transport;
   /** The upstream's name and the model it serves; null until the dial succeeds. */
   upstream: { name: string; model: string } | null;
   /** The session machine's state: connecting, relaying, draining, or one of the ending's (closed.closing, closed.settling, closed.ended). */
@@ -34,6 +37,7 @@ export function sessionView({ link, actor }: LiveSession, now = Date.now()): Ses
     key: { id: link.caller.keyId, name: link.caller.keyName },
     client_address: link.clientAddress,
     model: link.model,
+    transport: link.transport,
     upstream: link.dialed ? { name: link.dialed.upstream.name, model: link.dialed.servedModel } : null,
     state: stateName(snapshot.value),
     started_at: link.startedAt.toISOString(),

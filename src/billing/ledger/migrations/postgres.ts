@@ -348,4 +348,13 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sessions_by_client_secret ON sessions (client_secret_id) WHERE client_secret_id IS NOT NULL;
     `,
   },
+  {
+    version: 6,
+    name: 'session transport',
+    // Sessions before this one were all WebSocket sessions.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket'
+        CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc'));
+    `,
+  },
 ];

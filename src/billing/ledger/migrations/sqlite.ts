@@ -131,4 +131,12 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sessions_by_client_secret ON sessions (client_secret_id) WHERE client_secret_id IS NOT NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'session transport',
+    // Sessions before this one were all WebSocket sessions.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket' CHECK (transport IN ('websocket', 'webrtc'));
+    `,
+  },
 ];
