@@ -17,6 +17,13 @@ import type { AnsweredPeer } from './webrtc-peer.js';
 
 const DATA_CHANNEL_LABEL = 'oai-events';
 
+/**
+ * How long a peer may stay `disconnected` before the call ends: long enough
+ * for a network blip to heal (ICE returns to `connected`), short enough that
+ * a caller that left without hanging up does not keep the call open.
+ */
+const DISCONNECT_GRACE_MS = 2_000;
+
 /** How a call ended, as the simulator's owner may ask afterwards. */
 export type CallEnding =
   | { by: 'hangup' }
@@ -111,8 +118,11 @@ export class SimulatedCall {
   readonly id: string;
   private readonly peer: AnsweredPeer | null;
   private readonly onEnded: (call: SimulatedCall) => void;
-  /** The call's one timer of its own (the audio pump keeps its own). */
-  private connectTimer: NodeJS.Timeout | null = null;
+  /**
+   * The call's one timer of its own (the audio pump keeps its own): until the
+   * peer connects, then while it is disconnected. Either way it ends the call.
+   */
+  private peerTimer: NodeJS.Timeout | null = null;
   private readonly sink = new CallSink(this);
   private readonly session: SimulatedSession;
   private readonly audio: OpusSilence | null;
@@ -133,19 +143,24 @@ export class SimulatedCall {
       else this.audio?.stop();
     });
     if (peer !== null) {
-      this.connectTimer = setTimeout(this.callOnConnectTimeout, connectTimeoutMs);
+      this.armPeerTimer(connectTimeoutMs);
       this.watchPeer(peer);
     }
   }
 
-  private readonly callOnConnectTimeout = (): void => {
-    this.connectTimer = null;
+  private armPeerTimer(ms: number): void {
+    this.clearPeerTimer();
+    this.peerTimer = setTimeout(this.callOnPeerTimeout, ms);
+  }
+
+  private readonly callOnPeerTimeout = (): void => {
+    this.peerTimer = null;
     this.end(1000, '');
   };
 
-  private clearConnectTimer(): void {
-    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
-    this.connectTimer = null;
+  private clearPeerTimer(): void {
+    if (this.peerTimer !== null) clearTimeout(this.peerTimer);
+    this.peerTimer = null;
   }
 
   /** Applies the session config the call was created with; returns why it cannot, or null. */
@@ -187,7 +202,9 @@ export class SimulatedCall {
       if (channel.readyState === 'open') this.session.greet(sink);
     });
     pc.connectionStateChange.subscribe((state) => {
-      if (state === 'connected') this.clearConnectTimer();
+      if (state === 'connected') this.clearPeerTimer();
+      // A peer gone for good ends the call now; one that may come back gets the grace.
+      else if (state === 'disconnected') this.armPeerTimer(DISCONNECT_GRACE_MS);
       else if (state === 'closed' || state === 'failed') this.end(1000, '');
     });
   }
@@ -208,7 +225,7 @@ export class SimulatedCall {
   end(code: number | null, reason: string): void {
     if (this.ended) return;
     this.ended = true;
-    this.clearConnectTimer();
+    this.clearPeerTimer();
     this.session.dispose();
     this.audio?.stop();
     for (const socket of this.sink.sidebands.keys()) {
