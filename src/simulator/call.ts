@@ -12,7 +12,7 @@ import { SimulatedSession } from './session.js';
 import type { SessionOpening, SessionSettings, SessionSink } from './session.js';
 import type { Json } from './shapes.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
-import { OpusSilence, closePeerConnection } from './webrtc-peer.js';
+import { OpusSilence, closePeerConnection, consentChecksSeen } from './webrtc-peer.js';
 import type { AnsweredPeer } from './webrtc-peer.js';
 
 const DATA_CHANNEL_LABEL = 'oai-events';
@@ -23,6 +23,10 @@ const DATA_CHANNEL_LABEL = 'oai-events';
  * a caller that left without hanging up does not keep the call open.
  */
 const DISCONNECT_GRACE_MS = 2_000;
+/** A connected peer none of whose consent checks moved for this long has left without a word. */
+const PEER_SILENCE_MS = 8_000;
+/** How often a connected peer's consent checks are looked at. */
+const LIVENESS_CHECK_MS = 1_000;
 
 /** How a call ended, as the simulator's owner may ask afterwards. */
 export type CallEnding =
@@ -120,9 +124,13 @@ export class SimulatedCall {
   private readonly onEnded: (call: SimulatedCall) => void;
   /**
    * The call's one timer of its own (the audio pump keeps its own): until the
-   * peer connects, then while it is disconnected. Either way it ends the call.
+   * peer connects, then while it is disconnected, and while it is connected
+   * to look at its consent checks. It ends the call unless the peer is live.
    */
   private peerTimer: NodeJS.Timeout | null = null;
+  private peerConnected = false;
+  private consentChecks = 0;
+  private consentCheckedAt = 0;
   private readonly sink = new CallSink(this);
   private readonly session: SimulatedSession;
   private readonly audio: OpusSilence | null;
@@ -155,8 +163,19 @@ export class SimulatedCall {
 
   private readonly callOnPeerTimeout = (): void => {
     this.peerTimer = null;
-    this.end(1000, '');
+    if (this.peerConnected && this.peerHeardLately()) this.armPeerTimer(LIVENESS_CHECK_MS);
+    else this.end(1000, '');
   };
+
+  private peerHeardLately(): boolean {
+    const seen = this.peer === null ? 0 : consentChecksSeen(this.peer.pc);
+    const now = Date.now();
+    if (seen !== this.consentChecks) {
+      this.consentChecks = seen;
+      this.consentCheckedAt = now;
+    }
+    return now - this.consentCheckedAt < PEER_SILENCE_MS;
+  }
 
   private clearPeerTimer(): void {
     if (this.peerTimer !== null) clearTimeout(this.peerTimer);
@@ -202,7 +221,11 @@ export class SimulatedCall {
       if (channel.readyState === 'open') this.session.greet(sink);
     });
     pc.connectionStateChange.subscribe((state) => {
-      if (state === 'connected') this.clearPeerTimer();
+      this.peerConnected = state === 'connected';
+      if (state === 'connected') {
+        this.consentCheckedAt = Date.now();
+        this.armPeerTimer(LIVENESS_CHECK_MS);
+      }
       // A peer gone for good ends the call now; one that may come back gets the grace.
       else if (state === 'disconnected') this.armPeerTimer(DISCONNECT_GRACE_MS);
       else if (state === 'closed' || state === 'failed') this.end(1000, '');
