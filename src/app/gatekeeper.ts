@@ -1,3 +1,4 @@
+import type { KeyRecord } from '../billing/ledger/index.js';
 import type { Billing } from '../billing/service.js';
 import { resolveAlias, upstreamsServing, type UpstreamConfig } from '../config/upstreams.js';
 import { RelayError } from '../errors.js';
@@ -18,24 +19,31 @@ export function createGatekeeper(billing: Billing, upstreams: UpstreamConfig, li
       // Every attempt counts against its address, a wrong key included: that is what slows down guessing.
       await limits?.countHandshake(attempt.ip);
       const model = resolveAlias(upstreams, attempt.model ?? '');
-      const key = await billing.authorize(attempt.key, model);
-      if (upstreamsServing(upstreams, model).length === 0) throw new RelayError('model_not_found', `No upstream of this relay serves the model "${model}".`);
-      const release = limits ? await limits.acquire({ keyId: key.id, maxSessions: key.maxSessions }) : () => undefined;
-      let released = false;
-      return {
-        caller: { keyId: key.id, keyName: key.name },
-        model,
-        openMeter: (session) => billing.openMeter(session, key),
-        release() {
-          if (released) return;
-          released = true;
-          release();
-        },
-      };
+      return admitKey(await billing.authorize(attempt.key, model), model);
+    },
+    async admitRouted(keyId: string, requestedModel: string): Promise<Admission> {
+      const model = resolveAlias(upstreams, requestedModel);
+      return admitKey(await billing.authorizeId(keyId, model), model);
     },
     async identify(plaintextKey: string) {
       const key = await billing.identify(plaintextKey);
       return key ? { keyId: key.id, keyName: key.name } : null;
     },
   };
+
+  async function admitKey(key: KeyRecord, model: string): Promise<Admission> {
+    if (upstreamsServing(upstreams, model).length === 0) throw new RelayError('model_not_found', `No upstream of this relay serves the model "${model}".`);
+    const release = limits ? await limits.acquire({ keyId: key.id, maxSessions: key.maxSessions }) : () => undefined;
+    let released = false;
+    return {
+      caller: { keyId: key.id, keyName: key.name },
+      model,
+      openMeter: (session) => billing.openMeter(session, key),
+      release() {
+        if (released) return;
+        released = true;
+        release();
+      },
+    };
+  }
 }

@@ -69,6 +69,16 @@ export class Billing {
     return key;
   }
 
+  /** The same checks for a key named by its id (a phone call's route names its key; nobody presents it). Throws a RelayError. */
+  async authorizeId(keyId: string, model: string): Promise<KeyRecord> {
+    const key = await this.options.ledger.getKey(keyId).catch(unavailable);
+    if (!key || key.id !== keyId) throw new RelayError('invalid_api_key', 'The route\'s key no longer exists.');
+    if (key.disabled) throw new RelayError('key_disabled');
+    if (!resolveModel(model, this.options.prices)) throw new RelayError('model_not_found', `The model "${model}" does not exist or is not priced by this relay.`);
+    if (key.balanceNano - key.heldNano <= 0n) throw new RelayError('insufficient_quota');
+    return key;
+  }
+
   /** The key with this plaintext, disabled or not; null when there is none. Throws a RelayError when the ledger cannot tell. */
   async identify(plaintextKey: string): Promise<KeyRecord | null> {
     return this.options.ledger.authenticate(plaintextKey).catch(unavailable);

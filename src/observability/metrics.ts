@@ -37,8 +37,8 @@ export interface RelayMetricsOptions {
 
 /** The names and help of what /metrics exports, for the README. */
 export const METRIC_HELP = {
-  relay_sessions_active: 'Live sessions by machine state (closed: its sockets are still closing) and transport (websocket, webrtc).',
-  relay_sessions_ended_total: 'Sessions ended, by end reason (client_closed, upstream_closed, error:<code>, cancelled:<reason>, dial_failed:<code>, connect_timeout) and transport (websocket, webrtc).',
+  relay_sessions_active: 'Live sessions by machine state (closed: its sockets are still closing) and transport (websocket, webrtc, sip).',
+  relay_sessions_ended_total: 'Sessions ended, by end reason (client_closed, upstream_closed, error:<code>, cancelled:<reason>, dial_failed:<code>, connect_timeout) and transport (websocket, webrtc, sip).',
   relay_session_duration_seconds: 'Session duration, from the accepted upgrade until both sockets closed.',
   relay_upstream_dial_seconds: 'Time to dial an upstream until its first frame, by upstream.',
   relay_upstream_dial_failures_total: 'Failed upstream dials, by upstream and error code (each failover attempt counts).',
@@ -57,7 +57,7 @@ export const METRIC_HELP = {
 
 const STATES = Object.keys(sessionMachine.root.states);
 const DIRECTIONS = ['client_to_upstream', 'upstream_to_client'] as const;
-const TRANSPORTS: readonly Transport[] = ['websocket', 'webrtc'];
+const TRANSPORTS: readonly Transport[] = ['websocket', 'webrtc', 'sip'];
 
 interface Traffic {
   framesIn: number;
