@@ -330,6 +330,11 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     await inspector?.stop();
     throw error;
   });
+  // Offline, the built-in simulator announces the phone calls it places to this relay's own webhook.
+  if (simulator && settings.openaiWebhookSecret) {
+    simulator.setSipWebhook({ url: `${relay.url().replace(/^ws/, 'http')}/v1/sip/webhook`, secret: settings.openaiWebhookSecret });
+    log.info(`phone calls: POST ${simulator.url.replace(/^ws/, 'http')}/sim/sip/calls places a call at the built-in simulator, announced to /v1/sip/webhook`);
+  }
   const usageDelivery = startUsageDeliveryFor(settings, ledger, metrics.usageEventHooks, log);
   const url = `${relay.url()}/v1/realtime?model=gpt-realtime`;
   log.info({ url, ledger: ledger.kind }, `listening on ${relay.url()} (ledger: ${ledger.kind})`);

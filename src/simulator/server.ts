@@ -14,6 +14,7 @@ import type { SimulatedCall } from './call.js';
 import { createCallRoutes, unknownCallBody } from './calls-http.js';
 import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
 import { SimulatedSession, faultProblem } from './session.js';
+import { SipSwitch } from './sip.js';
 import type { SessionSettings } from './session.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
 import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
@@ -77,6 +78,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sessionSettings = (): SessionSettings => ({ number: ++sessionSeq, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap });
   let closing: Promise<void> | undefined;
   const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined });
+  const sip = policy.azure ? null : new SipSwitch({ policy, calls, sessionSettings, webhook: opts.sipWebhook });
 
   function takeHandshakeFault(): HandshakeFault | undefined {
     const head = handshakeFaults[0];
@@ -104,6 +106,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   });
 
   function serverOnRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (sip?.handle(req, res)) return;
     if (callRoutes?.handle(req, res)) return;
     const body = JSON.stringify({ error: { message: `Invalid URL (${req.method ?? 'GET'} ${req.url ?? '/'})`, type: 'invalid_request_error', param: null, code: null } });
     res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
@@ -226,9 +229,31 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     get activeCalls() {
       return calls.size;
     },
+    setSipWebhook(target) {
+      if (!sip) throw new Error('simulator: an Azure simulator takes no phone calls');
+      sip.setWebhook(target);
+    },
+    placeCall(request) {
+      if (!sip) throw new Error('simulator: an Azure simulator takes no phone calls');
+      return sip.place(request);
+    },
+    redeliverCall(callId) {
+      if (!sip) throw new Error('simulator: an Azure simulator takes no phone calls');
+      return sip.redeliver(callId);
+    },
+    sipCall(callId) {
+      return sip?.state(callId);
+    },
+    hangUpCall(callId) {
+      return sip?.hangUp(callId) ?? false;
+    },
+    dropCallSidebands(callId) {
+      return sip?.dropSidebands(callId) ?? 0;
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         for (const session of sessions) session.dispose();
+        sip?.close();
         const ending = [...calls.values()];
         for (const call of ending) call.end(1001, '');
         const peersClosed = Promise.all(ending.map((call) => call.closed));

@@ -1,4 +1,7 @@
 /** Options and fault shapes of the upstream simulator. */
+import type { PlaceCallRequest, PlacedCall, SipCallState, SipWebhookTarget } from './sip.js';
+
+export type { PlaceCallRequest, PlacedCall, SipCallState, SipWebhookTarget } from './sip.js';
 
 export interface SimulatorOptions {
   /** Default 127.0.0.1. */
@@ -30,6 +33,8 @@ export interface SimulatorOptions {
   fault?: FaultSpec;
   /** Frame-level hooks for tests and benchmarks; unset costs nothing. */
   tap?: SimulatorTap;
+  /** Where a placed phone call's `realtime.call.incoming` webhook goes, and its signing secret. */
+  sipWebhook?: SipWebhookTarget;
 }
 
 /** Sees frames as they cross the wire; called once per frame. */
@@ -105,6 +110,18 @@ export interface Simulator {
   readonly socketCount: number;
   /** WebRTC calls answered and not yet ended. */
   readonly activeCalls: number;
+  /** Sets where placed phone calls are announced. */
+  setSipWebhook(target: SipWebhookTarget): void;
+  /** Rings a phone call and announces it with a signed webhook; resolves once the receiver answered. */
+  placeCall(request?: PlaceCallRequest): Promise<PlacedCall>;
+  /** Sends a call's webhook again under its first webhook id. */
+  redeliverCall(callId: string): Promise<PlacedCall>;
+  /** A placed call's state (ringing, accepted, rejected with a status, referred, ended). */
+  sipCall(callId: string): SipCallState | undefined;
+  /** The caller hangs up an accepted call. */
+  hangUpCall(callId: string): boolean;
+  /** Cuts an accepted call's sideband sockets without a close frame; the call goes on. */
+  dropCallSidebands(callId: string): number;
   /** Answers every held handshake: normally, or with `fault`. */
   releaseHeld(fault?: Exclude<HandshakeFault, { kind: 'hold' }>): number;
   /** Strikes `fault` on every live session at once (for tests whose client is already gone). */
