@@ -230,6 +230,25 @@ describe('phone calls (SIP) through the relay', () => {
     }
   });
 
+  it('hangs up a call whose key runs out of balance, one response past it at most', async () => {
+    const cost = realtimeInvoice('gpt-realtime', TURN_A);
+    const { record } = await stack.createKey({ balanceNano: cost - 1n });
+    const number = freshNumber();
+    await stack.ledger.addRoute({ match: { kind: 'number', number }, key: record.id, session: { model: 'gpt-realtime' } });
+    const placed = await stack.sim.placeCall({ to: number, turns: [{ usage: TURN_A }, { usage: TURN_A }, { usage: TURN_A }] });
+    await expect.poll(() => sipState(placed.callId).state).toBe('ended');
+    await stack.idle();
+    const book = await stack.view.book(record.id);
+    // The turn that spent the balance is charged in full; a response the caller had already started may finish, nothing after it.
+    expect(book.charges[0]!.costNano).toBe(cost);
+    expect(book.charges.length).toBeLessThanOrEqual(2);
+    const total = sum(book.charges.map((c) => c.costNano));
+    expect(book.settlements).toEqual([expect.objectContaining({ totalNano: total, chargeCount: book.charges.length })]);
+    expect(book.settlements[0]!.endReason).toContain('insufficient_quota');
+    expect(book.balanceNano).toBe(cost - 1n - total);
+    expect(sipState(placed.callId).turnsDone).toBeLessThan(3);
+  });
+
   describe('faults settle each call once', () => {
     it('a refused sideband', async () => {
       const t = await tenant();
