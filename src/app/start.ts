@@ -13,7 +13,7 @@ import { loadUpstreamsFile, upstreamsServing, type UpstreamConfig } from '../con
 import { combineMeterHooks, combineObservers } from '../observability/fan-out.js';
 import { createSessionInspector } from '../observability/inspector.js';
 import type { Logger } from '../observability/logger.js';
-import { createRelayMetrics } from '../observability/metrics.js';
+import { createRelayMetrics, type RelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
 import { adminApp } from '../server/admin/index.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
@@ -184,7 +184,7 @@ function sipUpstream(settings: Settings, config: UpstreamConfig): Upstream | nul
 }
 
 /** Incoming phone calls: the webhook's secret, the ledger's routes and webhook ids, and a log line for every call decided. */
-function phoneOptions(settings: Settings, config: UpstreamConfig, ledger: Ledger, log: Logger): RelayServerOptions['phone'] {
+function phoneOptions(settings: Settings, config: UpstreamConfig, ledger: Ledger, log: Logger, counters: RelayMetrics['phoneCallHooks']): RelayServerOptions['phone'] {
   const upstream = sipUpstream(settings, config);
   if (settings.openaiWebhookSecret && !upstream) log.warn('OPENAI_WEBHOOK_SECRET is set but no upstream takes calls: incoming phone calls are refused');
   return {
@@ -198,11 +198,13 @@ function phoneOptions(settings: Settings, config: UpstreamConfig, ledger: Ledger
     },
     events: {
       decided(call) {
+        counters.decided(call.outcome);
         const fields = { event: 'sip.call', ...call };
-        if (call.outcome === 'accepted' || call.outcome === 'forwarded') log.info(fields, `phone call ${call.upstreamCallId}: ${call.outcome}${call.keyName ? ` for key "${call.keyName}"` : ''}`);
+        if (call.outcome === 'accepted' || call.outcome === 'forwarded' || call.outcome === 'tenant_rejected' || call.outcome === 'tenant_referred') log.info(fields, `phone call ${call.upstreamCallId}: ${call.outcome}${call.keyName ? ` for key "${call.keyName}"` : ''}`);
         else log.warn(fields, `phone call ${call.upstreamCallId}: ${call.outcome}${call.sipStatus ? ` (SIP ${call.sipStatus})` : ''}${call.reason ? `: ${call.reason}` : ''}`);
       },
       webhook(verdict) {
+        counters.webhook(verdict);
         if (verdict !== 'ignored') log.warn({ event: 'sip.webhook', verdict }, `SIP webhook ${verdict.replaceAll('_', ' ')}`);
       },
       controlFailed(upstreamCallId, action, error) {
@@ -320,7 +322,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
       metrics.mount(app, server);
       if (settings.adminToken) app.route('/admin', adminApp({ token: settings.adminToken, ledger, registry: server.registry }));
     },
-    phone: phoneOptions(settings, config, ledger, log),
+    phone: phoneOptions(settings, config, ledger, log, metrics.phoneCallHooks),
     ready: async () => {
       await ledger.ping();
       return true;

@@ -140,6 +140,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
   realtime.get('/', async (c, next) => {
     const callId = c.req.query('call_id');
     if (callId === undefined) return next();
+    if ((c.req.header('upgrade') ?? '').toLowerCase() !== 'websocket') return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
     const key = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization')?.trim() ?? '')?.[1]?.trim() ?? c.req.header('api-key');
     if (!key) return c.json(errorBody('missing_api_key'), 401);
     const caller = options.gatekeeper.identify ? await options.gatekeeper.identify(key).catch(() => undefined) : undefined;

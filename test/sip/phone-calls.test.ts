@@ -116,6 +116,9 @@ describe('phone calls (SIP) through the relay', () => {
     expect((await stack.view.book(disabled.record.id)).charges).toEqual([]);
     expect((await stack.view.book(broke.record.id)).charges).toEqual([]);
     expect(stack.logs.some((line) => line.event === 'sip.call' && line.outcome === 'unrouted' && line.sipStatus === 404)).toBe(true);
+    const metrics = await (await fetch(`${stack.httpUrl}/metrics`)).text();
+    expect(metrics).toMatch(/relay_sip_calls_total\{outcome="unrouted"\} [1-9]/);
+    expect(metrics).toMatch(/relay_sip_calls_total\{outcome="refused"\} [2-9]/);
   });
 
   it('refuses a webhook signed with another secret, with an altered body or a stale timestamp, and ignores a replay', async () => {
@@ -136,6 +139,7 @@ describe('phone calls (SIP) through the relay', () => {
     }
     expect(webhookRows()).toBe(rowsBefore);
     expect(sipSessions().length).toBe(sessionsBefore);
+    expect(await (await fetch(`${stack.httpUrl}/metrics`)).text()).toMatch(/relay_sip_webhooks_refused_total\{verdict="invalid_signature"\} 3/);
 
     const placed = await stack.sim.placeCall({ to: carol.number, turns: [{ usage: TURN_A }] });
     await expect.poll(() => sipState(placed.callId).turnsDone).toBe(1);

@@ -27,7 +27,7 @@ const REFER_TARGET = '"target_uri" is a sip:, sips: or tel: URI of at most 256 c
 const TARGET_URI = /^(sips?|tel):[^\s\u0000-\u001f\u007f<>"]{1,250}$/i;
 
 /** How an incoming call ended before any session began, for logs and metrics. */
-export type PhoneCallOutcome = 'unrouted' | 'refused' | 'busy' | 'forwarded' | 'tenant_rejected' | 'tenant_referred' | 'tenant_timeout' | 'forward_failed' | 'accepted';
+export type PhoneCallOutcome = 'unrouted' | 'refused' | 'busy' | 'forwarded' | 'tenant_rejected' | 'tenant_referred' | 'tenant_timeout' | 'forward_failed' | 'accepted' | 'accept_failed';
 
 export interface PhoneCallEvents {
   /** An incoming call was decided (every call is, once). `reason` explains a refusal. */
@@ -221,7 +221,7 @@ export function phoneCalls(options: PhoneCallsOptions): PhoneCalls {
     const keyName = admission.caller.keyName;
     if (!route.webhookUrl || !route.webhookSecret) {
       const failure = await start(call, route.session);
-      decided('accepted', { callId: call.callId, keyName, reason: failure?.code });
+      decided(failure ? 'accept_failed' : 'accepted', { callId: call.callId, keyName, reason: failure?.code });
       return;
     }
     pending.add(call);
@@ -280,7 +280,7 @@ export function phoneCalls(options: PhoneCallsOptions): PhoneCalls {
         return c.body(null, 200);
       }
       // OpenAI waits for a quick answer: the call is decided meanwhile.
-      void ring(incoming, options.upstream);
+      void ring(incoming, options.upstream).catch(() => undefined);
       return c.body(null, 200);
     },
   );
@@ -376,8 +376,8 @@ export function phoneCalls(options: PhoneCallsOptions): PhoneCalls {
       if (call !== waiting) call.admission.release();
       return refuse(c, 'call_not_pending');
     }
-    decided('accepted', null);
     const failure = await start(call, session);
+    decided(failure ? 'accept_failed' : 'accepted', null, failure?.code ?? null);
     return failure ? refuseWith(c, failure) : c.body(null, 200);
   }
 
