@@ -1,6 +1,7 @@
 import { settingsTable } from '../src/config/settings.js';
 import { ERRORS } from '../src/errors.js';
 import { toMermaid } from '../src/machines/diagram.js';
+import { TRACE_VARIABLES } from '../src/observability/trace-settings.js';
 import { sessionMachine } from '../src/machines/session.js';
 import { faultMatrixMarkdown } from '../test/faults/fault-matrix.js';
 
@@ -26,6 +27,10 @@ export const GENERATED_SECTIONS: Record<string, () => string> = {
   settings: () => {
     const escape = (text: string) => text.replaceAll('|', '\\|');
     const rows = settingsTable().map((r) => `| \`${r.env}\` | ${escape(r.default)} | ${escape(r.description)} |`);
+    return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+  },
+  traces: () => {
+    const rows = TRACE_VARIABLES.map((v) => `| \`${v.env}\` | ${cell(v.default)} | ${cell(v.description)} |`);
     return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
   },
 };

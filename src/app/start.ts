@@ -15,6 +15,7 @@ import { createSessionInspector } from '../observability/inspector.js';
 import type { Logger } from '../observability/logger.js';
 import { createRelayMetrics, type RelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
+import { startTracing, traceSettings } from '../observability/trace-settings.js';
 import { adminApp } from '../server/admin/index.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
 import type { SessionObserver } from '../server/session-link.js';
@@ -239,6 +240,8 @@ export function relayTimings(settings: Settings): RelayServerOptions['timings'] 
 
 export async function startRelay(settings: Settings, log: Logger, options: StartOptions = {}): Promise<RunningRelay> {
   if (!settings.databaseUrl) prepareDataDir(settings.dataDir);
+  // Read first: a wrong OTEL_* variable is a configuration error, like any setting's.
+  const traces = traceSettings(process.env);
   await assertPortFree(settings.host, settings.port);
   const { config, simulator, mode } = await chooseUpstreams(settings);
   log.info({ upstream: mode }, `realtime-relay relays to ${mode}`);
@@ -304,6 +307,8 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   // Inspection costs nothing unless asked for: without it no inspector exists.
   const inspector = settings.inspect ? createSessionInspector({ url: settings.inspectUrl, log }) : null;
   if (inspector) log.info({ inspectUrl: settings.inspectUrl }, `sending session actors to the Stately inspector at ${settings.inspectUrl}`);
+  // Without an OTLP endpoint this is null and OpenTelemetry is never loaded.
+  const tracing = await startTracing(traces, { instanceId }, log);
   const relay = createRelayServer({
     host: settings.host,
     port: settings.port,
@@ -315,8 +320,13 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     gatekeeper: createGatekeeper(billing, config, limits),
     upstreamsFor: (model) => upstreamsServing(config, model),
     translatorFor: (handshake) => (handshake.beta ? betaTranslator : undefined),
-    observer: combineObservers(dialLog(log), sessionLog.observer, metrics.observer),
-    sessionStarted: sessionLog.sessionStarted,
+    observer: combineObservers(dialLog(log), sessionLog.observer, metrics.observer, ...(tracing ? [tracing.observer] : [])),
+    sessionStarted: tracing
+      ? (link) => {
+          sessionLog.sessionStarted(link);
+          tracing.sessionStarted(link);
+        }
+      : sessionLog.sessionStarted,
     inspect: inspector?.inspect,
     routes: (app, server) => {
       metrics.mount(app, server);
@@ -330,6 +340,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   });
   await relay.listen().catch(async (error: unknown) => {
     await inspector?.stop();
+    await tracing?.shutdown();
     throw error;
   });
   // Offline, the built-in simulator announces the phone calls it places to this relay's own webhook.
@@ -354,6 +365,8 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
       const result = await relay.shutdown();
       await usageDelivery?.stop();
       await inspector?.stop();
+      // Every session has ended (or been left at the deadline): their spans go out now.
+      await tracing?.shutdown();
       await limits.close();
       await billing.close();
       await simulator?.close();

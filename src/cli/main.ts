@@ -11,6 +11,7 @@ import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
 import { createLogger } from '../observability/logger.js';
 import { parseNewRoute, routeView } from '../server/admin/route-operations.js';
+import { traceSettings } from '../observability/trace-settings.js';
 import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, topUpKey, usageCsv, usageJson } from '../server/admin/operations.js';
 
 const HELP = `realtime-relay: a metering relay for the OpenAI Realtime API
@@ -251,6 +252,7 @@ export async function main(argv: string[]): Promise<number> {
       return -1;
     case 'check-config':
       if (settings.upstreamsFile) loadUpstreamsFile(settings.upstreamsFile);
+      traceSettings(process.env);
       process.stdout.write('configuration is valid\n');
       return 0;
     case 'keys':

@@ -22,7 +22,7 @@ function fanOut<T extends object>(parts: Array<Partial<T>>, names: Array<keyof T
   return out as T;
 }
 
-const OBSERVER_HOOKS: Array<keyof SessionObserver> = ['dialed', 'dialFailed', 'backpressure', 'ended'];
+const OBSERVER_HOOKS: Array<keyof SessionObserver> = ['dialed', 'dialFailed', 'backpressure', 'ended', 'responseRequested', 'responseStarted', 'responseDone', 'settled'];
 const METER_HOOKS: Array<keyof MeterHooks> = ['anomaly', 'charged', 'chargeFailed'];
 
 export function combineObservers(...observers: SessionObserver[]): SessionObserver {

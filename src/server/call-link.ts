@@ -3,6 +3,7 @@ import { closePlan, endReason } from '../machines/close-plan.js';
 import type { Report, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { CallClientLeg } from './call-leg.js';
 import type { LiveLink } from './live-link.js';
+import { observedMeter } from './observed-meter.js';
 import type { Caller, SessionMeter, SessionSummary } from './ports.js';
 import type { LinkTimings, SessionObserver } from './session-link.js';
 import { SidebandUpstreamLeg } from './sideband-leg.js';
@@ -51,7 +52,7 @@ export class CallLink implements SessionPorts, LiveLink {
     this.callId = options.callId;
     this.caller = options.caller;
     this.model = options.model;
-    this.bill = new SessionBill(options.meter);
+    this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     this.transport = options.transport ?? 'webrtc';
     this.call = options.call ?? new UpstreamCall(options.model, options.offer);
     this.client = new CallClientLeg(this.call, timings.closeTimeoutMs);
@@ -62,7 +63,7 @@ export class CallLink implements SessionPorts, LiveLink {
       closeTimeoutMs: timings.closeTimeoutMs,
       dialReport: {
         dialed: (upstream, ms) => observer?.dialed?.(this, upstream, ms),
-        dialFailed: (upstream, error) => observer?.dialFailed?.(this, upstream, error),
+        dialFailed: (upstream, error, ms) => observer?.dialFailed?.(this, upstream, error, ms),
       },
     });
   }

@@ -211,6 +211,8 @@ export function callRoutes(options: CallRoutesOptions): Hono<UpgradeEnv> {
       const actor = options.run(link, admission);
       const answer = await answerOf(link, actor);
       if (answer instanceof RelayError) return refuseWith(c, answer);
+      // A caller that left while the call was placed will never connect to it: it is not left running.
+      if (socket.destroyed) link.client.hangUp();
       return c.body(answer, 201, { 'Content-Type': 'application/sdp', Location: `/v1/realtime/calls/${callId}` });
     },
   );

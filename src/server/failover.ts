@@ -3,7 +3,7 @@ import { dialOnce, isFailoverable, type DialRequest, type DialedUpstream, type U
 
 export interface FailoverReport {
   dialed?(upstream: string, ms: number): void;
-  dialFailed?(upstream: string, error: RelayError): void;
+  dialFailed?(upstream: string, error: RelayError, ms: number): void;
 }
 
 /**
@@ -46,7 +46,7 @@ export async function dialWithFailover(
       lastError = asRelayError(error, 'upstream_error');
       // Once the session itself is cancelled, a failed attempt is not the upstream's fault.
       if (signal.aborted) throw lastError;
-      report.dialFailed?.(upstream.name, lastError);
+      report.dialFailed?.(upstream.name, lastError, Date.now() - began);
       if (!isFailoverable(lastError)) throw lastError;
     } finally {
       clearTimeout(attemptTimer);

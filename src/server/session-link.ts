@@ -5,8 +5,9 @@ import { closePlan, endReason } from '../machines/close-plan.js';
 import type { Report, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { WebSocketClientLeg } from './client-leg.js';
 import { keepAlive } from './keep-alive.js';
-import type { Caller, SessionMeter, SessionSummary } from './ports.js';
 import type { LiveLink } from './live-link.js';
+import { observedMeter } from './observed-meter.js';
+import type { Caller, ResponseDone, SessionMeter, SessionSummary } from './ports.js';
 import type { FrameTranslator } from './translators.js';
 import type { DialedUpstream, Upstream } from './upstream.js';
 import { WebSocketUpstreamLeg } from './upstream-leg.js';
@@ -22,14 +23,22 @@ export interface LinkTimings {
   connectQueueBytes: number;
 }
 
-/** Lifecycle facts for metrics and logs. Never called per frame. */
+/** Lifecycle facts for metrics, logs and traces. Never called per frame. */
 export interface SessionObserver {
   dialed?(link: LiveLink, upstream: string, ms: number): void;
-  /** One upstream failed before its first frame; the next one serving the model is tried, unless `error` forbids it. */
-  dialFailed?(link: LiveLink, upstream: string, error: RelayError): void;
+  /** One upstream failed before its first frame, `ms` after it was dialled; the next one serving the model is tried, unless `error` forbids it. */
+  dialFailed?(link: LiveLink, upstream: string, error: RelayError, ms: number): void;
   backpressure?(link: LiveLink): void;
   /** The session has ended: both sockets closed, its settlement written or in the backlog. */
   ended?(link: LiveLink, summary: SessionSummary): void;
+  /** A `response.create` was admitted: the client asked for a response. */
+  responseRequested?(link: LiveLink): void;
+  /** A response began upstream (`response.created`), asked for or started by the upstream itself. */
+  responseStarted?(link: LiveLink): void;
+  /** A `response.done` was charged (its cost), or its charge could not be written (the error). */
+  responseDone?(link: LiveLink, response: ResponseDone, charge: { costNano: bigint } | { error: RelayError }): void;
+  /** The settlement was written, or handed to the backlog, taking `ms`. */
+  settled?(link: LiveLink, ms: number): void;
 }
 
 export interface LinkOptions {
@@ -51,6 +60,7 @@ export interface LinkOptions {
  * the machine alone decides when it is over.
  */
 export class SessionLink implements SessionPorts, LiveLink {
+  /** How the client is connected (logs, metrics, traces, the ledger). */
   readonly transport = 'websocket' as const;
   readonly sessionId: string;
   readonly caller: Caller;
@@ -65,7 +75,7 @@ export class SessionLink implements SessionPorts, LiveLink {
     this.sessionId = options.sessionId;
     this.caller = options.caller;
     this.model = options.model;
-    this.bill = new SessionBill(options.meter);
+    this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     const onPause = () => observer?.backpressure?.(this);
     this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause });
     this.upstream = new WebSocketUpstreamLeg({
@@ -77,7 +87,7 @@ export class SessionLink implements SessionPorts, LiveLink {
       ...timings,
       dialReport: {
         dialed: (upstream, ms) => observer?.dialed?.(this, upstream, ms),
-        dialFailed: (upstream, error) => observer?.dialFailed?.(this, upstream, error),
+        dialFailed: (upstream, error, ms) => observer?.dialFailed?.(this, upstream, error, ms),
       },
       onConnected: (socket, toClient) => this.client.connect(socket, toClient),
       onPause,

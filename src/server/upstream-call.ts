@@ -79,7 +79,7 @@ export class UpstreamCall {
       } catch (error) {
         lastError = signal.aborted ? new RelayError('upstream_timeout') : asRelayError(error, 'upstream_error');
         if (signal.aborted) throw lastError;
-        report.dialFailed?.(upstream.name, lastError);
+        report.dialFailed?.(upstream.name, lastError, Date.now() - began);
         if (!isFailoverable(lastError)) throw lastError;
       }
     }

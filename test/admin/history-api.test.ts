@@ -89,6 +89,7 @@ describe.each(backends)('ended sessions and spend over the admin API ($name)', (
       key: { id: alpha.id, name: alpha.name },
       model: 'gpt-realtime',
       upstream: 'simulator',
+      transport: 'websocket',
       status: 'settled',
       end_reason: 'cancelled:operator',
       started_at: new Date(base + 4 * 60_000).toISOString(),

@@ -10,6 +10,19 @@ export const HAVE_CHROMIUM = existsSync(CHROMIUM);
 /** Headless, and quiet: this machine has no network, and Chromium's background fetches would only fail. */
 export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
+/**
+ * For pages that make WebRTC calls: a fake microphone granted without a
+ * prompt; loopback candidates (this machine may have no other interface); and
+ * real addresses instead of `.local` mDNS names, which werift would try to
+ * resolve, keeping its process alive for seconds after the call.
+ */
+export const WEBRTC_ARGS = [
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
 export interface OpenChromium {
   page: Page;
   context: BrowserContext;
@@ -17,13 +30,13 @@ export interface OpenChromium {
   close(): Promise<void>;
 }
 
-/** A headless Chromium with a fresh profile of its own and one page. */
-export async function openChromium(viewport?: { width: number; height: number }): Promise<OpenChromium> {
+/** A headless Chromium with a fresh profile of its own and one page; `extraArgs` e.g. WEBRTC_ARGS. */
+export async function openChromium(viewport?: { width: number; height: number }, extraArgs: readonly string[] = []): Promise<OpenChromium> {
   const profile = mkdtempSync(join(tmpdir(), 'relay-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
     ...(viewport ? { viewport } : {}),
     timeout: 20_000,
   });

@@ -33,6 +33,8 @@ export interface WebRtcCall {
   /** Resolves once the data channel has closed (the call ended). */
   waitForClose(timeoutMs?: number): Promise<void>;
   readonly channelState: string;
+  /** RTP packets received on the audio track so far. */
+  readonly audioPackets: number;
   close(): Promise<void>;
 }
 
@@ -72,13 +74,18 @@ export function postOffer(url: string, offerSdp: string, options: Pick<WebRtcCal
 
 /** Opens a call at `url` (e.g. `http://host:port/v1/realtime/calls?model=…`); throws CallRefused on a non-201. */
 export async function openWebRtcCall(url: string, options: WebRtcCallOptions = {}): Promise<WebRtcCall> {
-  const pc = new RTCPeerConnection({ iceAdditionalHostAddresses: ['127.0.0.1'], iceUseIpv6: false });
+  // One transport for audio and data: werift leaves a bundled-away transport's sockets open after close().
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceAdditionalHostAddresses: ['127.0.0.1'], iceUseIpv6: false });
   const events: ReceivedEvent[] = [];
   let channelClosed = false;
+  let audioPackets = 0;
   const arrivals = new Arrivals(() => (channelClosed ? 'the data channel closed' : null));
   let channel: RTCDataChannel;
   try {
-    pc.addTransceiver('audio', { direction: 'sendrecv' });
+    const audio = pc.addTransceiver('audio', { direction: 'sendrecv' });
+    audio.onTrack.subscribe((track) => {
+      track.onReceiveRtp.subscribe(() => audioPackets++);
+    });
     channel = pc.createDataChannel('oai-events');
     channel.onMessage.subscribe((data) => {
       const text = data.toString();
@@ -124,7 +131,12 @@ export async function openWebRtcCall(url: string, options: WebRtcCallOptions = {
       get channelState() {
         return channel.readyState;
       },
+      get audioPackets() {
+        return audioPackets;
+      },
+      /** As a browser's close(): the channel closes first (the far end hears it), then the connection. */
       async close() {
+        if (channel.readyState === 'open') channel.close();
         await pc.close();
       },
     };

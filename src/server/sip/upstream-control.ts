@@ -52,7 +52,7 @@ export class SipUpstreamCall extends UpstreamCall {
         this.upstream = this.ringingAt;
         this.upstreamCallId = this.ringingId;
       }
-      report.dialFailed?.(this.ringingAt.name, error as RelayError);
+      report.dialFailed?.(this.ringingAt.name, error as RelayError, Date.now() - began);
       throw error;
     }
     // Known once accepted: from here on the call is hung up whatever ends the session.
