@@ -345,7 +345,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   });
   // Offline, the built-in simulator announces the phone calls it places to this relay's own webhook.
   if (simulator && settings.openaiWebhookSecret) {
-    simulator.setSipWebhook({ url: `${relay.url().replace(/^ws/, 'http')}/v1/sip/webhook`, secret: settings.openaiWebhookSecret });
+    simulator.setCallWebhook({ url: `${relay.url().replace(/^ws/, 'http')}/v1/sip/webhook`, secret: settings.openaiWebhookSecret });
     log.info(`phone calls: POST ${simulator.url.replace(/^ws/, 'http')}/sim/sip/calls places a call at the built-in simulator, announced to /v1/sip/webhook`);
   }
   const usageDelivery = startUsageDeliveryFor(settings, ledger, metrics.usageEventHooks, log);

@@ -1,10 +1,10 @@
 /**
- * One WebRTC call: the werift peer, its `oai-events` data channel, the
- * sideband WebSockets that joined it, and the one session all of them share.
- * Every server event goes to the data channel and to every sideband socket;
- * client events from any of them act on the session. The call owns all of
- * these and releases them in end(), whoever ends it (hangup, the peer
- * leaving, a fault, the simulator closing).
+ * One call and everything it owns: for WebRTC the werift peer and its
+ * `oai-events` data channel (a phone call has no media), the sideband
+ * WebSockets that joined it, and the one session they all share. Every server
+ * event goes to the data channel and to every sideband socket; client events
+ * from any of them act on the session. end() releases it all, whoever ends the
+ * call (hangup, reject, refer, the peer leaving, a fault, the simulator closing).
  */
 import type { RTCDataChannel } from 'werift';
 import type { WebSocket } from 'ws';
@@ -12,19 +12,22 @@ import { SimulatedSession } from './session.js';
 import type { SessionOpening, SessionSettings, SessionSink } from './session.js';
 import type { Json } from './shapes.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
-import { OpusSilence } from './webrtc-peer.js';
+import { OpusSilence, closePeerConnection } from './webrtc-peer.js';
 import type { AnsweredPeer } from './webrtc-peer.js';
 
 const DATA_CHANNEL_LABEL = 'oai-events';
 
-/**
- * Closes the data channel first, so the browser hears the call end at once
- * (an SCTP stream reset), then the peer connection.
- */
+/** How a call ended, as the simulator's owner may ask afterwards. */
+export type CallEnding =
+  | { by: 'hangup' }
+  | { by: 'reject'; statusCode: number }
+  | { by: 'refer'; targetUri: string }
+  /** The peer left, a fault or the simulator closing ended it. */
+  | { by: 'other' };
+
 async function closePeer({ pc }: AnsweredPeer, channel: DataChannelSink | null): Promise<void> {
   try {
-    channel?.closeChannel();
-    await pc.close();
+    await closePeerConnection(pc, channel?.channel ?? null);
   } catch {
     // Already closed or failed: nothing is left to release.
   }
@@ -50,10 +53,6 @@ class DataChannelSink implements SessionSink {
 
   drop(): void {
     this.call.end(null, '');
-  }
-
-  closeChannel(): void {
-    if (this.channel.readyState === 'open') this.channel.close();
   }
 
   // A data channel cannot be left unread.
@@ -96,26 +95,57 @@ class CallSink implements SessionSink {
   }
 }
 
+export interface CallSetup {
+  id: string;
+  /** The answered WebRTC peer; null for a phone call, which has no media. */
+  peer: AnsweredPeer | null;
+  settings: SessionSettings;
+  opening: SessionOpening;
+  /** A WebRTC peer not connected by then ends the call: its client left after the answer. */
+  connectTimeoutMs: number;
+  /** Told once, however the call ends. */
+  onEnded(call: SimulatedCall): void;
+}
+
 export class SimulatedCall {
+  readonly id: string;
+  private readonly peer: AnsweredPeer | null;
+  private readonly onEnded: (call: SimulatedCall) => void;
+  /** The call's one timer of its own (the audio pump keeps its own). */
+  private connectTimer: NodeJS.Timeout | null = null;
   private readonly sink = new CallSink(this);
   private readonly session: SimulatedSession;
   private readonly audio: OpusSilence | null;
   private ended = false;
+  private ending: CallEnding = { by: 'other' };
+  /** A phone call rings until accepted; a WebRTC call is answered as it is created. */
+  private ringing: boolean;
   private peerClosed: Promise<void> = Promise.resolve();
 
-  constructor(
-    readonly id: string,
-    private readonly peer: AnsweredPeer | null,
-    settings: SessionSettings,
-    opening: SessionOpening,
-    private readonly onEnded: (call: SimulatedCall) => void,
-  ) {
+  constructor({ id, peer, settings, opening, connectTimeoutMs, onEnded }: CallSetup) {
+    this.id = id;
+    this.peer = peer;
+    this.onEnded = onEnded;
     this.audio = peer === null ? null : new OpusSilence(peer.audio);
+    this.ringing = peer === null;
     this.session = new SimulatedSession(this.sink, settings, opening, (active) => {
       if (active) this.audio?.start();
       else this.audio?.stop();
     });
-    if (peer !== null) this.watchPeer(peer);
+    if (peer !== null) {
+      this.connectTimer = setTimeout(this.callOnConnectTimeout, connectTimeoutMs);
+      this.watchPeer(peer);
+    }
+  }
+
+  private readonly callOnConnectTimeout = (): void => {
+    this.connectTimer = null;
+    this.end(1000, '');
+  };
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
   }
 
   /** Applies the session config the call was created with; returns why it cannot, or null. */
@@ -125,6 +155,27 @@ export class SimulatedCall {
 
   get isEnded(): boolean {
     return this.ended;
+  }
+
+  get isPhoneCall(): boolean {
+    return this.peer === null;
+  }
+
+  get isRinging(): boolean {
+    return this.ringing;
+  }
+
+  /** The session config a phone call was accepted with; null while it rings. */
+  acceptedWith: Json | null = null;
+
+  /** Answers a ringing phone call with a session config; returns why it cannot, or null. */
+  accept(update: Json): string | null {
+    const problem = this.session.configure(update);
+    if (problem === null) {
+      this.ringing = false;
+      this.acceptedWith = update;
+    }
+    return problem;
   }
 
   private watchPeer({ pc }: AnsweredPeer): void {
@@ -142,7 +193,8 @@ export class SimulatedCall {
       if (channel.readyState === 'open') this.session.greet(sink);
     });
     pc.connectionStateChange.subscribe((state) => {
-      if (state === 'closed' || state === 'failed') this.end(1000, '');
+      if (state === 'connected') this.clearConnectTimer();
+      else if (state === 'closed' || state === 'failed') this.end(1000, '');
     });
   }
 
@@ -178,6 +230,7 @@ export class SimulatedCall {
   end(code: number | null, reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.clearConnectTimer();
     this.session.dispose();
     this.audio?.stop();
     for (const socket of this.sink.sidebands.keys()) {
@@ -186,6 +239,17 @@ export class SimulatedCall {
     }
     if (this.peer !== null) this.peerClosed = closePeer(this.peer, this.sink.channel);
     this.onEnded(this);
+  }
+
+  /** Ends the call on request (hangup, reject, refer): every listener is closed with 1000. */
+  finish(ending: CallEnding): void {
+    if (this.ended) return;
+    this.ending = ending;
+    this.end(1000, '');
+  }
+
+  get endedBy(): CallEnding {
+    return this.ending;
   }
 
   /** Settles once an ended call's peer connection has released its sockets. */

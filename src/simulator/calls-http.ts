@@ -1,8 +1,9 @@
 /**
- * OpenAI's WebRTC call endpoints on the simulator: `POST /v1/realtime/calls`
- * (an SDP offer, plain or with a session config in a multipart form) and
- * `POST /v1/realtime/calls/{call_id}/hangup`, with the CORS a page on another
- * origin needs. Refusals use OpenAI's error envelope and leave nothing open.
+ * OpenAI's call endpoints on the simulator: `POST /v1/realtime/calls` (an SDP
+ * offer, plain or with a session config in a multipart form),
+ * `POST /v1/realtime/calls/{call_id}/hangup`, and for phone calls `/accept`,
+ * `/reject` and `/refer`, with the CORS a page on another origin needs.
+ * Refusals use OpenAI's error envelope and leave nothing open.
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -15,7 +16,8 @@ import type { Json } from './shapes.js';
 import { answerOffer, looksLikeSdpOffer } from './webrtc-peer.js';
 
 const CALLS_PATH = '/v1/realtime/calls';
-const HANGUP_PATH = /^\/v1\/realtime\/calls\/([^/]+)\/hangup$/;
+const CALL_ACTION_PATH = /^\/v1\/realtime\/calls\/([^/]+)\/(hangup|accept|reject|refer)$/;
+type CallAction = 'hangup' | 'accept' | 'reject' | 'refer';
 /** An SDP offer is a few kilobytes; anything far larger is not one. */
 const MAX_BODY_BYTES = 256 * 1024;
 const DEFAULT_MODEL = 'gpt-realtime';
@@ -38,6 +40,9 @@ export interface CallRoutesOptions {
   sessionSettings(): SessionSettings;
   /** False once the simulator is closing: a call answered meanwhile is ended at once. */
   accepting(): boolean;
+  /** Told once when a call ends, however it ends. */
+  callEnded(call: SimulatedCall): void;
+  connectTimeoutMs: number;
 }
 
 class RequestProblem extends Error {
@@ -70,6 +75,20 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+/** A JSON object body; an empty body reads as `{}`. */
+async function readJsonBody(req: IncomingMessage): Promise<Json> {
+  const raw = (await readBody(req)).toString('utf8');
+  if (raw.trim() === '') return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(raw);
+  } catch {
+    throw new RequestProblem(400, 'We could not parse the JSON body of your request.', null, 'invalid_json');
+  }
+  if (!isObject(body)) throw new RequestProblem(400, 'The request body must be a JSON object.', null, 'invalid_json');
+  return body;
 }
 
 interface CallRequest {
@@ -111,7 +130,7 @@ async function readCallRequest(req: IncomingMessage, contentType: string): Promi
   throw new RequestProblem(400, `Unsupported content type: '${mediaType}'. Send the SDP offer as application/sdp or multipart/form-data.`, null, 'unsupported_content_type');
 }
 
-export function createCallRoutes({ policy, calls, sessionSettings, accepting }: CallRoutesOptions): CallRoutes {
+export function createCallRoutes({ policy, calls, sessionSettings, accepting, callEnded, connectTimeoutMs }: CallRoutesOptions): CallRoutes {
   function authorize(req: IncomingMessage): RequestProblem | null {
     const refusal = refuseCredential(bearerToken(recordHandshake(req).headers), policy);
     if (refusal === null) return null;
@@ -139,8 +158,9 @@ export function createCallRoutes({ policy, calls, sessionSettings, accepting }: 
       await peer.pc.close().catch(() => {});
       throw new RequestProblem(503, 'The simulator is shutting down.');
     }
-    const id = `rtc_${randomBytes(12).toString('hex')}`;
-    const call = new SimulatedCall(id, peer, sessionSettings(), { sessionType: 'realtime', model, missingModel: false, betaRequested: false }, (ended) => calls.delete(ended.id));
+    const id = newCallId();
+    const opening = { sessionType: 'realtime' as const, model, missingModel: false, betaRequested: false };
+    const call = new SimulatedCall({ id, peer, settings: sessionSettings(), opening, connectTimeoutMs, onEnded: callEnded });
     const problem = call.configure({ ...session, model });
     if (problem !== null) {
       call.end(1000, '');
@@ -151,13 +171,45 @@ export function createCallRoutes({ policy, calls, sessionSettings, accepting }: 
     res.writeHead(201, { ...CORS_HEADERS, 'Content-Type': 'application/sdp', Location: `${CALLS_PATH}/${id}`, 'Content-Length': Buffer.byteLength(peer.answerSdp) }).end(peer.answerSdp);
   }
 
-  function hangup(req: IncomingMessage, res: ServerResponse, callId: string): void {
-    req.resume();
+  async function act(req: IncomingMessage, res: ServerResponse, callId: string, action: CallAction): Promise<void> {
     const denied = authorize(req);
-    if (denied !== null) return sendProblem(res, denied);
+    if (denied !== null) {
+      req.resume();
+      return sendProblem(res, denied);
+    }
+    const body = action === 'hangup' ? (req.resume(), {}) : await readJsonBody(req);
     const call = calls.get(callId);
-    if (call === undefined) return sendProblem(res, new RequestProblem(404, `Call '${callId}' not found.`, 'call_id', 'call_not_found'));
-    call.end(1000, '');
+    if (call === undefined) throw new RequestProblem(404, `Call '${callId}' not found.`, 'call_id', 'call_not_found');
+    switch (action) {
+      case 'hangup':
+        call.finish({ by: 'hangup' });
+        break;
+      case 'accept': {
+        if (!call.isRinging) throw new RequestProblem(400, `Call '${callId}' is not ringing: only an incoming phone call can be accepted, once.`, 'call_id', 'call_not_ringing');
+        if (body.type !== 'realtime') throw new RequestProblem(400, `Invalid value: '${String(body.type)}'. Supported values are: 'realtime'.`, 'type', 'invalid_value');
+        const problem = call.accept(body);
+        if (problem !== null) throw new RequestProblem(400, problem, null, 'unknown_parameter');
+        break;
+      }
+      case 'reject': {
+        if (!call.isRinging) throw new RequestProblem(400, `Call '${callId}' is not ringing: only an incoming phone call can be rejected.`, 'call_id', 'call_not_ringing');
+        const statusCode = body.status_code ?? 603;
+        if (typeof statusCode !== 'number' || !Number.isInteger(statusCode) || statusCode < 400 || statusCode > 699) {
+          throw new RequestProblem(400, 'Invalid value: status_code must be a SIP final status from 400 to 699.', 'status_code', 'invalid_value');
+        }
+        call.finish({ by: 'reject', statusCode });
+        break;
+      }
+      case 'refer': {
+        if (!call.isPhoneCall) throw new RequestProblem(400, `Call '${callId}' is not a phone call: only a SIP call can be referred.`, 'call_id', 'call_not_sip');
+        const target = body.target_uri;
+        if (typeof target !== 'string' || !/^(sip|sips|tel):\S+$/.test(target)) {
+          throw new RequestProblem(400, "Invalid value: target_uri must be a sip:, sips: or tel: URI.", 'target_uri', typeof target === 'string' ? 'invalid_value' : 'missing_required_parameter');
+        }
+        call.finish({ by: 'refer', targetUri: target });
+        break;
+      }
+    }
     res.writeHead(200, { ...CORS_HEADERS, 'Content-Length': 0 }).end();
   }
 
@@ -177,18 +229,15 @@ export function createCallRoutes({ policy, calls, sessionSettings, accepting }: 
     handle(req, res) {
       const url = new URL(req.url ?? '/', 'http://simulator');
       const path = url.pathname;
-      const hangupMatch = HANGUP_PATH.exec(path);
-      if (path !== CALLS_PATH && hangupMatch === null) return false;
+      const actionMatch = CALL_ACTION_PATH.exec(path);
+      if (path !== CALLS_PATH && actionMatch === null) return false;
       if (req.method === 'OPTIONS') {
         preflight(req, res);
         return true;
       }
       if (req.method !== 'POST') return false;
-      if (hangupMatch !== null) {
-        hangup(req, res, decodeURIComponent(hangupMatch[1]!));
-        return true;
-      }
-      createCall(req, res, url).catch((err: unknown) => {
+      const answering = actionMatch !== null ? act(req, res, decodeURIComponent(actionMatch[1]!), actionMatch[2] as CallAction) : createCall(req, res, url);
+      answering.catch((err: unknown) => {
         req.resume();
         if (res.headersSent) return;
         sendProblem(res, err instanceof RequestProblem ? err : new RequestProblem(500, 'The server had an error while processing your request.'));
@@ -198,7 +247,16 @@ export function createCallRoutes({ policy, calls, sessionSettings, accepting }: 
   };
 }
 
+export function newCallId(): string {
+  return `rtc_${randomBytes(12).toString('hex')}`;
+}
+
 /** OpenAI's 404 for a sideband upgrade naming a call that does not exist (or has ended). */
 export function unknownCallBody(callId: string): unknown {
   return openAIError(`Call '${callId}' not found.`, 'invalid_request_error', 'call_not_found');
+}
+
+/** The refusal of a sideband upgrade to a phone call nobody has accepted yet. */
+export function ringingCallBody(callId: string): unknown {
+  return openAIError(`Call '${callId}' has not been accepted: accept it before joining its session.`, 'invalid_request_error', 'call_not_accepted');
 }

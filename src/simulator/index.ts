@@ -5,17 +5,19 @@ export type { RealtimeUsage, TranscriptionUsage, UsageInputs } from './usage.js'
 export { FUNCTION_CALL_ARGUMENTS } from './response.js';
 export { SUPPORTED_EVENTS } from './session.js';
 export type {
+  CallEnding,
   FaultSpec,
   FaultTiming,
   HandshakeFault,
   HandshakeRecord,
-  PlaceCallRequest,
+  IncomingCallOptions,
   PlacedCall,
   SipCallState,
-  SipWebhookTarget,
   SessionFault,
   Simulator,
   SimulatorOptions,
   SimulatorTap,
+  SipHeader,
   TimedSessionFault,
+  WebhookDelivery,
 } from './types.js';

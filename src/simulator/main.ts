@@ -10,7 +10,7 @@ const simulator = await startSimulator({
   port: process.env.SIM_PORT ? Number(process.env.SIM_PORT) : 0,
   apiKey: process.env.SIM_API_KEY || undefined,
   azure: process.env.SIM_AZURE === '1',
-  sipWebhook: process.env.SIM_SIP_WEBHOOK_URL ? { url: process.env.SIM_SIP_WEBHOOK_URL, secret: process.env.SIM_SIP_WEBHOOK_SECRET ?? '' } : undefined,
+  callWebhook: process.env.SIM_SIP_WEBHOOK_URL ? { url: process.env.SIM_SIP_WEBHOOK_URL, secret: process.env.SIM_SIP_WEBHOOK_SECRET ?? '' } : undefined,
 });
 process.stdout.write(`${simulator.url}\n`);
 

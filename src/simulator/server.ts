@@ -11,12 +11,13 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import type { SimulatedCall } from './call.js';
-import { createCallRoutes, unknownCallBody } from './calls-http.js';
+import type { CallEnding } from './call.js';
+import { createCallRoutes, ringingCallBody, unknownCallBody } from './calls-http.js';
 import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
 import { SimulatedSession, faultProblem } from './session.js';
-import { SipSwitch } from './sip.js';
 import type { SessionSettings } from './session.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
+import { PhoneLine } from './sip.js';
 import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
 
 /**
@@ -57,6 +58,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const chunkIntervalMs = countOption('chunkIntervalMs', opts.chunkIntervalMs, 20, 0);
   const textDeltas = countOption('textDeltas', opts.textDeltas, 4, 0);
   const audioChunks = countOption('audioChunks', opts.audioChunks, 5, 0);
+  const connectTimeoutMs = countOption('callConnectTimeoutMs', opts.callConnectTimeoutMs, 15_000, 1);
   const defaultFault = opts.fault;
   if (defaultFault !== undefined) {
     if (isHandshakeFault(defaultFault)) checkHandshakeFault(defaultFault);
@@ -69,6 +71,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sockets = new Set<Duplex>();
   const sessions = new Set<SimulatedSession>();
   const calls = new Map<string, SimulatedCall>();
+  const endings = new Map<string, CallEnding>();
   const held: Array<(fault: HandshakeFault | undefined) => void> = [];
   let connections = 0;
   let responseSeq = 0;
@@ -77,8 +80,19 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   let sessionSeq = 0;
   const sessionSettings = (): SessionSettings => ({ number: ++sessionSeq, audioChunkBytes, chunkIntervalMs, textDeltas, audioChunks, nextResponseId, tap: opts.tap });
   let closing: Promise<void> | undefined;
-  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined });
-  const sip = policy.azure ? null : new SipSwitch({ policy, calls, sessionSettings, webhook: opts.sipWebhook });
+  function callEnded(call: SimulatedCall): void {
+    calls.delete(call.id);
+    endings.set(call.id, call.endedBy);
+  }
+  const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined, callEnded, connectTimeoutMs });
+
+  const phoneLine = policy.azure
+    ? null
+    : new PhoneLine({ calls, sessionSettings, connectTimeoutMs, onEnded: callEnded, isClosing: () => closing !== undefined, webhook: opts.callWebhook });
+  function phone(): PhoneLine {
+    if (!phoneLine) throw new Error('simulator: an Azure simulator takes no phone calls');
+    return phoneLine;
+  }
 
   function takeHandshakeFault(): HandshakeFault | undefined {
     const head = handshakeFaults[0];
@@ -106,8 +120,8 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   });
 
   function serverOnRequest(req: IncomingMessage, res: ServerResponse): void {
-    if (sip?.handle(req, res)) return;
     if (callRoutes?.handle(req, res)) return;
+    if (phoneLine?.handle(req, res)) return;
     const body = JSON.stringify({ error: { message: `Invalid URL (${req.method ?? 'GET'} ${req.url ?? '/'})`, type: 'invalid_request_error', param: null, code: null } });
     res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
   }
@@ -167,8 +181,13 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
 
   /** A sideband socket: it joins the call's session instead of opening one. */
   function joinCall(req: IncomingMessage, socket: Duplex, head: Buffer, callId: string): void {
-    if (calls.get(callId) === undefined) {
+    const ringing = calls.get(callId);
+    if (ringing === undefined) {
       writeRefusal(socket, 404, unknownCallBody(callId));
+      return;
+    }
+    if (ringing.isRinging) {
+      writeRefusal(socket, 400, ringingCallBody(callId));
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
@@ -229,31 +248,18 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     get activeCalls() {
       return calls.size;
     },
-    setSipWebhook(target) {
-      if (!sip) throw new Error('simulator: an Azure simulator takes no phone calls');
-      sip.setWebhook(target);
-    },
-    placeCall(request) {
-      if (!sip) throw new Error('simulator: an Azure simulator takes no phone calls');
-      return sip.place(request);
-    },
-    redeliverCall(callId) {
-      if (!sip) throw new Error('simulator: an Azure simulator takes no phone calls');
-      return sip.redeliver(callId);
-    },
-    sipCall(callId) {
-      return sip?.state(callId);
-    },
-    hangUpCall(callId) {
-      return sip?.hangUp(callId) ?? false;
-    },
-    dropCallSidebands(callId) {
-      return sip?.dropSidebands(callId) ?? 0;
+    placeSipCall: (options) => phone().place(options),
+    setCallWebhook: (target) => phone().setWebhook(target),
+    redeliverCall: (callId) => phone().redeliver(callId),
+    sipCall: (callId) => phoneLine?.state(callId),
+    hangUpCall: (callId) => phoneLine?.hangUp(callId) ?? false,
+    dropCallSidebands: (callId) => phoneLine?.dropSidebands(callId) ?? 0,
+    callEnding(callId: string): CallEnding | undefined {
+      return endings.get(callId);
     },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         for (const session of sessions) session.dispose();
-        sip?.close();
         const ending = [...calls.values()];
         for (const call of ending) call.end(1001, '');
         const peersClosed = Promise.all(ending.map((call) => call.closed));

@@ -1,7 +1,8 @@
 /** Options and fault shapes of the upstream simulator. */
-import type { PlaceCallRequest, PlacedCall, SipCallState, SipWebhookTarget } from './sip.js';
+import type { CallEnding } from './call.js';
+import type { SipHeader, WebhookDelivery } from './incoming-call.js';
 
-export type { PlaceCallRequest, PlacedCall, SipCallState, SipWebhookTarget } from './sip.js';
+export type { CallEnding, SipHeader, WebhookDelivery };
 
 export interface SimulatorOptions {
   /** Default 127.0.0.1. */
@@ -33,8 +34,45 @@ export interface SimulatorOptions {
   fault?: FaultSpec;
   /** Frame-level hooks for tests and benchmarks; unset costs nothing. */
   tap?: SimulatorTap;
-  /** Where a placed phone call's `realtime.call.incoming` webhook goes, and its signing secret. */
-  sipWebhook?: SipWebhookTarget;
+  /** A WebRTC call whose peer has not connected this long after the answer ends. Default 15000. */
+  callConnectTimeoutMs?: number;
+  /** Where `placeSipCall()` announces an incoming phone call (`realtime.call.incoming`), signed with `secret` (`whsec_…`). */
+  callWebhook?: { url: string; secret: string };
+}
+
+export interface IncomingCallOptions {
+  /** The SIP From header. Default a fixed caller. */
+  from?: string;
+  /** The SIP To header, or just the called number (dialled at sip.api.openai.com). Default a fixed number. */
+  to?: string;
+  /** More headers, sent after From, To and Call-ID (untrusted caller metadata, as at OpenAI). */
+  sipHeaders?: SipHeader[];
+  /** Once accepted and joined by a sideband, the caller starts one response per turn, each after the last is done; `usage` is what its `response.done` reports. */
+  turns?: Array<{ usage?: unknown }>;
+  /** The caller hangs up after its last turn. */
+  hangUpAfterTurns?: boolean;
+  /** Where this call is announced, instead of `callWebhook`. */
+  webhook?: { url: string; secret: string };
+}
+
+export interface PlacedCall {
+  callId: string;
+  /** The webhook's id: a redelivery reuses it. */
+  webhookId: string;
+  /** The webhook's one delivery attempt; null without `callWebhook`. */
+  webhook: WebhookDelivery | null;
+}
+
+/** A placed phone call, as a test asks after it. */
+export interface SipCallState {
+  callId: string;
+  state: 'ringing' | 'accepted' | 'rejected' | 'referred' | 'ended';
+  rejectStatus: number | null;
+  referTarget: string | null;
+  /** The session config it was accepted with; null while it rings. */
+  session: unknown;
+  turnsDone: number;
+  webhookDeliveries: number;
 }
 
 /** Sees frames as they cross the wire; called once per frame. */
@@ -108,20 +146,26 @@ export interface Simulator {
   readonly handshakes: Array<HandshakeRecord>;
   /** Server-side TCP sockets currently open (upgraded, hanging or plain HTTP). */
   readonly socketCount: number;
-  /** WebRTC calls answered and not yet ended. */
+  /** Calls (WebRTC or phone) answered or ringing and not yet ended. */
   readonly activeCalls: number;
+  /**
+   * An incoming phone call: it rings (no media) until `POST /v1/realtime/calls/{id}/accept`
+   * or `/reject`; once accepted its session is driven over the sideband. Resolves after
+   * the `realtime.call.incoming` webhook was posted, when one is configured.
+   */
+  placeSipCall(options?: IncomingCallOptions): Promise<PlacedCall>;
   /** Sets where placed phone calls are announced. */
-  setSipWebhook(target: SipWebhookTarget): void;
-  /** Rings a phone call and announces it with a signed webhook; resolves once the receiver answered. */
-  placeCall(request?: PlaceCallRequest): Promise<PlacedCall>;
-  /** Sends a call's webhook again under its first webhook id. */
+  setCallWebhook(target: { url: string; secret: string }): void;
+  /** Sends a placed call's webhook again under its first webhook id. */
   redeliverCall(callId: string): Promise<PlacedCall>;
-  /** A placed call's state (ringing, accepted, rejected with a status, referred, ended). */
+  /** A placed phone call's state, turns and deliveries. */
   sipCall(callId: string): SipCallState | undefined;
-  /** The caller hangs up an accepted call. */
+  /** The caller hangs up an accepted phone call. */
   hangUpCall(callId: string): boolean;
-  /** Cuts an accepted call's sideband sockets without a close frame; the call goes on. */
+  /** Cuts an accepted phone call's sideband sockets without a close frame; the call goes on. */
   dropCallSidebands(callId: string): number;
+  /** How an ended call ended (hangup, reject with its status, refer with its target, or other). */
+  callEnding(callId: string): CallEnding | undefined;
   /** Answers every held handshake: normally, or with `fault`. */
   releaseHeld(fault?: Exclude<HandshakeFault, { kind: 'hold' }>): number;
   /** Strikes `fault` on every live session at once (for tests whose client is already gone). */

@@ -5,7 +5,7 @@
  * a response plays.
  */
 import { RTCPeerConnection, RtpHeader, RtpPacket } from 'werift';
-import type { RTCRtpTransceiver } from 'werift';
+import type { RTCDataChannel, RTCRtpTransceiver } from 'werift';
 
 /** 20 ms of Opus silence (one SILK frame), the smallest packet a browser plays. */
 const OPUS_SILENCE = Buffer.from([0xf8, 0xff, 0xfe]);
@@ -52,6 +52,33 @@ export async function answerOffer(offerSdp: string): Promise<AnsweredPeer> {
     await pc.close().catch(() => {});
     throw err;
   }
+}
+
+/** How long a closing data channel may wait for the far end's acknowledgement. */
+const CHANNEL_CLOSE_BOUND_MS = 1_000;
+
+/**
+ * Closes a peer so that the far end hears it: werift's close() ends DTLS
+ * before SCTP and so tells the far end nothing, but a data channel's close
+ * (an SCTP stream reset) does, once acknowledged. The wait is bounded, for a
+ * far end that is already gone.
+ */
+export async function closePeerConnection(pc: RTCPeerConnection, channel: RTCDataChannel | null): Promise<void> {
+  if (channel !== null && channel.readyState === 'open') {
+    await new Promise<void>((resolve) => {
+      const bound = setTimeout(done, CHANNEL_CLOSE_BOUND_MS);
+      const { unSubscribe } = channel.stateChanged.subscribe((state) => {
+        if (state === 'closed') done();
+      });
+      function done(): void {
+        clearTimeout(bound);
+        unSubscribe();
+        resolve();
+      }
+      channel.close();
+    });
+  }
+  await pc.close();
 }
 
 /** Sends Opus silence frames every 20 ms between start() and stop(); the one timer of a call's audio. */

@@ -6,6 +6,7 @@
  */
 import { RTCPeerConnection } from 'werift';
 import type { RTCDataChannel } from 'werift';
+import { closePeerConnection } from '../../src/simulator/webrtc-peer.js';
 import type { ReceivedEvent } from './client.js';
 import { Arrivals } from './wait.js';
 
@@ -134,10 +135,9 @@ export async function openWebRtcCall(url: string, options: WebRtcCallOptions = {
       get audioPackets() {
         return audioPackets;
       },
-      /** As a browser's close(): the channel closes first (the far end hears it), then the connection. */
+      /** Ends the call as a browser's close() does: the far end hears it. */
       async close() {
-        if (channel.readyState === 'open') channel.close();
-        await pc.close();
+        await closePeerConnection(pc, channel);
       },
     };
   } catch (err) {

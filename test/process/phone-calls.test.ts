@@ -49,7 +49,7 @@ describe('phone calls with the relay as a process (built-in simulator, SQLite)',
     const placeUrl = /POST (\S+)/.exec(line.msg!)![1]!;
     const placed = await fetch(placeUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to: '+15550100000', turns: [{ usage: TURN }], hangUpAfterTurns: true }) });
     expect(placed.status).toBe(200);
-    expect(await placed.json()).toMatchObject({ webhookStatus: 200 });
+    expect(await placed.json()).toMatchObject({ webhook: { status: 200 } });
     await relay.waitForLog((l) => l.event === 'session.end' || (typeof l.msg === 'string' && l.msg.includes('session ended')), 'the call session ending', 15_000);
     const ledgerFile = sqliteLedgerFile(dir.path);
     await expect

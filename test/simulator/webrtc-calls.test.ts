@@ -4,7 +4,8 @@ import { simulatedUsage, startSimulator } from '../../src/simulator/index.js';
 import type { Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
 import { eventually } from '../helpers/wait.js';
-import { CallRefused, openWebRtcCall } from '../helpers/webrtc-client.js';
+import { RTCPeerConnection } from 'werift';
+import { CallRefused, openWebRtcCall, postOffer } from '../helpers/webrtc-client.js';
 import type { WebRtcCall } from '../helpers/webrtc-client.js';
 
 /*
@@ -177,6 +178,24 @@ describe('the end of a call', () => {
     await c.close();
     expect((await side.closedWith()).code).toBe(1000);
     await eventually('the call to end', () => s.activeCalls === 0);
+  });
+
+  it('a call whose client leaves between offer and connection ends once the connect deadline passes', async () => {
+    sim = await startSimulator({ apiKey: KEY, callConnectTimeoutMs: 500 });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceAdditionalHostAddresses: ['127.0.0.1'], iceUseIpv6: false });
+    pc.addTransceiver('audio', { direction: 'sendrecv' });
+    pc.createDataChannel('oai-events');
+    await pc.setLocalDescription(await pc.createOffer());
+    await eventually('ICE gathering', () => pc.iceGatheringState === 'complete');
+    const res = await postOffer(callsUrl(sim), pc.localDescription!.sdp, { key: KEY });
+    await pc.close();
+    expect(res.status).toBe(201);
+    const callId = res.headers.get('location')!.split('/').at(-1)!;
+    const side = sideband(sim, callId);
+    await side.next('session.created');
+    expect(sim.activeCalls).toBe(1);
+    expect((await side.closedWith(3_000)).code).toBe(1000);
+    expect(sim.activeCalls).toBe(0);
   });
 
   it('hangup needs the key and a known call, answered in the error envelope', async () => {

@@ -62,7 +62,7 @@ describe('phone calls (SIP) through the relay', () => {
 
   beforeAll(async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, settings: { openaiWebhookSecret: OPENAI_SECRET, sipTenantTimeoutMs: 5_000 } });
-    stack.sim.setSipWebhook({ url: webhookUrl(), secret: OPENAI_SECRET });
+    stack.sim.setCallWebhook({ url: webhookUrl(), secret: OPENAI_SECRET });
   });
   afterEach(async () => {
     await stack.idle();
@@ -76,9 +76,9 @@ describe('phone calls (SIP) through the relay', () => {
     const bob = await tenant();
     await stack.ledger.addRoute({ match: { kind: 'number', number: alice.number }, key: alice.record.id, session: { model: 'gpt-realtime', instructions: 'Front desk' } });
     await stack.ledger.addRoute({ match: { kind: 'header', name: 'X-Tenant', value: 'bob' }, key: bob.record.name, session: { model: 'gpt-realtime' } });
-    const toAlice = await stack.sim.placeCall({ to: alice.number, turns: [{ usage: TURN_A }, { usage: TURN_B }], hangUpAfterTurns: true });
-    const toBob = await stack.sim.placeCall({ to: '+15550000000', headers: [{ name: 'X-Tenant', value: 'bob' }], turns: [{ usage: TURN_B }], hangUpAfterTurns: true });
-    expect([toAlice.webhookStatus, toBob.webhookStatus]).toEqual([200, 200]);
+    const toAlice = await stack.sim.placeSipCall({ to: alice.number, turns: [{ usage: TURN_A }, { usage: TURN_B }], hangUpAfterTurns: true });
+    const toBob = await stack.sim.placeSipCall({ to: '+15550000000', sipHeaders: [{ name: 'X-Tenant', value: 'bob' }], turns: [{ usage: TURN_B }], hangUpAfterTurns: true });
+    expect([toAlice.webhook, toBob.webhook]).toEqual([{ status: 200 }, { status: 200 }]);
     await expect.poll(() => [sipState(toAlice.callId).state, sipState(toBob.callId).state], { timeout: 10_000 }).toEqual(['ended', 'ended']);
     expect(sipState(toAlice.callId).session).toMatchObject({ model: 'gpt-realtime', instructions: 'Front desk' });
     await stack.idle();
@@ -104,9 +104,9 @@ describe('phone calls (SIP) through the relay', () => {
     await stack.ledger.addRoute({ match: { kind: 'number', number: disabled.number }, key: disabled.record.id, session: { model: 'gpt-realtime' } });
     await stack.ledger.addRoute({ match: { kind: 'number', number: brokeNumber }, key: broke.record.id, session: { model: 'gpt-realtime' } });
     const before = sipSessions().length;
-    const unrouted = await stack.sim.placeCall({ to: freshNumber(), turns: [{ usage: TURN_A }] });
-    const toDisabled = await stack.sim.placeCall({ to: disabled.number, turns: [{ usage: TURN_A }] });
-    const toBroke = await stack.sim.placeCall({ to: brokeNumber, turns: [{ usage: TURN_A }] });
+    const unrouted = await stack.sim.placeSipCall({ to: freshNumber(), turns: [{ usage: TURN_A }] });
+    const toDisabled = await stack.sim.placeSipCall({ to: disabled.number, turns: [{ usage: TURN_A }] });
+    const toBroke = await stack.sim.placeSipCall({ to: brokeNumber, turns: [{ usage: TURN_A }] });
     await expect.poll(() => [unrouted, toDisabled, toBroke].map((call) => [sipState(call.callId).state, sipState(call.callId).rejectStatus])).toEqual([
       ['rejected', 404],
       ['rejected', 480],
@@ -141,10 +141,10 @@ describe('phone calls (SIP) through the relay', () => {
     expect(sipSessions().length).toBe(sessionsBefore);
     expect(await (await fetch(`${stack.httpUrl}/metrics`)).text()).toMatch(/relay_sip_webhooks_refused_total\{verdict="invalid_signature"\} 3/);
 
-    const placed = await stack.sim.placeCall({ to: carol.number, turns: [{ usage: TURN_A }] });
+    const placed = await stack.sim.placeSipCall({ to: carol.number, turns: [{ usage: TURN_A }] });
     await expect.poll(() => sipState(placed.callId).turnsDone).toBe(1);
     const replay = await stack.sim.redeliverCall(placed.callId);
-    expect(replay).toEqual({ callId: placed.callId, webhookId: placed.webhookId, webhookStatus: 200 });
+    expect(replay).toEqual({ callId: placed.callId, webhookId: placed.webhookId, webhook: { status: 200 } });
     expect(stack.logs.some((line) => line.event === 'sip.webhook' && line.verdict === 'replayed')).toBe(true);
     expect(sipSessions().filter((s) => s.key_id === carol.record.id)).toHaveLength(1);
     stack.sim.hangUpCall(placed.callId);
@@ -159,7 +159,7 @@ describe('phone calls (SIP) through the relay', () => {
       const dave = await tenant();
       const eve = await tenant();
       await stack.ledger.addRoute({ match: { kind: 'number', number: dave.number }, key: dave.record.id, session: { model: 'gpt-realtime' }, webhookUrl: receiver.url, webhookSecret: TENANT_SECRET });
-      const placed = await stack.sim.placeCall({ to: dave.number });
+      const placed = await stack.sim.placeSipCall({ to: dave.number });
       await expect.poll(() => receiver.events.length).toBe(1);
       const relayCallId = receiver.events[0]!.callId;
       expect(relayCallId).toMatch(/^rtc_[0-9a-f]{32}$/);
@@ -212,8 +212,8 @@ describe('phone calls (SIP) through the relay', () => {
     try {
       const frank = await tenant();
       await stack.ledger.addRoute({ match: { kind: 'number', number: frank.number }, key: frank.record.id, session: { model: 'gpt-realtime' }, webhookUrl: receiver.url, webhookSecret: TENANT_SECRET });
-      const first = await stack.sim.placeCall({ to: frank.number });
-      const second = await stack.sim.placeCall({ to: frank.number });
+      const first = await stack.sim.placeSipCall({ to: frank.number });
+      const second = await stack.sim.placeSipCall({ to: frank.number });
       await expect.poll(() => receiver.events.length).toBe(2);
       const [a, b] = receiver.events.map((e) => e.callId);
       expect((await control(a!, 'reject', frank.key, { status_code: 603 })).status).toBe(200);
@@ -224,7 +224,7 @@ describe('phone calls (SIP) through the relay', () => {
 
       const grace = await tenant();
       await stack.ledger.addRoute({ match: { kind: 'number', number: grace.number }, key: grace.record.id, session: { model: 'gpt-realtime' }, webhookUrl: receiver.url, webhookSecret: WRONG_SECRET });
-      const third = await stack.sim.placeCall({ to: grace.number });
+      const third = await stack.sim.placeSipCall({ to: grace.number });
       await expect.poll(() => [sipState(third.callId).state, sipState(third.callId).rejectStatus]).toEqual(['rejected', 480]);
       expect(receiver.refused).toBe(1);
       expect((await stack.view.book(frank.record.id)).sessions).toEqual([]);
@@ -239,7 +239,7 @@ describe('phone calls (SIP) through the relay', () => {
     const { record } = await stack.createKey({ balanceNano: cost - 1n });
     const number = freshNumber();
     await stack.ledger.addRoute({ match: { kind: 'number', number }, key: record.id, session: { model: 'gpt-realtime' } });
-    const placed = await stack.sim.placeCall({ to: number, turns: [{ usage: TURN_A }, { usage: TURN_A }, { usage: TURN_A }] });
+    const placed = await stack.sim.placeSipCall({ to: number, turns: [{ usage: TURN_A }, { usage: TURN_A }, { usage: TURN_A }] });
     await expect.poll(() => sipState(placed.callId).state).toBe('ended');
     await stack.idle();
     const book = await stack.view.book(record.id);
@@ -258,7 +258,7 @@ describe('phone calls (SIP) through the relay', () => {
       const t = await tenant();
       await stack.ledger.addRoute({ match: { kind: 'number', number: t.number }, key: t.record.id, session: { model: 'gpt-realtime' } });
       stack.sim.queueHandshakeFault({ kind: 'refuse', status: 500 });
-      const placed = await stack.sim.placeCall({ to: t.number, turns: [{ usage: TURN_A }] });
+      const placed = await stack.sim.placeSipCall({ to: t.number, turns: [{ usage: TURN_A }] });
       await expect.poll(async () => (await stack.view.book(t.record.id)).settlements.length).toBe(1);
       await stack.idle();
       const book = await stack.view.book(t.record.id);
@@ -272,7 +272,7 @@ describe('phone calls (SIP) through the relay', () => {
     it('a sideband dropped mid-call', async () => {
       const t = await tenant();
       await stack.ledger.addRoute({ match: { kind: 'number', number: t.number }, key: t.record.id, session: { model: 'gpt-realtime' } });
-      const placed = await stack.sim.placeCall({ to: t.number, turns: [{ usage: TURN_A }] });
+      const placed = await stack.sim.placeSipCall({ to: t.number, turns: [{ usage: TURN_A }] });
       await expect.poll(() => sipState(placed.callId).turnsDone).toBe(1);
       await expect.poll(async () => (await stack.view.book(t.record.id)).charges.length).toBe(1);
       expect(stack.sim.dropCallSidebands(placed.callId)).toBe(1);
@@ -286,7 +286,7 @@ describe('phone calls (SIP) through the relay', () => {
     it('the caller hanging up', async () => {
       const t = await tenant();
       await stack.ledger.addRoute({ match: { kind: 'number', number: t.number }, key: t.record.id, session: { model: 'gpt-realtime' } });
-      const placed = await stack.sim.placeCall({ to: t.number, turns: [{ usage: TURN_B }] });
+      const placed = await stack.sim.placeSipCall({ to: t.number, turns: [{ usage: TURN_B }] });
       await expect.poll(() => sipState(placed.callId).turnsDone).toBe(1);
       expect(stack.sim.hangUpCall(placed.callId)).toBe(true);
       await expect.poll(async () => (await stack.view.book(t.record.id)).settlements.length).toBe(1);

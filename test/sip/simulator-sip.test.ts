@@ -27,7 +27,7 @@ describe('the simulator places phone calls', () => {
       });
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-    sim = await startSimulator({ apiKey: 'sk-sim', chunkIntervalMs: 0, sipWebhook: { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, secret: SECRET } });
+    sim = await startSimulator({ apiKey: 'sk-sim', chunkIntervalMs: 0, callWebhook: { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, secret: SECRET } });
   });
   afterAll(async () => {
     await sim?.close();
@@ -35,8 +35,8 @@ describe('the simulator places phone calls', () => {
   });
 
   it('announces a call with a webhook OpenAI would sign, then serves accept and runs its turns for a sideband', async () => {
-    const placed = await sim.placeCall({ to: '+15550123456', headers: [{ name: 'X-Tenant', value: 'acme' }], turns: [{ usage: TURN }], hangUpAfterTurns: true });
-    expect(placed).toMatchObject({ callId: expect.stringMatching(/^rtc_/), webhookId: expect.stringMatching(/^wh_/), webhookStatus: 204 });
+    const placed = await sim.placeSipCall({ to: '+15550123456', sipHeaders: [{ name: 'X-Tenant', value: 'acme' }], turns: [{ usage: TURN }], hangUpAfterTurns: true });
+    expect(placed).toMatchObject({ callId: expect.stringMatching(/^rtc_/), webhookId: expect.stringMatching(/^wh_/), webhook: { status: 204 } });
     const delivery = received.at(-1)!;
     const event = new Webhook(SECRET).verify(delivery.body, delivery.headers) as { type: string; data: { call_id: string; sip_headers: Array<{ name: string; value: string }> } };
     expect(event.type).toBe('realtime.call.incoming');
@@ -62,8 +62,8 @@ describe('the simulator places phone calls', () => {
   });
 
   it('serves reject and refer for a ringing call, and answers bad ones in OpenAI\'s envelope', async () => {
-    const first = await sim.placeCall({});
-    const second = await sim.placeCall({});
+    const first = await sim.placeSipCall({});
+    const second = await sim.placeSipCall({});
     const bad = await control(first.callId, 'reject', { status_code: 200 });
     expect(bad.status).toBe(400);
     expect(await bad.json()).toEqual({ error: expect.objectContaining({ type: 'invalid_request_error', code: 'invalid_value' }) });
