@@ -579,7 +579,7 @@ class PostgresLedger implements Ledger {
   }
 
   async listRoutes(): Promise<SipRoute[]> {
-    const { rows } = await this.query<RouteRow>('SELECT * FROM sip_routes ORDER BY created_at, id');
+    const { rows } = await this.query<RouteRow>('SELECT * FROM sip_routes ORDER BY seq');
     return rows.map(toSipRoute);
   }
 

@@ -601,7 +601,7 @@ class SqliteLedger implements Ledger {
   }
 
   async listRoutes(): Promise<SipRoute[]> {
-    return this.read(() => this.db.prepare('SELECT * FROM sip_routes ORDER BY created_at, id').all() as RouteRow[]).map(toSipRoute);
+    return this.read(() => this.db.prepare('SELECT * FROM sip_routes ORDER BY rowid').all() as RouteRow[]).map(toSipRoute);
   }
 
   async removeRoute(id: string): Promise<boolean> {

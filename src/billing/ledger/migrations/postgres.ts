@@ -349,6 +349,8 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
 
       CREATE TABLE sip_routes (
         id TEXT PRIMARY KEY,
+        -- The order routes were added in: header routes match oldest first.
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
         match_kind TEXT NOT NULL CHECK (match_kind IN ('number', 'header')),
         header_name TEXT NOT NULL,
         match_value TEXT NOT NULL,
