@@ -121,6 +121,21 @@ describe('phone calls (SIP) through the relay', () => {
     expect(metrics).toMatch(/relay_sip_calls_total\{outcome="refused"\} [2-9]/);
   });
 
+  it('rejects a call as busy while its key is at its concurrent-session limit', async () => {
+    const { record } = await stack.createKey({ maxSessions: 1 });
+    const number = freshNumber();
+    await stack.ledger.addRoute({ match: { kind: 'number', number }, key: record.id, session: { model: 'gpt-realtime' } });
+    const first = await stack.sim.placeSipCall({ to: number, turns: [{ usage: TURN_A }] });
+    await expect.poll(() => sipState(first.callId).turnsDone).toBe(1);
+    const second = await stack.sim.placeSipCall({ to: number, turns: [{ usage: TURN_A }] });
+    await expect.poll(() => [sipState(second.callId).state, sipState(second.callId).rejectStatus]).toEqual(['rejected', 486]);
+    expect(stack.sim.hangUpCall(first.callId)).toBe(true);
+    await stack.idle();
+    const book = await stack.view.book(record.id);
+    expect(book.sessions).toHaveLength(1);
+    expect(book.settlements).toEqual([expect.objectContaining({ totalNano: realtimeInvoice('gpt-realtime', TURN_A), chargeCount: 1 })]);
+  });
+
   it('refuses a webhook signed with another secret, with an altered body or a stale timestamp, and ignores a replay', async () => {
     const carol = await tenant();
     await stack.ledger.addRoute({ match: { kind: 'number', number: carol.number }, key: carol.record.id, session: { model: 'gpt-realtime' } });
