@@ -18,6 +18,7 @@ import type { Admission, Gatekeeper, SessionMeter } from './ports.js';
 import type { SessionPorts } from '../machines/session.js';
 import { SessionRegistry } from './registry.js';
 import { joinSideband } from './sip/call-join.js';
+import { bearer } from './sip/http.js';
 import { phoneCalls, type PhoneCallsOptions } from './sip/phone-calls.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -141,7 +142,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const callId = c.req.query('call_id');
     if (callId === undefined) return next();
     if ((c.req.header('upgrade') ?? '').toLowerCase() !== 'websocket') return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
-    const key = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization')?.trim() ?? '')?.[1]?.trim() ?? c.req.header('api-key');
+    const key = bearer(c.req.header('authorization')) ?? c.req.header('api-key');
     if (!key) return c.json(errorBody('missing_api_key'), 401);
     const caller = options.gatekeeper.identify ? await options.gatekeeper.identify(key).catch(() => undefined) : undefined;
     if (caller === undefined) return c.json(errorBody('billing_unavailable'), 503);
