@@ -7,11 +7,11 @@
  * only ever answer an HTTP request. The README's "Errors and close codes"
  * section is generated from this table (`npm run readme`).
  *
- * A missed pong has no code of its own. The peer that missed it is terminated,
- * so the session ends the way any lost peer ends it (`client_closed` or
- * `upstream_closed`, and 1011 to the side still there): a terminated client
- * could not read an `error` event, and the client of a silent upstream is told
- * the same as for a dropped upstream connection, which is what it is.
+ * A client that misses a pong is terminated and the session ends as
+ * `client_closed` (a terminated client could not read an `error` event). An
+ * upstream that misses one is terminated too, and its client is told
+ * `upstream_timeout`; one whose connection drops without a close frame,
+ * `upstream_closed`. Either way the `error` event comes before the close frame.
  */
 
 /** The OpenAI error `type`s the relay reports. */
@@ -33,12 +33,15 @@ export const ERRORS = {
   missing_api_key: { type: 'invalid_request_error', status: 401, close: 1008, message: 'No relay key was provided. Send "Authorization: Bearer <key>", or, from a browser, the subprotocol "openai-insecure-api-key.<key>".' },
   invalid_api_key: { type: 'invalid_request_error', status: 401, close: 1008, message: 'The relay key is not valid.' },
   key_disabled: { type: 'invalid_request_error', status: 401, close: 1008, message: 'The relay key has been disabled.' },
+  client_secret_expired: { type: 'invalid_request_error', status: 401, close: 1008, message: 'The client secret has expired: mint a new one.' },
   insecure_key_transport: { type: 'invalid_request_error', status: 401, close: 1008, message: 'A key in a subprotocol is only accepted over TLS or from loopback.' },
   origin_not_allowed: { type: 'invalid_request_error', status: 403, close: 1008, message: 'This Origin is not allowed to connect.' },
   model_not_found: { type: 'invalid_request_error', status: 400, close: 1008, message: 'The model does not exist or is not served by this relay.' },
+  client_secret_mismatch: { type: 'invalid_request_error', status: 400, close: 1008, message: 'The request asks for another model or session type than the client secret was minted for.' },
   missing_model: { type: 'invalid_request_error', status: 400, close: 1008, message: 'The "model" query parameter is required.' },
   subprotocol_required: { type: 'invalid_request_error', status: 400, close: 1008, message: 'Browser clients must offer the "realtime" subprotocol.' },
   insufficient_quota: { type: 'insufficient_quota', status: 429, close: 1008, message: 'The relay key has no balance left for this request.' },
+  client_secret_spend_cap_exceeded: { type: 'insufficient_quota', status: 429, close: 1008, message: 'The client secret has reached its spend cap.' },
   session_spend_cap_exceeded: { type: 'insufficient_quota', status: 429, close: 1008, message: 'This session has reached its spend cap.' },
   rate_limit_exceeded: { type: 'rate_limit_error', status: 429, close: 1008, message: 'Too many sessions for this key or address; retry later.' },
   limits_unavailable: { type: 'server_error', status: 503, close: 1011, message: 'The shared rate limits could not be checked; retry later.' },
@@ -49,6 +52,7 @@ export const ERRORS = {
   upstream_rate_limited: { type: 'rate_limit_error', status: 429, close: 1013, message: 'The upstream Realtime API is rate limiting this relay.' },
   upstream_rejected: { type: 'server_error', status: 502, close: 1011, message: 'The upstream Realtime API refused the session.' },
   upstream_error: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection failed.' },
+  upstream_closed: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection was lost.' },
   calls_unsupported: { type: 'invalid_request_error', status: 400, close: 1008, message: 'No upstream of this relay that serves the model takes WebRTC calls; connect over WebSocket instead.' },
   queue_overflow: { type: 'invalid_request_error', status: 400, close: 1008, message: 'Too many events were sent before the upstream answered.' },
   message_too_big: { type: 'invalid_request_error', status: 413, close: 1009, message: 'A frame exceeded the maximum payload size.' },
@@ -60,13 +64,18 @@ export const ERRORS = {
   session_cancelled: { type: 'invalid_request_error', status: 409, close: 1000, message: 'The session was cancelled by an operator.' },
   billing_unavailable: { type: 'server_error', status: 503, close: 1011, message: 'Usage could not be recorded; the session was closed so that nothing goes unbilled.' },
   internal_error: { type: 'server_error', status: 500, close: 1011, message: 'The relay failed unexpectedly.' },
-  // Answered over HTTP only: a request to the realtime endpoint that is not an upgrade, and the admin API
-  // (`relay keys` refuses the same input with the same codes).
+  // Answered over HTTP only: a request to the realtime endpoint that is not an upgrade, the client
+  // secrets endpoint, and the admin API (`relay keys` refuses the same input with the same codes).
   upgrade_required: { type: 'invalid_request_error', status: 426, close: null, message: 'This endpoint speaks WebSocket: send an Upgrade request.' },
   missing_admin_token: { type: 'invalid_request_error', status: 401, close: null, message: 'The admin API needs "Authorization: Bearer <ADMIN_TOKEN>".' },
+  client_secret_not_allowed: { type: 'invalid_request_error', status: 403, close: null, message: 'A client secret only opens Realtime sessions and calls: use a relay key here.' },
   invalid_admin_token: { type: 'invalid_request_error', status: 401, close: null, message: 'The admin token is not valid.' },
   invalid_json: { type: 'invalid_request_error', status: 400, close: null, message: 'The request body must be a JSON object.' },
   invalid_input: { type: 'invalid_request_error', status: 400, close: null, message: 'A parameter is not valid.' },
+  invalid_type: { type: 'invalid_request_error', status: 400, close: null, message: 'A parameter has the wrong type.' },
+  invalid_value: { type: 'invalid_request_error', status: 400, close: null, message: 'A parameter has a value this endpoint does not accept.' },
+  integer_below_min_value: { type: 'invalid_request_error', status: 400, close: null, message: 'An integer parameter is below its minimum.' },
+  integer_above_max_value: { type: 'invalid_request_error', status: 400, close: null, message: 'An integer parameter is above its maximum.' },
   invalid_amount: { type: 'invalid_request_error', status: 400, close: null, message: 'An amount is not valid.' },
   invalid_key_name: { type: 'invalid_request_error', status: 400, close: null, message: 'A key name has no control characters and no bidirectional overrides or isolates.' },
   unknown_parameter: { type: 'invalid_request_error', status: 400, close: null, message: 'The request has a parameter this endpoint does not take.' },
@@ -136,6 +145,25 @@ export class RelayError extends Error {
       event_id: eventId,
       error: { type: this.type, code: this.code, message: this.message, param: null, event_id: null },
     });
+  }
+}
+
+/** A refused HTTP request (not a session): any code of the table, and the parameter at fault. */
+export class RequestError extends Error {
+  readonly code: AnyErrorCode;
+  readonly status: number;
+  readonly param: string | null;
+
+  constructor(code: AnyErrorCode, message: string = ERRORS[code].message, param: string | null = null) {
+    super(message);
+    this.name = 'RequestError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.param = param;
+  }
+
+  toBody(): ReturnType<typeof errorBody> {
+    return errorBody(this.code, this.message, this.param);
   }
 }
 

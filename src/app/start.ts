@@ -17,6 +17,7 @@ import { createRelayMetrics, type RelayMetrics } from '../observability/metrics.
 import { createSessionLog } from '../observability/session-log.js';
 import { startTracing, traceSettings } from '../observability/trace-settings.js';
 import { adminApp } from '../server/admin/index.js';
+import { TrustedProxies, parseNetwork } from '../server/client-address.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
 import type { SessionObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
@@ -25,6 +26,7 @@ import type { Upstream } from '../server/upstream.js';
 import { startUsageDelivery, type UsageDelivery } from '../events/deliverer.js';
 import { createLimits } from '../limits/index.js';
 import { startSimulator, type Simulator } from '../simulator/index.js';
+import { createClientSecretMinter } from './client-secrets.js';
 import { createGatekeeper } from './gatekeeper.js';
 
 export interface RunningRelay {
@@ -309,6 +311,14 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   if (inspector) log.info({ inspectUrl: settings.inspectUrl }, `sending session actors to the Stately inspector at ${settings.inspectUrl}`);
   // Without an OTLP endpoint this is null and OpenTelemetry is never loaded.
   const tracing = await startTracing(traces, { instanceId }, log);
+  const trustedProxies = new TrustedProxies(settings.trustedProxies.map((entry) => parseNetwork(entry)!));
+  if (trustedProxies.size > 0) {
+    log.info(
+      { trustedProxies: settings.trustedProxies, forwardedHeader: settings.forwardedHeader, proxyProtocol: settings.proxyProtocol },
+      `client addresses are taken from ${settings.proxyProtocol ? `the PROXY protocol header and ${settings.forwardedHeader}` : settings.forwardedHeader} on connections from trusted proxies`,
+    );
+  }
+  let proxyRefusalLoggedAt = 0;
   const relay = createRelayServer({
     host: settings.host,
     port: settings.port,
@@ -317,7 +327,15 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     maxPayloadBytes: settings.maxPayloadBytes,
     allowedOrigins: settings.allowedOrigins,
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
+    clientAddresses: { trustedProxies, forwardedHeader: settings.forwardedHeader, proxyProtocol: settings.proxyProtocol },
+    proxyProtocolRefused: (peer, reason) => {
+      // A misconfigured balancer fails every connection: one line per half minute says so.
+      if (Date.now() - proxyRefusalLoggedAt < 30_000) return;
+      proxyRefusalLoggedAt = Date.now();
+      log.warn({ peer, reason }, 'refused a connection from a trusted proxy without a valid PROXY protocol header (is PROXY protocol on at the balancer?)');
+    },
     gatekeeper: createGatekeeper(billing, config, limits),
+    clientSecrets: createClientSecretMinter(billing, config),
     upstreamsFor: (model) => upstreamsServing(config, model),
     translatorFor: (handshake) => (handshake.beta ? betaTranslator : undefined),
     observer: combineObservers(dialLog(log), sessionLog.observer, metrics.observer, ...(tracing ? [tracing.observer] : [])),

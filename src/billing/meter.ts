@@ -25,6 +25,8 @@ export interface MeterOptions {
   holdNano: bigint;
   backlog: WriteBacklog;
   hooks: MeterHooks;
+  /** The client secret the session was opened with, when it has a spend cap: its sessions share it. */
+  clientSecret?: { id: string; capNano: bigint };
 }
 
 /** The most expensive transcription price: what an unknown transcription model is billed at. */
@@ -105,6 +107,7 @@ export class LedgerMeter implements SessionMeter {
   private async placeHold(): Promise<boolean> {
     const { key, ledger, reserveNano, holdNano, sessionId } = this.options;
     if (key.spendCapNano !== null && this.spentNano >= key.spendCapNano) throw new RelayError('session_spend_cap_exceeded');
+    if (await this.secretCapReached()) throw new RelayError('session_spend_cap_exceeded', 'The client secret this session was opened with has reached its spend cap.');
     let hold;
     try {
       hold = await ledger.placeHold({ sessionId, keyId: key.id, amountNano: holdNano, reserveNano });
@@ -160,7 +163,21 @@ export class LedgerMeter implements SessionMeter {
     const costNano = item.costNano;
     if (result.balanceNano <= 0n) return { costNano, stop: 'insufficient_quota' };
     if (key.spendCapNano !== null && result.sessionSpendNano >= key.spendCapNano) return { costNano, stop: 'spend_cap' };
+    if (await this.secretCapReached()) return { costNano, stop: 'spend_cap' };
     return { costNano };
+  }
+
+  /**
+   * Whether the sessions of this session's client secret have together spent
+   * its cap. Read afresh: other sessions may be spending it at the same time.
+   * If the ledger cannot say, the session's own cap (what the secret had
+   * left when it opened) still holds.
+   */
+  private async secretCapReached(): Promise<boolean> {
+    const secret = this.options.clientSecret;
+    if (!secret) return false;
+    const spent = await this.options.ledger.clientSecretSpend(secret.id).catch(() => 0n);
+    return spent >= secret.capNano;
   }
 
   private noteAnomalies(anomalies: UsageAnomaly[]): void {

@@ -1,7 +1,8 @@
 import { RelayError } from '../errors.js';
+import { isClientSecret } from '../protocol/client-secret.js';
 import type { SessionInfo, SessionMeter } from '../server/ports.js';
 import { WriteBacklog, type BacklogHooks, type ReplayReport } from './backlog.js';
-import { isLedgerError, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
+import { isLedgerError, type ClientSecretGrant, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
 import { LedgerMeter, type MeterHooks } from './meter.js';
 import { resolveModel, type PriceTable } from './prices.js';
 
@@ -34,6 +35,22 @@ function unavailable(error: unknown): never {
   throw new RelayError('billing_unavailable', isLedgerError(error) ? `The ledger is unavailable: ${error.message}` : undefined, { cause: error });
 }
 
+function assertBalance(key: KeyRecord): void {
+  if (key.balanceNano - key.heldNano <= 0n) throw new RelayError('insufficient_quota');
+}
+
+/** What a client secret's sessions may still spend; null when it has no cap. */
+function secretRemainder(grant: ClientSecretGrant): bigint | null {
+  const cap = grant.secret.spendCapNano;
+  return cap === null ? null : cap - grant.spentNano;
+}
+
+function lowerCap(a: bigint | null, b: bigint | null): bigint | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return a < b ? a : b;
+}
+
 /**
  * Money for the relay: who may open a session, what each response costs,
  * and the record of every session, exactly once.
@@ -60,37 +77,82 @@ export class Billing {
 
   /** Known model (by the price table), valid enabled key, and a balance left beyond its holds. Throws a RelayError. */
   async authorize(plaintextKey: string | undefined, model: string): Promise<KeyRecord> {
-    if (plaintextKey === undefined || plaintextKey === '') throw new RelayError('missing_api_key');
-    const key = await this.options.ledger.authenticate(plaintextKey).catch(unavailable);
-    if (!key) throw new RelayError('invalid_api_key');
-    if (key.disabled) throw new RelayError('key_disabled');
-    if (!resolveModel(model, this.options.prices)) throw new RelayError('model_not_found', `The model "${model}" does not exist or is not priced by this relay.`);
-    if (key.balanceNano - key.heldNano <= 0n) throw new RelayError('insufficient_quota');
+    const key = await this.authenticate(plaintextKey);
+    this.assertPriced(model);
+    assertBalance(key);
     return key;
   }
 
   /** The same checks for a key named by its id (a phone call's route names its key; nobody presents it). Throws a RelayError. */
   async authorizeId(keyId: string, model: string): Promise<KeyRecord> {
     const key = await this.options.ledger.getKey(keyId).catch(unavailable);
-    if (!key || key.id !== keyId) throw new RelayError('invalid_api_key', 'The route\'s key no longer exists.');
+    if (!key || key.id !== keyId) throw new RelayError('invalid_api_key', "The route's key no longer exists.");
     if (key.disabled) throw new RelayError('key_disabled');
-    if (!resolveModel(model, this.options.prices)) throw new RelayError('model_not_found', `The model "${model}" does not exist or is not priced by this relay.`);
-    if (key.balanceNano - key.heldNano <= 0n) throw new RelayError('insufficient_quota');
+    this.assertPriced(model);
+    assertBalance(key);
     return key;
   }
 
-  /** The key with this plaintext, disabled or not; null when there is none. Throws a RelayError when the ledger cannot tell. */
-  async identify(plaintextKey: string): Promise<KeyRecord | null> {
-    return this.options.ledger.authenticate(plaintextKey).catch(unavailable);
+  /** A valid, enabled relay key, whatever its balance. Throws a RelayError. */
+  async authenticate(plaintextKey: string | undefined): Promise<KeyRecord> {
+    if (plaintextKey === undefined || plaintextKey === '') throw new RelayError('missing_api_key');
+    const key = await this.options.ledger.authenticate(plaintextKey).catch(unavailable);
+    if (!key) throw new RelayError('invalid_api_key');
+    if (key.disabled) throw new RelayError('key_disabled');
+    return key;
   }
 
-  /** Opens the session's ledger row before the upgrade completes. */
-  async openMeter(session: SessionInfo, key: KeyRecord): Promise<SessionMeter> {
+  /**
+   * The key with this plaintext, or the key a client secret was minted by
+   * (expired or not: it still speaks for its key's own sessions), disabled or
+   * not; null when there is none. Throws a RelayError when the ledger cannot tell.
+   */
+  async identify(plaintext: string): Promise<KeyRecord | null> {
+    if (isClientSecret(plaintext)) {
+      const grant = await this.options.ledger.authenticateClientSecret(plaintext).catch(unavailable);
+      return grant?.key ?? null;
+    }
+    return this.options.ledger.authenticate(plaintext).catch(unavailable);
+  }
+
+  /**
+   * A client secret that may open a session now: known, not expired, its key
+   * enabled with a balance left, and its own spend cap not spent. Its model
+   * is checked by the caller, who knows which one the session asks for.
+   */
+  async authorizeClientSecret(plaintextSecret: string, now: Date = new Date()): Promise<ClientSecretGrant> {
+    const grant = await this.options.ledger.authenticateClientSecret(plaintextSecret).catch(unavailable);
+    if (!grant) throw new RelayError('invalid_api_key');
+    if (grant.secret.expiresAt.getTime() <= now.getTime()) throw new RelayError('client_secret_expired');
+    if (grant.key.disabled) throw new RelayError('key_disabled');
+    const cap = grant.secret.spendCapNano;
+    if (cap !== null && grant.spentNano >= cap) throw new RelayError('client_secret_spend_cap_exceeded');
+    assertBalance(grant.key);
+    return grant;
+  }
+
+  /** The price table knows the model. Throws model_not_found. */
+  assertPriced(model: string): void {
+    if (!resolveModel(model, this.options.prices)) throw new RelayError('model_not_found', `The model "${model}" does not exist or is not priced by this relay.`);
+  }
+
+  /**
+   * Opens the session's ledger row before the upgrade completes. A session
+   * opened with a client secret is recorded as the secret's, and may spend
+   * what the secret has left: that is its session spend cap, unless the
+   * key's own is lower. Sessions of one secret open at the same time share
+   * its cap: each response is admitted, and each charge judged, against what
+   * all of them have spent.
+   */
+  async openMeter(session: SessionInfo, key: KeyRecord, grant?: ClientSecretGrant): Promise<SessionMeter> {
     const { ledger, prices, instanceId, reserveNano, holdNano = reserveNano } = this.options;
     await ledger
-      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', transport: session.transport, instanceId, startedAt: session.startedAt })
+      .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt, clientSecretId: grant?.secret.id ?? null, transport: session.transport })
       .catch(unavailable);
-    return new LedgerMeter({ sessionId: session.sessionId, key, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks });
+    const capped = grant ? { ...key, spendCapNano: lowerCap(key.spendCapNano, secretRemainder(grant)) } : key;
+    const secretCap = grant?.secret.spendCapNano;
+    const clientSecret = grant && secretCap !== null && secretCap !== undefined ? { id: grant.secret.id, capNano: secretCap } : undefined;
+    return new LedgerMeter({ sessionId: session.sessionId, key: capped, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks, clientSecret });
   }
 
   /**

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Webhook } from 'standardwebhooks';
 import { z } from 'zod';
+import { FORWARDED_HEADERS, parseNetwork, type ForwardedHeader } from '../server/client-address.js';
 
 /**
  * Every setting, in one place: its environment variable, its key in the
@@ -70,6 +71,10 @@ const webhookSecret = z.string().refine((value) => {
 }, 'must be a Standard Webhooks secret: whsec_ followed by base64');
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const csv = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean));
+const networks = csv.superRefine((list, context) => {
+  const wrong = list.find((entry) => parseNetwork(entry) === null);
+  if (wrong !== undefined) context.addIssue({ code: 'custom', message: `"${wrong}" is not an IPv4 or IPv6 address or CIDR block (such as 10.0.0.0/8 or 2001:db8::/32)` });
+});
 
 function setting<T>(spec: SettingSpec<T>): SettingSpec<T> {
   return spec;
@@ -110,6 +115,9 @@ export const SETTINGS = {
   responseHoldUsd: setting({ env: 'RELAY_RESPONSE_HOLD_USD', schema: usd.optional(), default: undefined, shown: '(RELAY_RESPONSE_RESERVE_USD)', description: "Held on a key's balance from each admitted response.create until its response.done is charged: a key has at most (balance − holds) ÷ hold responses in flight, across all instances." }),
   demoBalanceUsd: setting({ env: 'RELAY_DEMO_BALANCE_USD', schema: usd, default: '5', description: 'Balance of the demo key created on the first start of an empty ledger (0 disables it).' }),
   allowedOrigins: setting({ env: 'RELAY_ALLOWED_ORIGINS', schema: csv, default: [] as string[], shown: '(any)', description: 'Comma-separated Origin allowlist for browser clients; other origins get 403.' }),
+  trustedProxies: setting({ env: 'RELAY_TRUSTED_PROXIES', schema: networks, default: [] as string[], shown: '(none)', description: 'Comma-separated addresses and CIDR blocks (IPv4 and IPv6) of the load balancers in front of the relay. Only their connections may name the client, in RELAY_FORWARDED_HEADER or a PROXY protocol header; the handshake limit, logs and the admin sessions view then use that address. Everyone else is the address they connect from, whatever they send.' }),
+  forwardedHeader: setting({ env: 'RELAY_FORWARDED_HEADER', schema: z.enum(FORWARDED_HEADERS, { error: () => `must be one of ${FORWARDED_HEADERS.join(', ')}` }), default: 'x-forwarded-for' as ForwardedHeader, description: 'The header a trusted proxy names the client in: x-forwarded-for or forwarded (RFC 7239). Only this one is read; the balancer must overwrite or append to it.' }),
+  proxyProtocol: setting({ env: 'RELAY_PROXY_PROTOCOL', schema: flag, default: false, description: "Connections from RELAY_TRUSTED_PROXIES start with a PROXY protocol header (v1 or v2) naming the client; one without a valid header is refused. Other peers' connections are read as they are. Needs RELAY_TRUSTED_PROXIES." }),
   allowInsecureSubprotocolKey: setting({ env: 'RELAY_ALLOW_INSECURE_SUBPROTOCOL_KEY', schema: flag, default: false, description: 'Accept keys in subprotocols over plain ws:// from non-loopback addresses.' }),
   maxSessionsPerKey: setting({ env: 'RELAY_MAX_SESSIONS_PER_KEY', schema: wholeNumber(0, 1_000_000, 'sessions'), default: 0, shown: '0 (unlimited)', description: 'Default concurrent sessions per key (a key may set its own).' }),
   sessionsPerMinute: setting({ env: 'RELAY_SESSIONS_PER_MINUTE', schema: wholeNumber(0, 1_000_000, 'sessions per minute'), default: 0, shown: '0 (unlimited)', description: 'New sessions per key per minute (token bucket).' }),
@@ -191,6 +199,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, overrides: Pa
   const settings = result as Settings;
   if (Boolean(settings.tlsCertFile) !== Boolean(settings.tlsKeyFile)) {
     throw new ConfigError(settings.tlsCertFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE', 'TLS_CERT_FILE and TLS_KEY_FILE must be set together');
+  }
+  if (settings.proxyProtocol && settings.trustedProxies.length === 0) {
+    throw new ConfigError('RELAY_PROXY_PROTOCOL', 'needs RELAY_TRUSTED_PROXIES: only the balancers listed there may send a PROXY protocol header');
   }
   // Unsigned usage would let anyone who can reach the receiver forge it.
   if (settings.usageWebhookUrl && !settings.usageWebhookSecret) {

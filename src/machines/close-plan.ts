@@ -1,5 +1,5 @@
 import { ERRORS, type ErrorCode } from '../errors.js';
-import { INTERNAL_ERROR, NORMAL_CLOSURE, mapCloseCode } from '../protocol/close-codes.js';
+import { INTERNAL_ERROR, NORMAL_CLOSURE, isSendableCloseCode, mapCloseCode } from '../protocol/close-codes.js';
 import { CANCEL_ERRORS, type ErrorInfo, type SessionOutcome } from './session.js';
 
 export interface SideClose {
@@ -34,6 +34,9 @@ export function closePlan(outcome: SessionOutcome): ClosePlan {
     case 'client_closed':
       return { client: { code: mapCloseCode(cause.code), reason: '' }, upstream: politeUpstream };
     case 'target_closed':
+      // A close frame's code and reason are the upstream's own words and pass through; a connection
+      // lost without one (1006, 1015) has no words, so the client is told in an `error` event.
+      if (cause.code !== 1005 && !isSendableCloseCode(cause.code)) return { client: { ...errorClose(infoFor('upstream_closed')), flushFirst: true }, upstream: null };
       return { client: { code: mapCloseCode(cause.code), reason: cause.reason, flushFirst: true }, upstream: null };
     case 'error':
       return {

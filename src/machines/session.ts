@@ -50,7 +50,9 @@ export type SessionEvent =
   | { type: 'RESPONSE_CREATED'; responseId: string }
   | { type: 'RESPONSE_DONE'; responseId: string }
   /** Both sockets are closed: the codes each closed with, as its socket saw them (null: it already was, or never opened). */
-  | { type: 'SOCKETS_CLOSED'; clientCode: number | null; upstreamCode: number | null };
+  | { type: 'SOCKETS_CLOSED'; clientCode: number | null; upstreamCode: number | null }
+  /** The settlement is written (or handed to the backlog), as it was recorded. */
+  | { type: 'SETTLED'; settlement: SessionSummary };
 
 /** The first fact that ended relaying; it decides what each side is told. */
 export type EndCause =
@@ -145,8 +147,15 @@ function dialErrorInfo(error: unknown): ErrorInfo {
   return { code: 'upstream_error', message: error instanceof Error ? error.message : String(error), closeCode: 1011 };
 }
 
-type PortsInput = { ports: SessionPorts };
-type EndingInput = PortsInput & { outcome: SessionOutcome };
+type UpstreamReadInput = { ports: SessionPorts; keepAlive: boolean };
+type EndingInput = { ports: SessionPorts; outcome: SessionOutcome };
+
+// Input mappers made once, for every session; the readers and the dial take the ports themselves.
+// (Their names show in the machine's definition, which the inspector is sent.)
+const childInput = ({ context }: { context: SessionContext }): SessionPorts => context.ports;
+const relayingUpstreamInput = ({ context }: { context: SessionContext }): UpstreamReadInput => ({ ports: context.ports, keepAlive: true });
+const drainingUpstreamInput = ({ context }: { context: SessionContext }): UpstreamReadInput => ({ ports: context.ports, keepAlive: false });
+const endingInput = ({ context }: { context: SessionContext }): EndingInput => ({ ports: context.ports, outcome: outcomeOf(context) });
 
 export const sessionMachine = setup({
   types: {
@@ -155,27 +164,51 @@ export const sessionMachine = setup({
     input: {} as SessionInput,
   },
   actors: {
-    dialUpstream: fromPromise<void, PortsInput>(({ input, signal }) => input.ports.upstream.dial(signal)),
-    clientRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.client.read(sendBack)),
-    upstreamRead: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.upstream.read(sendBack)),
-    keepAlive: fromCallback<SessionEvent, PortsInput>(({ input, sendBack }) => input.ports.keepAlive(sendBack)),
-    /** Carries out the close plan on both legs; its disposer clears the legs' close timers. */
-    closeSockets: fromCallback<SessionEvent, EndingInput>(({ input, sendBack }) => {
-      const plan = closePlan(input.outcome);
-      const codes: { client?: number | null; upstream?: number | null } = {};
-      const sideClosed = (side: 'client' | 'upstream') => (code: number | null) => {
-        codes[side] = code;
-        if (codes.client !== undefined && codes.upstream !== undefined) sendBack({ type: 'SOCKETS_CLOSED', clientCode: codes.client, upstreamCode: codes.upstream });
+    dialUpstream: fromPromise<void, SessionPorts>(({ input, signal }) => input.upstream.dial(signal)),
+    clientRead: fromCallback<SessionEvent, SessionPorts>(({ input, sendBack }) => input.client.read(sendBack)),
+    /**
+     * Reads the upstream; while relaying it also keeps both peers alive (pings,
+     * idleness, stalls), since both live exactly as long: one actor, not two.
+     * Draining only reads: nobody is kept alive for a tail.
+     */
+    upstreamRead: fromCallback<SessionEvent, UpstreamReadInput>(({ input, sendBack }) => {
+      const stopReading = input.ports.upstream.read(sendBack);
+      if (!input.keepAlive) return stopReading;
+      const stopKeepingAlive = input.ports.keepAlive(sendBack);
+      return function stopUpstreamRead() {
+        stopKeepingAlive();
+        stopReading();
       };
-      const stopUpstream = input.ports.upstream.close(plan.upstream, sideClosed('upstream'));
-      const stopClient = input.ports.client.close(plan.client, sideClosed('client'));
+    }),
+    /**
+     * The whole ending, as one actor: writes the settlement (a client that has
+     * stopped reading must not hold up its bill) and carries out the close
+     * plan on both legs, reporting SETTLED and SOCKETS_CLOSED in whichever
+     * order they come. The port's settle never rejects: a settlement that
+     * cannot be written waits in the backlog. The disposer clears the legs'
+     * close timers.
+     */
+    endSession: fromCallback<SessionEvent, EndingInput>(({ input: { ports, outcome }, sendBack }) => {
+      void ports.settle(outcome).then((settlement) => sendBack({ type: 'SETTLED', settlement }));
+      const plan = closePlan(outcome);
+      let clientCode: number | null | undefined;
+      let upstreamCode: number | null | undefined;
+      const bothClosed = () => {
+        if (clientCode !== undefined && upstreamCode !== undefined) sendBack({ type: 'SOCKETS_CLOSED', clientCode, upstreamCode });
+      };
+      const stopUpstream = ports.upstream.close(plan.upstream, (code) => {
+        upstreamCode = code;
+        bothClosed();
+      });
+      const stopClient = ports.client.close(plan.client, (code) => {
+        clientCode = code;
+        bothClosed();
+      });
       return function stopClosing() {
         stopClient();
         stopUpstream();
       };
     }),
-    /** Resolves either way (the port never rejects): a settlement that cannot be written waits in the backlog. */
-    settle: fromPromise<SessionSummary, EndingInput>(({ input }) => input.ports.settle(input.outcome)),
   },
   guards: {
     responseInFlight: ({ context }) => context.responseInFlight,
@@ -216,7 +249,7 @@ export const sessionMachine = setup({
     noteResponseCreated: assign(({ event }) => (event.type === 'RESPONSE_CREATED' ? { responseInFlight: true, responseId: event.responseId } : {})),
     noteResponseDone: assign({ responseInFlight: false, responseId: null }),
     recordDrain: assign((_, params: { outcome: DrainOutcome }) => ({ drain: params.outcome })),
-    recordSettlement: assign(({ event }) => ({ settlement: (event as unknown as { output: SessionSummary }).output })),
+    recordSettlement: assign(({ event }) => (event.type === 'SETTLED' ? { settlement: event.settlement } : {})),
     recordCloseCodes: assign(({ event }) => (event.type === 'SOCKETS_CLOSED' ? { closeCodes: { client: event.clientCode, upstream: event.upstreamCode } } : {})),
     stopClientForwarding: ({ context }) => context.ports.client.stopForwarding(),
     cancelInFlightResponse: ({ context }) => {
@@ -237,14 +270,14 @@ export const sessionMachine = setup({
     closeCodes: null,
     settlement: null,
   }),
-  invoke: { id: 'clientRead', src: 'clientRead', input: ({ context }) => ({ ports: context.ports }) },
+  invoke: { id: 'clientRead', src: 'clientRead', input: childInput },
   initial: 'connecting',
   states: {
     connecting: {
       invoke: {
         id: 'dial',
         src: 'dialUpstream',
-        input: ({ context }) => ({ ports: context.ports }),
+        input: childInput,
         onDone: { target: 'relaying', actions: 'markUpstreamOpened' },
         onError: { target: 'closed', actions: 'recordDialFailure' },
       },
@@ -257,10 +290,7 @@ export const sessionMachine = setup({
       },
     },
     relaying: {
-      invoke: [
-        { id: 'upstreamRead', src: 'upstreamRead', input: ({ context }) => ({ ports: context.ports }) },
-        { id: 'keepAlive', src: 'keepAlive', input: ({ context }) => ({ ports: context.ports }) },
-      ],
+      invoke: { id: 'upstreamRead', src: 'upstreamRead', input: relayingUpstreamInput },
       after: { maxDuration: { target: 'draining', actions: 'recordMaxDuration' } },
       on: {
         RESPONSE_REQUESTED: { actions: 'noteResponseRequested' },
@@ -277,7 +307,7 @@ export const sessionMachine = setup({
     },
     draining: {
       entry: ['stopClientForwarding', 'cancelInFlightResponse'],
-      invoke: { id: 'upstreamRead', src: 'upstreamRead', input: ({ context }) => ({ ports: context.ports }) },
+      invoke: { id: 'upstreamRead', src: 'upstreamRead', input: drainingUpstreamInput },
       always: { guard: 'nothingInFlight', target: 'closed', actions: { type: 'recordDrain', params: { outcome: 'nothing_in_flight' } } },
       after: { drainTimeout: { target: 'closed', actions: { type: 'recordDrain', params: { outcome: 'timeout' } } } },
       on: {
@@ -289,23 +319,18 @@ export const sessionMachine = setup({
         ERROR: { target: 'closed', actions: ['recordError', { type: 'recordDrain', params: { outcome: 'error' } }] },
       },
     },
-    // The ending, in the open: the sockets are closed as the close plan says
-    // and the settlement is written, both from the moment relaying ends (a
-    // client that has stopped reading must not hold up its bill). `closing`
-    // lasts until both sockets are closed, `settling` until the settlement is
-    // written too. The server lets the session go when it reaches `ended`
-    // (see hasEnded): a final child does not complete the root.
+    // The ending, in the open: the settlement is written and the sockets are
+    // closed as the close plan says, both from the moment relaying ends, by
+    // one actor (`ending`). `closing` lasts until both sockets are closed,
+    // `settling` until the settlement is written too. The server lets the
+    // session go when it reaches `ended` (see hasEnded): a final child does
+    // not complete the root.
     closed: {
       initial: 'closing',
-      invoke: {
-        id: 'settle',
-        src: 'settle',
-        input: ({ context }) => ({ ports: context.ports, outcome: outcomeOf(context) }),
-        onDone: { actions: 'recordSettlement' },
-      },
+      invoke: { id: 'ending', src: 'endSession', input: endingInput },
+      on: { SETTLED: { actions: 'recordSettlement' } },
       states: {
         closing: {
-          invoke: { id: 'closeSockets', src: 'closeSockets', input: ({ context }) => ({ ports: context.ports, outcome: outcomeOf(context) }) },
           on: { SOCKETS_CLOSED: { target: 'settling', actions: 'recordCloseCodes' } },
         },
         settling: {

@@ -11,11 +11,11 @@ export const REDACTED = '[redacted]';
 const SECRET_FIELDS = new Set(['key', 'apikey', 'api_key', 'authorization', 'audio', 'delta', 'ports', 'password', 'token', 'secret']);
 
 /**
- * Relay keys (rk_…), OpenAI keys (sk-…), bearer tokens, and long base64 runs
+ * Relay keys (rk_…), client secrets (ek_…), OpenAI keys (sk-…), bearer tokens, and long base64 runs
  * (audio, or a key without a known prefix). Ordinary identifiers are shorter
  * than 64 characters or contain other characters.
  */
-const SECRET_SHAPES = [/\brk_[A-Za-z0-9_-]{8,}/g, /\bsk-[A-Za-z0-9_-]{8,}/g, /\bBearer\s+\S+/gi, /[A-Za-z0-9+/_-]{64,}={0,2}/g];
+const SECRET_SHAPES = [/\brk_[A-Za-z0-9_-]{8,}/g, /\bek_[A-Za-z0-9_-]{8,}/g, /\bsk-[A-Za-z0-9_-]{8,}/g, /\bBearer\s+\S+/gi, /[A-Za-z0-9+/_-]{64,}={0,2}/g];
 
 export function redactString(text: string): string {
   let out = text;

@@ -50,7 +50,7 @@ export function usageTotals(records: UsageRecord[]): UsageTotals {
 export function createSessionLog(log: Logger): SessionLog {
   return {
     sessionStarted(link) {
-      log.info({ event: 'session.start', sessionId: link.sessionId, transport: link.transport, keyName: link.caller.keyName, keyId: link.caller.keyId, model: link.model }, 'session started');
+      log.info({ event: 'session.start', sessionId: link.sessionId, transport: link.transport, keyName: link.caller.keyName, keyId: link.caller.keyId, model: link.model, clientAddress: link.clientAddress }, 'session started');
     },
     observer: {
       ended(link, summary: SessionSummary) {
@@ -63,6 +63,7 @@ export function createSessionLog(log: Logger): SessionLog {
             transport: summary.transport,
             keyName: summary.caller.keyName,
             keyId: summary.caller.keyId,
+            clientAddress: link.clientAddress,
             model: summary.model,
             servedModel: summary.servedModel,
             upstream: summary.upstream,

@@ -15,6 +15,7 @@ export interface CallLinkOptions {
   sessionId: string;
   /** The relay's own id of the call, as its caller knows it. */
   callId: string;
+  clientAddress: string;
   caller: Caller;
   model: string;
   offer: CallOffer;
@@ -39,6 +40,7 @@ export class CallLink implements SessionPorts, LiveLink {
   readonly sessionId: string;
   readonly callId: string;
   readonly caller: Caller;
+  readonly clientAddress: string;
   readonly model: string;
   readonly startedAt = new Date();
   readonly call: UpstreamCall;
@@ -51,6 +53,7 @@ export class CallLink implements SessionPorts, LiveLink {
     this.sessionId = options.sessionId;
     this.callId = options.callId;
     this.caller = options.caller;
+    this.clientAddress = options.clientAddress;
     this.model = options.model;
     this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     this.transport = options.transport ?? 'webrtc';

@@ -7,7 +7,9 @@ import type { Actor } from 'xstate';
 import { ERRORS, RelayError, errorBody, type AnyErrorCode } from '../errors.js';
 import { CANCEL_ERRORS, type SessionMachine } from '../machines/session.js';
 import { CallLink } from './call-link.js';
-import { isLoopback } from './handshake.js';
+import { isClientSecret } from '../protocol/client-secret.js';
+import type { ClientAddressOptions } from './client-address.js';
+import { bearer, clientAddressOf, isLoopback } from './handshake.js';
 import type { Admission, Gatekeeper, SessionMeter } from './ports.js';
 import type { LinkTimings, SessionObserver } from './session-link.js';
 import { takesCalls, type CallOffer } from './upstream-call.js';
@@ -20,6 +22,8 @@ const MAX_OFFER_BYTES = 256 * 1024;
 export interface CallRoutesOptions {
   gatekeeper: Gatekeeper;
   allowedOrigins: string[];
+  /** Who a request is from behind trusted balancers. */
+  clientAddresses?: ClientAddressOptions;
   isShuttingDown(): boolean;
   /** Upstreams that serve `model`, in the order they are tried. */
   upstreamsFor(model: string): Upstream[];
@@ -31,17 +35,12 @@ export interface CallRoutesOptions {
   findCall(callId: string): { link: CallLink; actor: Actor<SessionMachine> } | undefined;
 }
 
-function bearer(header: string | undefined): string | undefined {
-  const match = header ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
-  return match ? match[1]!.trim() : undefined;
+/** A refusal of the request itself (its shape, its origin, its key), in OpenAI's error envelope. */
+function refuse(c: Context, code: AnyErrorCode, message?: string): Response {
+  return c.json(errorBody(code, message), ERRORS[code].status as 400);
 }
 
-function refuse(c: Context, code: AnyErrorCode, message?: string, status?: number): Response {
-  const headers: Record<string, string> = {};
-  if (code === 'rate_limit_exceeded' || code === 'upstream_rate_limited') headers['Retry-After'] = '1';
-  return c.json(errorBody(code, message), (status ?? ERRORS[code].status) as 400, headers);
-}
-
+/** A refusal of admission or of the call's placement, with `Retry-After` where retrying later helps. */
 function refuseWith(c: Context, error: RelayError): Response {
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined || error.status === 429) headers['Retry-After'] = String(error.retryAfterSeconds ?? 1);
@@ -96,7 +95,7 @@ async function readOffer(c: Context): Promise<ParsedOffer> {
 
 /** A session config a client secret carries: its model picks the model, the rest starts the call. */
 function secretSession(admission: Admission): Record<string, unknown> {
-  const carried = (admission as { clientSecretSession?: Record<string, unknown> }).clientSecretSession;
+  const carried = admission.clientSecretSession;
   if (!carried) return {};
   const { model: _model, ...rest } = carried;
   return rest;
@@ -170,18 +169,19 @@ export function callRoutes(options: CallRoutesOptions): Hono<UpgradeEnv> {
       if ('refusal' in parsed) return refuse(c, 'invalid_offer', parsed.refusal);
       const key = bearer(c.req.header('authorization'));
       const socket = c.env.incoming.socket;
+      const clientAddress = clientAddressOf(c.env.incoming, options.clientAddresses);
       let admission: Admission;
       try {
         // Without a model only a client secret can name one (its session's).
-        if (parsed.model === undefined && !key?.startsWith('ek_')) throw new RelayError('missing_model', 'The model is required: "?model=" or the "model" of the "session" field.');
+        if (parsed.model === undefined && !isClientSecret(key)) throw new RelayError('missing_model', 'The model is required: "?model=" or the "model" of the "session" field.');
         admission = await options.gatekeeper.admit({
           key,
           keySource: key === undefined ? 'none' : 'header',
           model: parsed.model,
           intent: undefined,
-          ip: socket.remoteAddress ?? 'unknown',
+          ip: clientAddress,
           origin: c.req.header('origin'),
-          trustedTransport: Boolean((socket as { encrypted?: boolean }).encrypted) || isLoopback(socket.remoteAddress),
+          trustedTransport: Boolean((socket as { encrypted?: boolean }).encrypted) || isLoopback(clientAddress),
         });
       } catch (error) {
         return refuseWith(c, error instanceof RelayError ? error : new RelayError('internal_error', undefined, { cause: error }));
@@ -200,6 +200,7 @@ export function callRoutes(options: CallRoutesOptions): Hono<UpgradeEnv> {
       const link = new CallLink({
         sessionId,
         callId,
+        clientAddress,
         caller: admission.caller,
         model: admission.model,
         offer: { sdp: parsed.offer.sdp, session: { ...secretSession(admission), ...parsed.offer.session } },

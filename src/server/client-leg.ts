@@ -18,6 +18,8 @@ export interface ClientLegOptions {
   connectQueueBytes: number;
   closeTimeoutMs: number;
   onPause(): void;
+  /** Sent to the upstream ahead of the client's first frame: a client secret's session configuration. */
+  firstFrame?: string;
 }
 
 function ignoreReport(): void {}
@@ -57,6 +59,7 @@ export class WebSocketClientLeg implements ClientLeg {
       onDeferredError: (error) => reportError(this.report, 'relay', asRelayError(error)),
       onPause: options.onPause,
     });
+    if (options.firstFrame !== undefined) this.toUpstream.push(options.firstFrame);
     options.socket.on('error', ignoreError);
     // A gone client takes nothing more: the upstream is read on, so the response in flight reaches its charge.
     options.socket.once('close', () => this.toClient?.abandonSink());

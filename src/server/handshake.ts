@@ -2,8 +2,11 @@ import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { ERRORS, RelayError, errorBody } from '../errors.js';
+import { isClientSecret } from '../protocol/client-secret.js';
 import { parseOfferedProtocols, type OfferedProtocols } from '../protocol/subprotocols.js';
+import { canonicalAddress, resolveClientAddress, type ClientAddressOptions } from './client-address.js';
 import type { Admission, Gatekeeper, HandshakeAttempt } from './ports.js';
+import { proxiedSource } from './proxy-protocol.js';
 import type { UpgradeEnv } from './upgrade.js';
 
 export interface Handshake {
@@ -24,19 +27,32 @@ export function isLoopback(address: string | undefined): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
-function bearer(header: string | undefined): string | undefined {
+export function bearer(header: string | undefined): string | undefined {
   if (!header) return undefined;
   const match = /^Bearer\s+(.+)$/i.exec(header.trim());
   return match ? match[1]!.trim() : undefined;
 }
 
-export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessage): Handshake {
+/**
+ * The client's address: the peer (or the client a trusted peer's PROXY header
+ * named), then, from a trusted peer, what its forwarding header says.
+ */
+export function clientAddressOf(incoming: IncomingMessage, options: ClientAddressOptions | undefined): string {
+  const peer = proxiedSource(incoming.socket) ?? canonicalAddress(incoming.socket.remoteAddress ?? 'unknown');
+  if (options === undefined) return peer;
+  const header = incoming.headers[options.forwardedHeader];
+  return resolveClientAddress(peer, Array.isArray(header) ? header.join(', ') : header, options);
+}
+
+export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessage, clientAddresses?: ClientAddressOptions): Handshake {
   const protocols = parseOfferedProtocols(c.req.header('sec-websocket-protocol'));
   // A header key always wins: a subprotocol list must never override it.
   const headerKey = bearer(c.req.header('authorization')) ?? c.req.header('api-key') ?? undefined;
   const key = headerKey ?? protocols.key;
   const intent = c.req.query('intent') === 'transcription' ? 'transcription' : undefined;
-  const trustedTransport = Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(incoming.socket.remoteAddress);
+  const ip = clientAddressOf(incoming, clientAddresses);
+  // Loopback is judged on the client, not the peer: a balancer on this machine does not make every client local.
+  const trustedTransport = Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(ip);
   const betaHeader = (c.req.header('openai-beta') ?? '').split(',').some((v) => v.trim() === 'realtime=v1');
   return {
     protocols,
@@ -45,9 +61,10 @@ export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessag
     attempt: {
       key,
       keySource: headerKey !== undefined ? 'header' : protocols.key !== undefined ? 'subprotocol' : 'none',
-      model: c.req.query('model') ?? (intent ? 'gpt-4o-transcribe' : undefined),
+      // A client secret carries its own model: none is assumed for it.
+      model: c.req.query('model') ?? (intent && !isClientSecret(key) ? 'gpt-4o-transcribe' : undefined),
       intent,
-      ip: incoming.socket.remoteAddress ?? 'unknown',
+      ip,
       origin: c.req.header('origin'),
       trustedTransport,
     },
@@ -64,6 +81,8 @@ export interface HandshakeOptions {
   gatekeeper: Gatekeeper;
   allowInsecureSubprotocolKey: boolean;
   allowedOrigins: string[];
+  /** Trusted proxies and the header they name the client in; without it the peer is the client. */
+  clientAddresses?: ClientAddressOptions;
   isShuttingDown(): boolean;
 }
 
@@ -80,7 +99,7 @@ export function handshake(options: HandshakeOptions): MiddlewareHandler<Handshak
       return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
     }
     if (options.isShuttingDown()) return refuse(c, new RelayError('server_shutting_down'));
-    const shake = readHandshake(c, c.env.incoming);
+    const shake = readHandshake(c, c.env.incoming, options.clientAddresses);
     c.set('handshake', shake);
     const { attempt, protocols } = shake;
     // A browser that does not offer `realtime` would abort on our answer anyway.
@@ -89,10 +108,13 @@ export function handshake(options: HandshakeOptions): MiddlewareHandler<Handshak
       return refuse(c, new RelayError('origin_not_allowed'));
     }
     try {
-      if (attempt.keySource === 'subprotocol' && !attempt.trustedTransport && !options.allowInsecureSubprotocolKey) {
+      // A client secret is short-lived and bound to one kind of session: made to be handed to
+      // a page, it is accepted in a subprotocol over any transport (origins still apply).
+      const secret = isClientSecret(attempt.key);
+      if (attempt.keySource === 'subprotocol' && !secret && !attempt.trustedTransport && !options.allowInsecureSubprotocolKey) {
         throw new RelayError('insecure_key_transport');
       }
-      if (attempt.model === undefined) throw new RelayError('missing_model');
+      if (attempt.model === undefined && !secret) throw new RelayError('missing_model');
       c.set('admission', await options.gatekeeper.admit(attempt));
     } catch (error) {
       const relayError = error instanceof RelayError ? error : new RelayError('internal_error', undefined, { cause: error });

@@ -1,5 +1,13 @@
 import type WebSocket from 'ws';
+import { ERRORS } from '../errors.js';
 import type { SessionEvent } from '../machines/session.js';
+
+/** What the client of an upstream that stopped answering pings is told. */
+const UPSTREAM_SILENT: SessionEvent = {
+  type: 'ERROR',
+  source: 'upstream',
+  error: { code: 'upstream_timeout', message: 'The upstream Realtime API stopped answering pings.', closeCode: ERRORS.upstream_timeout.close },
+};
 
 /** The session's backpressure as keep-alive reads it, once per ping tick. */
 export interface Backpressure {
@@ -22,7 +30,8 @@ export interface KeepAliveOptions {
 
 /**
  * Pings both peers and watches the client for idleness. A peer that misses a
- * pong is terminated, so that its reader reports the close like any other.
+ * pong is terminated. A client's reader reports that close like any other; a
+ * silent upstream is reported as such, so that its client is told why.
  *
  * A missed pong counts only if neither direction was held by backpressure
  * since the ping: a socket the relay stopped reading cannot deliver its pong,
@@ -55,8 +64,11 @@ export function keepAlive(options: KeepAliveOptions): () => void {
       clientAnswered = false;
       client.ping();
     }
-    if (!upstreamAnswered && !heldSincePing) upstream.terminate();
-    else if (upstream.readyState === 1) {
+    if (!upstreamAnswered && !heldSincePing) {
+      // The close plan sends its close frame; a peer that answers nothing is then not waited for.
+      report(UPSTREAM_SILENT);
+      upstream.terminate();
+    } else if (upstream.readyState === 1) {
       upstreamAnswered = false;
       upstream.ping();
     }

@@ -9,6 +9,8 @@ export interface LiveLink {
   readonly sessionId: string;
   readonly transport: Transport;
   readonly caller: Caller;
+  /** The caller's address (behind trusted balancers, the one they name). */
+  readonly clientAddress: string;
   readonly model: string;
   readonly startedAt: Date;
   /** The upstream serving the session; null until it answered. */

@@ -9,11 +9,13 @@ export type Transport = 'websocket' | 'webrtc' | 'sip';
 export interface HandshakeAttempt {
   key: string | undefined;
   keySource: 'header' | 'subprotocol' | 'none';
+  /** Undefined when not asked for: then a client secret's model is the session's (a relay key is refused). */
   model: string | undefined;
   intent: 'transcription' | undefined;
+  /** The client's address: the peer's, or the one a trusted proxy named (RELAY_TRUSTED_PROXIES). */
   ip: string;
   origin: string | undefined;
-  /** The connection is TLS or comes from loopback. */
+  /** The connection is TLS, or the client's address is loopback. */
   trustedTransport: boolean;
 }
 
@@ -98,6 +100,10 @@ export interface SessionInfo {
 export interface Admission {
   caller: Caller;
   model: string;
+  /** A transcription client secret's sessions are dialled with `?intent=transcription`; absent: the attempt's intent. */
+  intent?: 'transcription';
+  /** The session configuration the client secret carries; undefined for a relay key. */
+  clientSecretSession: Record<string, unknown> | undefined;
   /** Opens the session's meter (and its ledger row). Rejects with a RelayError. */
   openMeter(session: SessionInfo): Promise<SessionMeter>;
   /** Frees what admission took (concurrency leases). Called once, when the session is gone. */
@@ -128,4 +134,27 @@ export interface PhoneDirectory {
   routes(): Promise<PhoneRoute[]>;
   /** True the first time a webhook id is seen, durably; false for a replay. Rejects when it cannot tell. */
   firstDelivery(webhookId: string): Promise<boolean>;
+}
+
+/** `POST /v1/realtime/client_secrets`, its body already read and checked for shape. */
+export interface ClientSecretRequest {
+  expiresAfterSeconds: number;
+  /** OpenAI's session configuration, `{}` when none was given. */
+  session: Record<string, unknown>;
+  /** The relay's extension: most all the secret's sessions may spend together. */
+  spendCapNano: bigint | null;
+}
+
+/** OpenAI's answer: `value` is the `ek_…` secret, `expires_at` in Unix seconds, the effective session. */
+export interface MintedClientSecret {
+  value: string;
+  expires_at: number;
+  session: Record<string, unknown>;
+}
+
+/** Mints client secrets. Rejects with a RelayError (the key), or a RequestError naming the parameter at fault. */
+export interface ClientSecretMinter {
+  /** The relay key that mints, from `Authorization: Bearer` or `api-key`: checked before the body is read. A client secret cannot mint. */
+  authenticate(key: string | undefined): Promise<Caller>;
+  mint(caller: Caller, request: ClientSecretRequest): Promise<MintedClientSecret>;
 }

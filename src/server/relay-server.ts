@@ -9,12 +9,16 @@ import { createActor, type Actor, type InspectionEvent, type Observer } from 'xs
 import { ERRORS, RelayError, errorBody } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
+import { sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
+import type { ClientAddressOptions } from './client-address.js';
 import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
 import { CallLink } from './call-link.js';
 import { callRoutes, sessionIdOfCall } from './calls.js';
+import { clientSecretRoutes } from './client-secrets.js';
 import type { LiveLink } from './live-link.js';
-import type { Admission, Gatekeeper, SessionMeter } from './ports.js';
+import type { Admission, ClientSecretMinter, Gatekeeper, SessionMeter } from './ports.js';
+import { acceptProxyProtocol } from './proxy-protocol.js';
 import type { SessionPorts } from '../machines/session.js';
 import { SessionRegistry } from './registry.js';
 import { joinSideband } from './sip/call-join.js';
@@ -33,7 +37,13 @@ export interface RelayServerOptions {
   maxPayloadBytes: number;
   allowedOrigins: string[];
   allowInsecureSubprotocolKey: boolean;
+  /** Who may name the client (RELAY_TRUSTED_PROXIES), in which header, and whether their connections start with a PROXY protocol header. */
+  clientAddresses?: ClientAddressOptions & { proxyProtocol: boolean };
+  /** A trusted peer's connection was refused: it sent no valid PROXY protocol header. */
+  proxyProtocolRefused?(peer: string, reason: string): void;
   gatekeeper: Gatekeeper;
+  /** Serves `POST /v1/realtime/client_secrets` when given. */
+  clientSecrets?: ClientSecretMinter;
   /** Upstreams that serve `model`, in the order they are tried. */
   upstreamsFor(model: string): Upstream[];
   translatorFor?(handshake: Handshake): FrameTranslator | undefined;
@@ -77,12 +87,14 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
   });
 
   const timings = options.timings;
+  // Every session's machine reads the same timings: one object for all of them.
+  const machineTimings = { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs };
 
   /** Runs one session's machine, whatever its transport, until it has ended; then lets it go. */
   function runSession(link: LiveLink & SessionPorts, admission: Admission): Actor<SessionMachine> {
     const { sessionId } = link;
     const actor = createActor(options.machine ?? sessionMachine, {
-      input: { sessionId, ports: link, timings: { connectTimeoutMs: timings.connectTimeoutMs, drainTimeoutMs: timings.drainTimeoutMs, maxSessionMs: timings.maxSessionMs } },
+      input: { sessionId, ports: link, timings: machineTimings },
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
     registry.add({ link, actor });
@@ -106,14 +118,16 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const link = new SessionLink({
       sessionId,
       client,
+      clientAddress: shake.attempt.ip,
       caller: admission.caller,
       model: admission.model,
-      intent: shake.attempt.intent,
+      intent: admission.intent ?? shake.attempt.intent,
       upstreams: options.upstreamsFor(admission.model),
       meter,
       timings,
       translator: options.translatorFor?.(shake),
       observer: options.observer,
+      firstFrame: admission.clientSecretSession ? (sessionUpdateFor(admission.clientSecretSession) ?? undefined) : undefined,
     });
     runSession(link, admission);
   }
@@ -160,6 +174,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       gatekeeper: options.gatekeeper,
       allowInsecureSubprotocolKey: options.allowInsecureSubprotocolKey,
       allowedOrigins: options.allowedOrigins,
+      clientAddresses: options.clientAddresses,
       isShuttingDown: () => shuttingDown,
     }),
     async (c) => {
@@ -174,7 +189,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       let meter;
       try {
         // The session row exists before the 101, so a crash from here on leaves something to recover.
-        meter = await admission.openMeter({ sessionId, transport: 'websocket', caller: admission.caller, model: admission.model, intent: shake.attempt.intent, startedAt: new Date() });
+        meter = await admission.openMeter({ sessionId, transport: 'websocket', caller: admission.caller, model: admission.model, intent: admission.intent ?? shake.attempt.intent, startedAt: new Date() });
       } catch (error) {
         admission.release();
         const relayError = error instanceof RelayError ? error : new RelayError('billing_unavailable', undefined, { cause: error });
@@ -213,6 +228,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     callRoutes({
       gatekeeper: options.gatekeeper,
       allowedOrigins: options.allowedOrigins,
+      clientAddresses: options.clientAddresses,
       isShuttingDown: () => shuttingDown,
       upstreamsFor: options.upstreamsFor,
       timings,
@@ -225,6 +241,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     app.route('/v1/realtime/calls', phone.control);
     app.route('/v1/sip/webhook', phone.webhook);
   }
+  if (options.clientSecrets) app.route('/v1/realtime/client_secrets', clientSecretRoutes(options.clientSecrets));
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     if (shuttingDown) return c.json({ status: 'shutting_down' }, 503);
@@ -245,6 +262,11 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     ? (createHttpsServer({ cert: options.tls.cert, key: options.tls.key, ...httpOptions }, listener) as unknown as Server)
     : createHttpServer(httpOptions, listener);
   routeUpgrades(server, app, wss);
+  const clientAddresses = options.clientAddresses;
+  const proxyProtocol = clientAddresses?.proxyProtocol
+    ? acceptProxyProtocol(server, { trustedProxies: clientAddresses.trustedProxies, headerTimeoutMs: timings.headerTimeoutMs, refused: options.proxyProtocolRefused })
+    : null;
+  const stopAccepting = () => closeServer(server, () => proxyProtocol?.destroyPending());
 
   const relay: RelayServer = {
     server,
@@ -278,7 +300,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
         }),
       ]);
       clearTimeout(deadline);
-      const closed = closeServer(server);
+      const closed = stopAccepting();
       // Past the deadline the sockets still draining are not waited for (server.close would
       // wait for every upgraded socket): the process leaves, and the next start's recovery
       // settles those sessions from the charges already written.
@@ -291,18 +313,20 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       registry.cancelAll('shutdown');
       for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: ERRORS.server_shutting_down.close } } satisfies SessionEvent);
       await registry.empty();
-      await closeServer(server);
+      await stopAccepting();
     },
   };
   options.routes?.(app, relay);
   return relay;
 }
 
-function closeServer(server: Server): Promise<void> {
+function closeServer(server: Server, dropPending: () => void): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) return resolve();
     server.close(() => resolve());
     server.closeAllConnections();
+    // Connections still waiting for their PROXY header are not HTTP's yet: closeAllConnections does not see them.
+    dropPending();
   });
 }
 

@@ -44,6 +44,8 @@ export interface SessionObserver {
 export interface LinkOptions {
   sessionId: string;
   client: WebSocket;
+  /** The client's address, as the handshake limit counted it. */
+  clientAddress: string;
   caller: Caller;
   model: string;
   intent: 'transcription' | undefined;
@@ -52,6 +54,8 @@ export interface LinkOptions {
   timings: LinkTimings;
   translator?: FrameTranslator;
   observer?: SessionObserver;
+  /** Sent upstream before the client's frames: the `session.update` of a client secret's configuration. */
+  firstFrame?: string;
 }
 
 /**
@@ -63,6 +67,7 @@ export class SessionLink implements SessionPorts, LiveLink {
   /** How the client is connected (logs, metrics, traces, the ledger). */
   readonly transport = 'websocket' as const;
   readonly sessionId: string;
+  readonly clientAddress: string;
   readonly caller: Caller;
   readonly model: string;
   readonly startedAt = new Date();
@@ -73,11 +78,12 @@ export class SessionLink implements SessionPorts, LiveLink {
   constructor(private readonly options: LinkOptions) {
     const { timings, observer, translator } = options;
     this.sessionId = options.sessionId;
+    this.clientAddress = options.clientAddress;
     this.caller = options.caller;
     this.model = options.model;
     this.bill = new SessionBill(observedMeter(options.meter, this, observer));
     const onPause = () => observer?.backpressure?.(this);
-    this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause });
+    this.client = new WebSocketClientLeg({ socket: options.client, bill: this.bill, translator, ...timings, onPause, firstFrame: options.firstFrame });
     this.upstream = new WebSocketUpstreamLeg({
       model: options.model,
       intent: options.intent,

@@ -130,7 +130,14 @@ function readBody(response: IncomingMessage): Promise<string> {
 
 /** Whether a failed dial may be retried on another upstream (the client has seen nothing yet). */
 export function isFailoverable(error: RelayError): boolean {
-  return error.code === 'upstream_unavailable' || error.code === 'upstream_timeout' || error.code === 'upstream_rate_limited' || error.code === 'upstream_error' || error.code === 'upstream_auth_failed';
+  return (
+    error.code === 'upstream_unavailable' ||
+    error.code === 'upstream_timeout' ||
+    error.code === 'upstream_rate_limited' ||
+    error.code === 'upstream_error' ||
+    error.code === 'upstream_auth_failed' ||
+    error.code === 'upstream_closed'
+  );
 }
 
 /**
@@ -164,8 +171,10 @@ export function dialOnce(upstream: Upstream, request: DialRequest, signal: Abort
       void readBody(response).then((body) => fail(statusError(response.statusCode ?? 502, body)));
     };
     const onError = (error: Error) => fail(new RelayError('upstream_unavailable', `The upstream could not be reached: ${error.message}`, { cause: error }));
+    // Only an upgraded socket closes without an error first: it accepted, then closed before its first
+    // frame. Nothing reached the client yet, so it is a failed dial like a refusal.
     const onClose = (code: number, reason: Buffer) =>
-      fail(new RelayError('upstream_rejected', `The upstream closed the connection before answering (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
+      fail(new RelayError('upstream_closed', `The upstream closed the connection before its first frame (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
     const onAbort = () => fail(new RelayError('upstream_timeout'));
     const cleanupDial = () => {
       socket.off('unexpected-response', onUnexpectedResponse);

@@ -25,7 +25,7 @@ import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOp
  * session fault; without a `when` it is read as the handshake fault.
  */
 function isHandshakeFault(fault: FaultSpec): fault is HandshakeFault {
-  return fault.kind === 'refuse' || fault.kind === 'hang' || fault.kind === 'hold' || (fault.kind === 'silence' && !('when' in fault && fault.when !== undefined));
+  return fault.kind === 'refuse' || fault.kind === 'hang' || fault.kind === 'hold' || fault.kind === 'close_on_open' || (fault.kind === 'silence' && !('when' in fault && fault.when !== undefined));
 }
 
 function checkHandshakeFault(fault: HandshakeFault): void {
@@ -168,6 +168,10 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      if (fault?.kind === 'close_on_open') {
+        ws.close(1011, 'simulator: closed on open');
+        return;
+      }
       connections++;
       const session = new SimulatedSession(new WebSocketSink(ws), sessionSettings(), verdict);
       sessions.add(session);

@@ -90,6 +90,8 @@ export type HandshakeFault =
   | { kind: 'hang' }
   /** Complete the upgrade, then never send anything (no session.created, no pongs). */
   | { kind: 'silence' }
+  /** Complete the upgrade, then close at once (1011), before any frame. */
+  | { kind: 'close_on_open' }
   /** Hold the upgrade unanswered until `releaseHeld()` answers it (normally, or with another fault). */
   | { kind: 'hold' };
 

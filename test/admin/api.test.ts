@@ -220,6 +220,7 @@ describe('the admin API', () => {
     expect(session).toMatchObject({
       id: charge.session_id,
       key: { name: 'demo' },
+      client_address: '127.0.0.1',
       model: 'gpt-realtime',
       upstream: { name: expect.any(String), model: 'gpt-realtime' },
       state: 'relaying',

@@ -73,6 +73,9 @@ export class FaultyLedger implements Ledger {
   createKey: Ledger['createKey'] = async (input) => this.inner.createKey(input);
   authenticate: Ledger['authenticate'] = async (key) => (this.guard('authenticate'), this.inner.authenticate(key));
   getKey: Ledger['getKey'] = async (ref) => (this.guard('getKey'), this.inner.getKey(ref));
+  createClientSecret: Ledger['createClientSecret'] = async (input) => (this.guard('createClientSecret'), this.inner.createClientSecret(input));
+  authenticateClientSecret: Ledger['authenticateClientSecret'] = async (secret) => (this.guard('authenticateClientSecret'), this.inner.authenticateClientSecret(secret));
+  clientSecretSpend: Ledger['clientSecretSpend'] = async (id) => (this.guard('clientSecretSpend'), this.inner.clientSecretSpend(id));
   listKeys: Ledger['listKeys'] = async () => this.inner.listKeys();
   topUp: Ledger['topUp'] = async (ref, amount) => this.inner.topUp(ref, amount);
   setDisabled: Ledger['setDisabled'] = async (ref, disabled) => this.inner.setDisabled(ref, disabled);

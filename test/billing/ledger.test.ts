@@ -197,6 +197,37 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       expect((await ledger.listKeys()).map((k) => k.id)).toEqual([key.id]);
     });
 
+    it('stores a client secret as its SHA-256 only, finds it with its key, and sums the spend of its sessions', async () => {
+      const key = await newKey(10_000n);
+      const expiresAt = new Date(Math.floor(Date.now() / 1000) * 1000 + 600_000);
+      const session = { type: 'realtime', model: 'gpt-realtime', instructions: 'Be brief.' };
+      const { secret, record } = await ledger.createClientSecret({ keyId: key.id, expiresAt, session, spendCapNano: 500n });
+      expect(secret).toMatch(/^ek_[A-Za-z0-9_-]{43}$/);
+      expect(record).toMatchObject({ keyId: key.id, expiresAt, session, spendCapNano: 500n });
+
+      const rows = await backend.rows('client_secrets');
+      expect(rows).toHaveLength(1);
+      expect(rows[0].secret_hash).toBe(sha256Hex(secret));
+      expect(dump(rows)).not.toContain(secret.slice(3));
+
+      const opened = uniqueId('sess');
+      await ledger.openSession({ id: opened, keyId: key.id, model: 'gpt-realtime', upstream: 'openai', instanceId: 'relay-a', startedAt: new Date(), clientSecretId: record.id });
+      await ledger.recordCharge(charge(key, opened, 'resp_1', 120n));
+      await ledger.recordCharge(charge(key, await newSession(key), 'resp_2', 999n));
+      const grant = await ledger.authenticateClientSecret(secret);
+      expect(grant).toMatchObject({ secret: { id: record.id, keyId: key.id, spendCapNano: 500n, session }, key: { id: key.id, balanceNano: 10_000n - 120n - 999n }, spentNano: 120n });
+      expect(grant!.secret.expiresAt.getTime()).toBe(expiresAt.getTime());
+      expect(await ledger.clientSecretSpend(record.id)).toBe(120n);
+      expect(await ledger.clientSecretSpend('no-such-secret')).toBe(0n);
+      const sessions = await backend.rows('sessions');
+      expect(sessions.find((row) => row.id === opened)?.client_secret_id).toBe(record.id);
+
+      expect(await ledger.authenticateClientSecret(`${secret}x`)).toBeNull();
+      expect(await ledger.authenticateClientSecret(key.id)).toBeNull();
+      await expectLedgerError(ledger.createClientSecret({ keyId: 'nobody', expiresAt, session, spendCapNano: null }), 'key_not_found');
+      await expectLedgerError(ledger.createClientSecret({ keyId: key.id, expiresAt, session, spendCapNano: 0n }), 'invalid_amount');
+    });
+
     it('refuses a top-up that is not positive, and unknown keys, with typed codes', async () => {
       const key = await newKey(100n);
       await expectLedgerError(ledger.topUp(key.id, 0n), 'invalid_amount');

@@ -89,7 +89,7 @@ describe.runIf(AVAILABLE)('the recovery sweep on PostgreSQL', () => {
     expect(stack.logs.some((line) => line.msg === 'settled open sessions of an instance whose heartbeat stopped')).toBe(true);
   });
 
-  it('settles each stale session once when two instances sweep at the same moment', async () => {
+  it('settles each stale session once when three instances sweep at the same moment', async () => {
     schema = await createScratchSchema();
     const seed = await ledgerOn(schema);
     const key = (await seed.createKey({ name: `race ${randomBytes(3).toString('hex')}`, balanceNano: 5_000_000_000n })).record;
@@ -98,27 +98,33 @@ describe.runIf(AVAILABLE)('the recovery sweep on PostgreSQL', () => {
     // Each sweeper has a live session of its own, its heartbeat fresh.
     const ownA = await openWithCharge(seed, key, 'relay-a', 5n);
     const ownB = await openWithCharge(seed, key, 'relay-b', 7n);
+    const ownC = await openWithCharge(seed, key, 'relay-c', 11n);
     for (const instance of ['relay-dead-1', 'relay-dead-2']) await stopHeartbeat(schema, instance);
 
-    // Two processes: two pools, two billings.
+    const [before] = await schema.query<{ balance_nano: bigint }>('SELECT balance_nano FROM keys WHERE id = $1', [key.id]);
+
+    // Three processes: three pools, three billings.
     const a = billingFor(await openLedger({ databaseUrl: schema.url }), 'relay-a');
     const b = billingFor(await openLedger({ databaseUrl: schema.url }), 'relay-b');
-    closers.push(() => a.close(), () => b.close());
-    const [byA, byB] = await Promise.all([a.sweep(), b.sweep()]);
-    const [againA, againB] = await Promise.all([a.sweep(), b.sweep()]);
+    const c = billingFor(await openLedger({ databaseUrl: schema.url }), 'relay-c');
+    closers.push(() => a.close(), () => b.close(), () => c.close());
+    const [byA, byB, byC] = await Promise.all([a.sweep(), b.sweep(), c.sweep()]);
+    const again = await Promise.all([a.sweep(), b.sweep(), c.sweep()]);
 
-    const idsA = byA.map((s) => s.sessionId);
-    const idsB = byB.map((s) => s.sessionId);
-    expect(idsA.filter((id) => idsB.includes(id))).toEqual([]);
-    expect([...idsA, ...idsB].sort()).toEqual([...orphans].sort());
-    expect([...againA, ...againB]).toEqual([]);
+    const ids = [...byA, ...byB, ...byC].map((s) => s.sessionId);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect([...ids].sort()).toEqual([...orphans].sort());
+    expect(again.flat()).toEqual([]);
 
     const settlements = await schema.query<{ session_id: string; total_nano: bigint }>('SELECT session_id, total_nano FROM settlements ORDER BY session_id');
     expect(settlements.map((s) => s.session_id)).toEqual([...orphans].sort());
-    const reported = new Map([...byA, ...byB].map((s) => [s.sessionId, s.totalNano]));
+    const reported = new Map([...byA, ...byB, ...byC].map((s) => [s.sessionId, s.totalNano]));
     for (const s of settlements) expect(reported.get(s.session_id)).toBe(s.total_nano);
     const open = await schema.query<{ id: string }>(`SELECT id FROM sessions WHERE status = 'open' ORDER BY id`);
-    expect(open.map((s) => s.id)).toEqual([ownA, ownB].sort());
+    expect(open.map((s) => s.id)).toEqual([ownA, ownB, ownC].sort());
+    // Settling debits nothing: the charges already did, once.
+    const [after] = await schema.query<{ balance_nano: bigint; held_nano: bigint }>('SELECT balance_nano, held_nano FROM keys WHERE id = $1', [key.id]);
+    expect(after).toEqual({ balance_nano: before!.balance_nano, held_nano: 0n });
 
     // A sweeper whose own heartbeat lapsed (a long pause) still keeps its own sessions.
     await stopHeartbeat(schema, 'relay-a');

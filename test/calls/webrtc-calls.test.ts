@@ -113,6 +113,35 @@ describe('WebRTC calls through the relay', () => {
     expect((await hangUp(stack, call.location, key)).status).toBe(404);
   });
 
+  it('opens a call with a client secret, of the secret\'s model and config, hung up by its key or the secret', async () => {
+    const { key, record } = await stack.createKey();
+    const mint = async (owner: string) => {
+      const minted = await fetch(`${stack.httpUrl}/v1/realtime/client_secrets`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${owner}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ session: { type: 'realtime', model: 'gpt-realtime-mini', instructions: 'Be brief.' } }),
+      });
+      expect(minted.status).toBe(200);
+      return ((await minted.json()) as { value: string }).value;
+    };
+    const secret = await mint(key);
+    // A browser holds only the secret, and names no model: the secret's is the one billed.
+    const call = await open(secret, {}, '');
+    const u = usage({ text: [40, 0], out: [20, 0] });
+    const response = await respond(call, u);
+    await expect.poll(async () => (await stack.view.book(record.id)).charges.map((c) => [c.itemId, c.model, c.costNano])).toEqual([
+      [response.id, 'gpt-realtime-mini', realtimeInvoice('gpt-realtime-mini', u)],
+    ]);
+    // Another key's secret is another caller; the secret's own key may hang up the call.
+    expect((await hangUp(stack, call.location, await mint((await stack.createKey()).key))).status).toBe(404);
+    expect((await hangUp(stack, call.location, key)).status).toBe(200);
+    await expect.poll(() => stack.sim.activeCalls).toBe(0);
+    // And a second call, hung up with the secret itself.
+    const second = await open(secret, {}, '');
+    expect((await hangUp(stack, second.location, secret)).status).toBe(200);
+    await expect.poll(() => stack.sim.activeCalls).toBe(0);
+  });
+
   it('does not let another key hang up a call, nor tell it the call exists', async () => {
     const owner = await stack.createKey();
     const other = await stack.createKey();

@@ -57,3 +57,49 @@ describe('WebRTC calls whose sideband fails', () => {
     }
   });
 });
+
+describe('WebRTC calls the relay ends itself', () => {
+  it('hangs up a call whose sideband has been silent for the idle timeout', async () => {
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, settings: { idleTimeoutMs: 600 } });
+    try {
+      const { key, record } = await stack.createKey();
+      const call = await openWebRtcCall(`${stack.httpUrl}/v1/realtime/calls?model=gpt-realtime`, { key });
+      try {
+        await expect.poll(() => stack.sim.activeCalls, { timeout: 5_000 }).toBe(0);
+        await stack.idle();
+        const book = await stack.view.book(record.id);
+        expect(book.settlements).toEqual([expect.objectContaining({ totalNano: 0n, endReason: 'cancelled:idle_timeout' })]);
+      } finally {
+        await call.close();
+      }
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('lets the response in flight finish, bills it and hangs up when the relay shuts down', async () => {
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 20, audioChunks: 10 } });
+    try {
+      const { key, record } = await stack.createKey();
+      const call = await openWebRtcCall(`${stack.httpUrl}/v1/realtime/calls?model=gpt-realtime`, { key });
+      try {
+        call.send({ type: 'response.create', response: { output_modalities: ['audio'] } });
+        await call.waitFor('response.created');
+        const stopped = stack.running.stop();
+        const done = await call.waitFor('response.done');
+        const response = done.response as { id: string; status: string; usage: RealtimeUsage };
+        expect(response.status).toBe('completed');
+        expect(await stopped).toEqual({ drained: true });
+        expect(stack.sim.activeCalls).toBe(0);
+        const cost = realtimeInvoice('gpt-realtime', response.usage);
+        const book = await stack.view.book(record.id);
+        expect(book.charges.map((c) => [c.itemId, c.costNano])).toEqual([[response.id, cost]]);
+        expect(book.settlements).toEqual([expect.objectContaining({ totalNano: cost, endReason: 'cancelled:shutdown' })]);
+      } finally {
+        await call.close();
+      }
+    } finally {
+      await stack.close();
+    }
+  });
+});

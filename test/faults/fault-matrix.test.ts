@@ -55,6 +55,7 @@ async function runCell(fault: FaultName, phase: Phase, expected: Outcome): Promi
     'upstream refuses 503': { kind: 'refuse', status: 503 },
     'handshake hangs': { kind: 'hang' },
     'upstream silent after upgrade': { kind: 'silence' },
+    'upstream closes after upgrade': { kind: 'close_on_open' },
   };
   const handshakeFault = handshakeFaults[fault];
   if (handshakeFault) s.sim.queueHandshakeFault(handshakeFault);

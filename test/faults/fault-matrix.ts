@@ -25,6 +25,7 @@ export type FaultName =
   | 'upstream refuses 503'
   | 'handshake hangs'
   | 'upstream silent after upgrade'
+  | 'upstream closes after upgrade'
   | 'garbage frame'
   | 'upstream goes silent'
   | 'TCP drop'
@@ -58,6 +59,11 @@ export const FAULT_MATRIX: FaultRow[] = [
   { fault: 'handshake hangs', side: 'upstream', cells: DIAL('upstream_timeout', 1011, 'connect_timeout') },
   { fault: 'upstream silent after upgrade', side: 'upstream', cells: DIAL('upstream_timeout', 1011, 'connect_timeout') },
   {
+    fault: 'upstream closes after upgrade',
+    side: 'upstream',
+    cells: { connecting: { clientClose: 1011, errorEvent: 'upstream_closed', endReason: 'dial_failed:upstream_closed', note: 'the next upstream serving the model is tried first' } },
+  },
+  {
     fault: 'garbage frame',
     side: 'upstream',
     cells: {
@@ -70,8 +76,8 @@ export const FAULT_MATRIX: FaultRow[] = [
     fault: 'upstream goes silent',
     side: 'upstream',
     cells: {
-      'relaying, idle': { clientClose: 1011, endReason: 'upstream_closed', note: 'missed pong' },
-      'response in flight': { clientClose: 1011, endReason: 'upstream_closed', note: 'missed pong' },
+      'relaying, idle': { clientClose: 1011, errorEvent: 'upstream_timeout', endReason: 'error:upstream_timeout', note: 'missed pong' },
+      'response in flight': { clientClose: 1011, errorEvent: 'upstream_timeout', endReason: 'error:upstream_timeout', note: 'missed pong' },
       draining: { ...SHUTDOWN, note: 'drain timeout' },
     },
   },
@@ -79,8 +85,8 @@ export const FAULT_MATRIX: FaultRow[] = [
     fault: 'TCP drop',
     side: 'upstream',
     cells: {
-      'relaying, idle': { clientClose: 1011, endReason: 'upstream_closed' },
-      'response in flight': { clientClose: 1011, endReason: 'upstream_closed' },
+      'relaying, idle': { clientClose: 1011, errorEvent: 'upstream_closed', endReason: 'upstream_closed' },
+      'response in flight': { clientClose: 1011, errorEvent: 'upstream_closed', endReason: 'upstream_closed' },
       draining: SHUTDOWN,
     },
   },

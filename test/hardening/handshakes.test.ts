@@ -156,26 +156,28 @@ describe('slow and abusive handshakes', () => {
 });
 
 describe('where a subprotocol key is accepted', () => {
-  function probe(options: { remoteAddress: string; encrypted?: boolean; allowInsecure?: boolean; protocols?: string; authorization?: string }) {
+  function probe(options: { remoteAddress: string; encrypted?: boolean; allowInsecure?: boolean; protocols?: string; authorization?: string; origin?: string; allowedOrigins?: string[]; query?: string }) {
     const seen: HandshakeAttempt[] = [];
     const gatekeeper: Gatekeeper = {
       async admit(attempt): Promise<Admission> {
         seen.push(attempt);
-        return { caller: { keyId: 'k', keyName: 'k' }, model: 'gpt-realtime', openMeter: () => Promise.reject(new Error('unused')), release: () => undefined };
+        return { caller: { keyId: 'k', keyName: 'k' }, model: 'gpt-realtime', clientSecretSession: undefined, openMeter: () => Promise.reject(new Error('unused')), release: () => undefined };
       },
     };
     const app = new Hono<HandshakeEnv>();
-    app.get('/', handshake({ gatekeeper, allowInsecureSubprotocolKey: options.allowInsecure ?? false, allowedOrigins: [], isShuttingDown: () => false }), (c) =>
+    app.get('/', handshake({ gatekeeper, allowInsecureSubprotocolKey: options.allowInsecure ?? false, allowedOrigins: options.allowedOrigins ?? [], isShuttingDown: () => false }), (c) =>
       c.json({ refusal: c.get('refusal')?.code ?? null }),
     );
     const headers: Record<string, string> = { upgrade: 'websocket' };
+    if (options.origin) headers.origin = options.origin;
     if (options.protocols) headers['sec-websocket-protocol'] = options.protocols;
     if (options.authorization) headers.authorization = options.authorization;
     const incoming = { socket: { remoteAddress: options.remoteAddress, encrypted: options.encrypted } };
-    return Promise.resolve(app.fetch(new Request('http://relay/?model=gpt-realtime', { headers }), { incoming } as never)).then(async (response) => ({
+    return Promise.resolve(app.fetch(new Request(`http://relay/?${options.query ?? 'model=gpt-realtime'}`, { headers }), { incoming } as never)).then(async (response) => ({
       status: response.status,
       body: (await response.json()) as { refusal: string | null },
       admitted: seen.length,
+      attempt: seen[0],
     }));
   }
   const browser = 'realtime, openai-insecure-api-key.rk_browser';
@@ -190,6 +192,16 @@ describe('where a subprotocol key is accepted', () => {
     expect(await probe({ remoteAddress: '127.0.0.1', protocols: browser })).toMatchObject({ body: { refusal: null }, admitted: 1 });
     expect(await probe({ remoteAddress: '::1', protocols: browser })).toMatchObject({ body: { refusal: null }, admitted: 1 });
     expect(await probe({ remoteAddress: '10.1.2.3', allowInsecure: true, protocols: browser })).toMatchObject({ body: { refusal: null }, admitted: 1 });
+  });
+
+  it('accepts a short-lived client secret in a subprotocol over any transport, without a model, from an allowed origin only', async () => {
+    const secret = 'realtime, openai-insecure-api-key.ek_browser';
+    const admitted = await probe({ remoteAddress: '10.1.2.3', protocols: secret, query: '' });
+    expect(admitted).toMatchObject({ body: { refusal: null }, admitted: 1, attempt: { key: 'ek_browser', keySource: 'subprotocol', model: undefined, trustedTransport: false } });
+    const fromElsewhere = await probe({ remoteAddress: '10.1.2.3', protocols: secret, query: '', origin: 'https://evil.example', allowedOrigins: ['https://app.example'] });
+    expect(fromElsewhere).toMatchObject({ status: 403, admitted: 0 });
+    // A relay key without a model is refused before the gatekeeper, as before.
+    expect(await probe({ remoteAddress: '127.0.0.1', protocols: browser, query: '' })).toMatchObject({ body: { refusal: 'missing_model' }, admitted: 0 });
   });
 
   it('lets a header key win over a subprotocol one', async () => {

@@ -27,6 +27,7 @@ export class RecordingBilling implements Gatekeeper {
     return {
       caller,
       model: attempt.model,
+      clientSecretSession: undefined,
       openMeter: async (session) => {
         this.opened.push(session.sessionId);
         return this.meter(session.sessionId);

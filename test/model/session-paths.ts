@@ -61,7 +61,7 @@ function feasible(snapshot: Snapshot, type: string): boolean {
       // With the client gone, an error can only come from the relay's side of a response.
       return clientClosed === null || responseInFlight;
     case 'SOCKETS_CLOSED':
-    case 'xstate.done.actor.settle':
+    case 'SETTLED':
       // The ending's two facts come in whichever order the sockets and the ledger answer:
       // no path prescribes it, and every replay takes both (see the ending check).
       return false;

@@ -74,7 +74,7 @@ describe('session timers', () => {
     client.send({ type: 'simulator.fault', fault: { kind: 'silence' } });
     expect((await runClockUntil(client.closedWith(3_000))).code).toBe(1011);
     await runClockUntil(stack.billing.settled(1));
-    expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'upstream_closed', upstreamCloseCode: 1006 });
+    expect(stack.billing.settlements[0]).toMatchObject({ endReason: 'error:upstream_timeout', upstreamCloseCode: 1011 });
   });
 
   it('keeps a session whose client stops reading for many ping intervals, and delivers the whole response once it reads again', async () => {

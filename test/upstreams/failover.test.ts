@@ -1,5 +1,6 @@
 import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
 import { startSimulator, type HandshakeFault, type Simulator } from '../../src/simulator/index.js';
 import { TestClient } from '../helpers/client.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
@@ -102,6 +103,41 @@ describe('failover between upstreams', () => {
     await expectEarlyFramesServedInOrder(client);
     expect(dialLogs(40)).toEqual([expect.objectContaining({ upstream: 'gone', code: 'upstream_unavailable' })]);
     expect(String(dialLogs(40)[0]!.detail)).toContain('ECONNREFUSED');
+  });
+
+  it('moves to the next upstream when the first completes the upgrade and closes before its first frame', async () => {
+    // The smallest such upstream: a WebSocket server that accepts every upgrade and closes at once.
+    const closing = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((resolve) => closing.once('listening', resolve));
+    let accepted = 0;
+    closing.on('connection', (socket) => {
+      accepted++;
+      socket.close(1011, 'going away before a word');
+    });
+    const sim = await startSimulator({ chunkIntervalMs: 1 });
+    sims = [sim];
+    try {
+      stack = await startTestRelay({
+        settings: { connectTimeoutMs: CONNECT_TIMEOUT_MS },
+        upstreams: {
+          upstreams: [
+            { name: 'closes', baseUrl: `http://127.0.0.1:${(closing.address() as AddressInfo).port}/v1`, apiKey: 'sk-closes', priority: 0 },
+            { name: 'standby', baseUrl: `${sim.url.replace(/^ws/, 'http')}/v1`, apiKey: 'sk-sim', priority: 1 },
+          ],
+        },
+      });
+      const client = await clientWithEarlyFrames();
+      await expectEarlyFramesServedInOrder(client);
+      expect(accepted).toBe(1);
+      expect(sim.connections).toBe(1);
+      expect(dialLogs(40)).toEqual([expect.objectContaining({ upstream: 'closes', code: 'upstream_closed' })]);
+      expect(String(dialLogs(40)[0]!.detail)).toContain('1011 going away before a word');
+      client.close();
+      await stack.idle();
+      expect(stack.settlements()[0]!.summary).toMatchObject({ upstream: 'standby', endReason: 'client_closed' });
+    } finally {
+      await new Promise((resolve) => closing.close(resolve));
+    }
   });
 
   it('moves on from an upstream that never answers the upgrade, within the connect deadline', async () => {

@@ -1,10 +1,16 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { CLIENT_SECRET_PREFIX } from '../../protocol/client-secret.js';
 
 const KEY_PREFIX = 'rk_';
 
 /** A new plaintext key: 'rk_' + 32 random bytes, base64url. */
 export function generateKey(): string {
   return KEY_PREFIX + randomBytes(32).toString('base64url');
+}
+
+/** A new ephemeral client secret: 'ek_' + 32 random bytes, base64url. Hashed like a key. */
+export function generateClientSecret(): string {
+  return CLIENT_SECRET_PREFIX + randomBytes(32).toString('base64url');
 }
 
 /** The only form of a key the database holds. */

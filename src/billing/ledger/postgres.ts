@@ -2,7 +2,7 @@ import pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
 import { fromJsonText, toJsonText } from './json.js';
-import { generateKey, hashKey, hashMatches } from './key-material.js';
+import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js';
 import { assertStaleAfter, recoverySettlement } from './recovery.js';
@@ -12,10 +12,13 @@ import type {
   ChargeInput,
   ChargeKind,
   ChargeResult,
+  ClientSecretGrant,
+  ClientSecretRecord,
   HoldInput,
   HoldResult,
   KeyRecord,
   Ledger,
+  NewClientSecret,
   NewKey,
   EndedSession,
   EndedSessionsPage,
@@ -35,7 +38,7 @@ import type {
 } from './types.js';
 import { routeColumns, routeTaken, toSipRoute, type RouteRow } from './sip-routes.js';
 import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
-import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.js';
+import { assertCost, assertHold, assertNewClientSecret, assertTopUp, validateNewKey } from './validate.js';
 
 export interface PostgresLedgerOptions {
   /** How long to wait for a connection before reporting ledger_unavailable. */
@@ -126,13 +129,45 @@ const OPEN_SESSION = `
   WITH key AS (
     SELECT id FROM keys WHERE id = $2
   ), session AS (
-    INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at, transport)
-    SELECT $1, id, $3, $4, $5, $6, $7 FROM key ON CONFLICT (id) DO NOTHING
+    INSERT INTO sessions (id, key_id, model, upstream, instance_id, started_at, client_secret_id, transport)
+    SELECT $1, id, $3, $4, $5, $6, $7, $8 FROM key ON CONFLICT (id) DO NOTHING
   ), beat AS (
     INSERT INTO instances (id, heartbeat_at) SELECT $5, now() FROM key
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
   )
   SELECT EXISTS (SELECT 1 FROM key) AS key_found`;
+
+/*
+ * A client secret, its key and its sessions' spend, in one round trip. The
+ * secret's columns are renamed so that the key's keep their own names.
+ */
+const CLIENT_SECRET_BY_HASH = `
+  SELECT s.id AS secret_id, s.secret_hash, s.key_id, s.expires_at, s.session_json,
+    s.spend_cap_nano AS secret_spend_cap_nano, s.created_at AS secret_created_at,
+    (SELECT COALESCE(SUM(x.spend_nano), 0)::bigint FROM sessions x WHERE x.client_secret_id = s.id) AS spent_nano,
+    k.*
+  FROM client_secrets s JOIN keys k ON k.id = s.key_id
+  WHERE s.secret_hash = $1`;
+
+interface ClientSecretRow {
+  secret_id: string;
+  key_id: string;
+  expires_at: Date;
+  session_json: string;
+  secret_spend_cap_nano: bigint | null;
+  secret_created_at: Date;
+}
+
+function toClientSecretRecord(row: ClientSecretRow): ClientSecretRecord {
+  return {
+    id: row.secret_id,
+    keyId: row.key_id,
+    expiresAt: row.expires_at,
+    session: fromJsonText(row.session_json) as Record<string, unknown>,
+    spendCapNano: row.secret_spend_cap_nano,
+    createdAt: row.secret_created_at,
+  };
+}
 
 /** What the ledger's write functions (migration 3) report besides their figures. */
 type WriteOutcome = 'applied' | 'replayed' | 'session_not_found' | 'key_mismatch';
@@ -355,6 +390,31 @@ class PostgresLedger implements Ledger {
     return row !== undefined && hashMatches(row.key_hash, keyHash) ? toKeyRecord(row) : null;
   }
 
+  async createClientSecret(input: NewClientSecret): Promise<{ secret: string; record: ClientSecretRecord }> {
+    assertNewClientSecret(input);
+    const secret = generateClientSecret();
+    const { rows } = await this.query<ClientSecretRow>(
+      `INSERT INTO client_secrets (id, secret_hash, key_id, expires_at, session_json, spend_cap_nano)
+       SELECT $1, $2, id, $4, $5, $6 FROM keys WHERE id = $3
+       RETURNING id AS secret_id, key_id, expires_at, session_json, spend_cap_nano AS secret_spend_cap_nano, created_at AS secret_created_at`,
+      [randomUUID(), hashKey(secret), input.keyId, input.expiresAt, toJsonText(input.session), input.spendCapNano],
+    );
+    return { secret, record: toClientSecretRecord(rows[0] ?? keyNotFound(input.keyId)) };
+  }
+
+  async authenticateClientSecret(plaintextSecret: string): Promise<ClientSecretGrant | null> {
+    const secretHash = hashKey(plaintextSecret);
+    const { rows } = await this.query<ClientSecretRow & KeyRow & { secret_hash: string; spent_nano: bigint }>(CLIENT_SECRET_BY_HASH, [secretHash]);
+    const row = rows[0];
+    if (row === undefined || !hashMatches(row.secret_hash, secretHash)) return null;
+    return { secret: toClientSecretRecord(row), key: toKeyRecord(row), spentNano: row.spent_nano };
+  }
+
+  async clientSecretSpend(secretId: string): Promise<bigint> {
+    const { rows } = await this.query<{ spent_nano: bigint }>('SELECT COALESCE(SUM(spend_nano), 0)::bigint AS spent_nano FROM sessions WHERE client_secret_id = $1', [secretId]);
+    return rows[0].spent_nano;
+  }
+
   async getKey(idOrName: string): Promise<KeyRecord | null> {
     const { rows } = await this.query<KeyRow>(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`, [idOrName]);
     return rows[0] === undefined ? null : toKeyRecord(rows[0]);
@@ -390,6 +450,7 @@ class PostgresLedger implements Ledger {
       session.upstream,
       session.instanceId,
       session.startedAt,
+      session.clientSecretId ?? null,
       session.transport ?? 'websocket',
     ]);
     if (!rows[0].key_found) keyNotFound(session.keyId);

@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
 import { fromJsonText, toJsonText } from './json.js';
-import { generateKey, hashKey, hashMatches } from './key-material.js';
+import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js';
 import { assertStaleAfter, recoverySettlement } from './recovery.js';
@@ -14,10 +14,13 @@ import type {
   ChargeInput,
   ChargeKind,
   ChargeResult,
+  ClientSecretGrant,
+  ClientSecretRecord,
   HoldInput,
   HoldResult,
   KeyRecord,
   Ledger,
+  NewClientSecret,
   NewKey,
   EndedSession,
   EndedSessionsPage,
@@ -37,7 +40,7 @@ import type {
 } from './types.js';
 import { routeColumns, routeTaken, toSipRoute, type RouteRow } from './sip-routes.js';
 import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
-import { assertCost, assertHold, assertTopUp, validateNewKey } from './validate.js';
+import { assertCost, assertHold, assertNewClientSecret, assertTopUp, validateNewKey } from './validate.js';
 
 export const DEFAULT_SQLITE_PATH = './data/ledger.db';
 
@@ -192,6 +195,38 @@ function toUsageRow(row: UsageDbRow): UsageRow {
   };
 }
 
+/*
+ * A client secret, its key and its sessions' spend, in one read. The
+ * secret's columns are renamed so that the key's keep their own names.
+ */
+const CLIENT_SECRET_BY_HASH = `
+  SELECT s.id AS secret_id, s.secret_hash, s.key_id, s.expires_at, s.session_json,
+    s.spend_cap_nano AS secret_spend_cap_nano, s.created_at AS secret_created_at,
+    (SELECT COALESCE(SUM(x.spend_nano), 0) FROM sessions x WHERE x.client_secret_id = s.id) AS spent_nano,
+    k.*
+  FROM client_secrets s JOIN keys k ON k.id = s.key_id
+  WHERE s.secret_hash = ?`;
+
+interface ClientSecretRow {
+  secret_id: string;
+  key_id: string;
+  expires_at: bigint;
+  session_json: string;
+  secret_spend_cap_nano: bigint | null;
+  secret_created_at: bigint;
+}
+
+function toClientSecretRecord(row: ClientSecretRow): ClientSecretRecord {
+  return {
+    id: row.secret_id,
+    keyId: row.key_id,
+    expiresAt: new Date(Number(row.expires_at)),
+    session: fromJsonText(row.session_json) as Record<string, unknown>,
+    spendCapNano: row.secret_spend_cap_nano,
+    createdAt: new Date(Number(row.secret_created_at)),
+  };
+}
+
 /** Picks one key by id or by name; an id wins if a name happens to equal it. */
 const KEY_BY_REF = 'SELECT id FROM keys WHERE id = @ref OR name = @ref ORDER BY id = @ref DESC LIMIT 1';
 
@@ -271,14 +306,19 @@ class SqliteLedger implements Ledger {
         VALUES (@id, @name, @keyHash, @balanceNano, @spendCapNano, @maxSessions, @priceMultiplierPpm, 0, @createdAt)
         RETURNING *`),
       keyByName: db.prepare('SELECT 1 FROM keys WHERE name = ?'),
+      insertClientSecret: db.prepare(`INSERT INTO client_secrets (id, secret_hash, key_id, expires_at, session_json, spend_cap_nano, created_at)
+        VALUES (@id, @secretHash, @keyId, @expiresAt, @sessionJson, @spendCapNano, @createdAt)
+        RETURNING id AS secret_id, key_id, expires_at, session_json, spend_cap_nano AS secret_spend_cap_nano, created_at AS secret_created_at`),
+      clientSecretByHash: db.prepare(CLIENT_SECRET_BY_HASH),
+      clientSecretSpend: db.prepare('SELECT COALESCE(SUM(spend_nano), 0) FROM sessions WHERE client_secret_id = ?').pluck(),
       keyByHash: db.prepare('SELECT * FROM keys WHERE key_hash = ?'),
       keyExists: db.prepare('SELECT 1 FROM keys WHERE id = ?').pluck(),
       keyByRef: db.prepare(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`),
       listKeys: db.prepare('SELECT * FROM keys ORDER BY created_at, name'),
       topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount WHERE id = (${KEY_BY_REF}) RETURNING *`),
       setDisabled: db.prepare(`UPDATE keys SET disabled = @disabled WHERE id = (${KEY_BY_REF}) RETURNING *`),
-      insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at, transport)
-        VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt, @transport)
+      insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at, client_secret_id, transport)
+        VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt, @clientSecretId, @transport)
         ON CONFLICT (id) DO NOTHING`),
       sessionById: db.prepare('SELECT key_id, spend_nano, status FROM sessions WHERE id = ?'),
       // The admission rule and the hold in one statement: see HoldResult.
@@ -353,6 +393,35 @@ class SqliteLedger implements Ledger {
     return row !== undefined && hashMatches(row.key_hash, keyHash) ? toKeyRecord(row) : null;
   }
 
+  async createClientSecret(input: NewClientSecret): Promise<{ secret: string; record: ClientSecretRecord }> {
+    assertNewClientSecret(input);
+    const secret = generateClientSecret();
+    const row = this.write(() => {
+      if (this.statements.keyExists.get(input.keyId) === undefined) keyNotFound(input.keyId);
+      return this.statements.insertClientSecret.get({
+        id: randomUUID(),
+        secretHash: hashKey(secret),
+        keyId: input.keyId,
+        expiresAt: input.expiresAt.getTime(),
+        sessionJson: toJsonText(input.session),
+        spendCapNano: input.spendCapNano,
+        createdAt: Date.now(),
+      }) as ClientSecretRow;
+    });
+    return { secret, record: toClientSecretRecord(row) };
+  }
+
+  async authenticateClientSecret(plaintextSecret: string): Promise<ClientSecretGrant | null> {
+    const secretHash = hashKey(plaintextSecret);
+    const row = this.read(() => this.statements.clientSecretByHash.get(secretHash) as (ClientSecretRow & KeyRow & { secret_hash: string; spent_nano: bigint }) | undefined);
+    if (row === undefined || !hashMatches(row.secret_hash, secretHash)) return null;
+    return { secret: toClientSecretRecord(row), key: toKeyRecord(row), spentNano: row.spent_nano };
+  }
+
+  async clientSecretSpend(secretId: string): Promise<bigint> {
+    return this.read(() => this.statements.clientSecretSpend.get(secretId) as bigint);
+  }
+
   async getKey(idOrName: string): Promise<KeyRecord | null> {
     const row = this.read(() => this.statements.keyByRef.get({ ref: idOrName }) as KeyRow | undefined);
     return row === undefined ? null : toKeyRecord(row);
@@ -378,7 +447,7 @@ class SqliteLedger implements Ledger {
   async openSession(session: SessionOpen): Promise<void> {
     this.write(() => {
       if (this.statements.keyExists.get(session.keyId) === undefined) keyNotFound(session.keyId);
-      this.statements.insertSession.run({ ...session, transport: session.transport ?? 'websocket', startedAt: session.startedAt.getTime() });
+      this.statements.insertSession.run({ ...session, startedAt: session.startedAt.getTime(), clientSecretId: session.clientSecretId ?? null, transport: session.transport ?? 'websocket' });
       // An instance that opens a session is alive, even before its first heartbeat.
       this.statements.heartbeat.run({ id: session.instanceId, now: Date.now() });
     });

@@ -89,6 +89,35 @@ export interface SessionOpen {
   transport?: 'websocket' | 'webrtc' | 'sip';
   instanceId: string;
   startedAt: Date;
+  /** The client secret the session was opened with (its id); absent for a relay key. */
+  clientSecretId?: string | null;
+}
+
+/** An ephemeral client secret to mint for a key. */
+export interface NewClientSecret {
+  keyId: string;
+  expiresAt: Date;
+  /** The session configuration it carries, as the client will be told. */
+  session: Record<string, unknown>;
+  /** Most all the sessions opened with it may spend together; null = only the key's own limits. */
+  spendCapNano: bigint | null;
+}
+
+export interface ClientSecretRecord {
+  id: string;
+  keyId: string;
+  expiresAt: Date;
+  session: Record<string, unknown>;
+  spendCapNano: bigint | null;
+  createdAt: Date;
+}
+
+/** A client secret found by its plaintext, with its key and what its sessions have spent. */
+export interface ClientSecretGrant {
+  secret: ClientSecretRecord;
+  key: KeyRecord;
+  /** The charges of every session opened with the secret so far. */
+  spentNano: bigint;
 }
 
 export type SettlementStatus = 'settled' | 'recovered';
@@ -275,6 +304,12 @@ export interface Ledger {
   /** Finds a key by its plaintext. Disabled keys are returned too: the caller decides. */
   authenticate(plaintextKey: string): Promise<KeyRecord | null>;
   getKey(idOrName: string): Promise<KeyRecord | null>;
+  /** `secret` is the plaintext `ek_…`, shown once; only its SHA-256 is stored. */
+  createClientSecret(input: NewClientSecret): Promise<{ secret: string; record: ClientSecretRecord }>;
+  /** Finds a client secret by its plaintext, expired or not (the caller decides), with its key and spend. */
+  authenticateClientSecret(plaintextSecret: string): Promise<ClientSecretGrant | null>;
+  /** What every session opened with the client secret has spent so far, together. */
+  clientSecretSpend(secretId: string): Promise<bigint>;
   listKeys(): Promise<KeyRecord[]>;
   topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord>;
   setDisabled(idOrName: string, disabled: boolean): Promise<KeyRecord>;

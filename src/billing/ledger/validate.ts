@@ -1,5 +1,5 @@
 import { LedgerError } from './errors.js';
-import type { NewKey } from './types.js';
+import type { NewClientSecret, NewKey } from './types.js';
 
 export const DEFAULT_PRICE_MULTIPLIER_PPM = 1_000_000;
 
@@ -25,6 +25,12 @@ export function validateNewKey(input: NewKey): ValidNewKey {
   const priceMultiplierPpm = input.priceMultiplierPpm ?? DEFAULT_PRICE_MULTIPLIER_PPM;
   assertPositiveInt32(priceMultiplierPpm, 'priceMultiplierPpm');
   return { name, balanceNano: input.balanceNano, spendCapNano, maxSessions, priceMultiplierPpm };
+}
+
+export function assertNewClientSecret(input: NewClientSecret): void {
+  if (!(input.expiresAt instanceof Date) || Number.isNaN(input.expiresAt.getTime())) throw new LedgerError('invalid_input', 'A client secret needs an expiry date.');
+  if (typeof input.session !== 'object' || input.session === null || Array.isArray(input.session)) throw new LedgerError('invalid_input', 'A client secret carries a session object.');
+  if (input.spendCapNano !== null) assertNano(input.spendCapNano, 'A client secret spend cap', { allowZero: false });
 }
 
 export function assertTopUp(amountNano: bigint): void {

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
+import { isClientSecret } from '../../protocol/client-secret.js';
 import { AdminError } from './errors.js';
 
 function digest(text: string): Buffer {
@@ -17,7 +18,11 @@ export function adminAuth(token: string) {
     const header = c.req.header('authorization');
     const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw new AdminError('missing_admin_token');
-    if (!timingSafeEqual(digest(match[1]!), expected)) throw new AdminError('invalid_admin_token');
+    if (!timingSafeEqual(digest(match[1]!), expected)) {
+      // Said plainly: a client secret is never an admin credential.
+      if (isClientSecret(match[1])) throw new AdminError('client_secret_not_allowed', 'A client secret cannot use the admin API: it needs "Authorization: Bearer <ADMIN_TOKEN>".');
+      throw new AdminError('invalid_admin_token');
+    }
     await next();
   });
 }

@@ -10,6 +10,7 @@ import { InputError } from './operations.js';
 export const ADMIN_ERROR_CODES = [
   'missing_admin_token',
   'invalid_admin_token',
+  'client_secret_not_allowed',
   'invalid_json',
   'invalid_input',
   'invalid_amount',

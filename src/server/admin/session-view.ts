@@ -7,6 +7,8 @@ import type { LiveSession } from '../registry.js';
 export interface SessionView {
   id: string;
   key: { id: string; name: string };
+  /** The client's address (the one a trusted proxy named, behind a load balancer). */
+  client_address: string;
   model: string;
   /** websocket, or webrtc / sip (a call: its events are read over the upstream's sideband, nothing is forwarded). */
   transport: Transport;
@@ -33,6 +35,7 @@ export function sessionView({ link, actor }: LiveSession, now = Date.now()): Ses
   return {
     id: link.sessionId,
     key: { id: link.caller.keyId, name: link.caller.keyName },
+    client_address: link.clientAddress,
     model: link.model,
     transport: link.transport,
     upstream: link.dialed ? { name: link.dialed.upstream.name, model: link.dialed.servedModel } : null,

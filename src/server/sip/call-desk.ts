@@ -86,6 +86,8 @@ export class CallDesk {
       model: admission.model,
       offer: { sdp: '', session: config },
       transport: 'sip',
+      // A phone call reaches the relay through the upstream's webhook: it has no client address of its own.
+      clientAddress: 'sip',
       call: new SipUpstreamCall(admission.model, config, call.upstream, call.upstreamCallId),
       upstreams: [call.upstream],
       meter,

@@ -327,9 +327,31 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 5,
+    name: 'client secrets',
+    /*
+     * Ephemeral client secrets: only the secret's SHA-256 is stored, like a
+     * key's. A session remembers the secret it was opened with, so a secret's
+     * spend is the sum of its sessions' spend.
+     */
+    sql: `
+      CREATE TABLE client_secrets (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL CONSTRAINT client_secrets_secret_hash_unique UNIQUE,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        expires_at TIMESTAMPTZ NOT NULL,
+        session_json TEXT NOT NULL,
+        spend_cap_nano BIGINT CHECK (spend_cap_nano IS NULL OR spend_cap_nano > 0),
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      );
+      ALTER TABLE sessions ADD COLUMN client_secret_id TEXT REFERENCES client_secrets (id);
+      CREATE INDEX sessions_by_client_secret ON sessions (client_secret_id) WHERE client_secret_id IS NOT NULL;
+    `,
+  },
+  {
     version: 6,
     name: 'session transport',
-    // Version 5 is another change's. Sessions before this one were all WebSocket sessions.
+    // Sessions before this one were all WebSocket sessions.
     sql: `
       ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket'
         CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc'));

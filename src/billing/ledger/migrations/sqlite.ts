@@ -110,9 +110,31 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 4,
+    name: 'client secrets',
+    /*
+     * Ephemeral client secrets: only the secret's SHA-256 is stored, like a
+     * key's. A session remembers the secret it was opened with, so a secret's
+     * spend is the sum of its sessions' spend.
+     */
+    sql: `
+      CREATE TABLE client_secrets (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL UNIQUE,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        expires_at INTEGER NOT NULL,
+        session_json TEXT NOT NULL,
+        spend_cap_nano INTEGER CHECK (spend_cap_nano IS NULL OR spend_cap_nano > 0),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      ALTER TABLE sessions ADD COLUMN client_secret_id TEXT REFERENCES client_secrets (id);
+      CREATE INDEX sessions_by_client_secret ON sessions (client_secret_id) WHERE client_secret_id IS NOT NULL;
+    `,
+  },
+  {
     version: 5,
     name: 'session transport',
-    // Version 4 is another change's. Sessions before this one were all WebSocket sessions.
+    // Sessions before this one were all WebSocket sessions.
     sql: `
       ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket' CHECK (transport IN ('websocket', 'webrtc'));
     `,
