@@ -83,6 +83,16 @@ export class Billing {
     return key;
   }
 
+  /** The same checks for a key named by its id (a phone call's route names its key; nobody presents it). Throws a RelayError. */
+  async authorizeId(keyId: string, model: string): Promise<KeyRecord> {
+    const key = await this.options.ledger.getKey(keyId).catch(unavailable);
+    if (!key || key.id !== keyId) throw new RelayError('invalid_api_key', "The route's key no longer exists.");
+    if (key.disabled) throw new RelayError('key_disabled');
+    this.assertPriced(model);
+    assertBalance(key);
+    return key;
+  }
+
   /** A valid, enabled relay key, whatever its balance. Throws a RelayError. */
   async authenticate(plaintextKey: string | undefined): Promise<KeyRecord> {
     if (plaintextKey === undefined || plaintextKey === '') throw new RelayError('missing_api_key');

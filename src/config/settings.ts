@@ -128,6 +128,12 @@ export const SETTINGS = {
   usageWebhookRetryMs: setting({ env: 'RELAY_USAGE_WEBHOOK_RETRY_MS', schema: millis, default: 1_000, description: 'Delay before the first retry of a failed delivery; it doubles with each failure (half of it random), up to RELAY_USAGE_WEBHOOK_MAX_RETRY_MS.' }),
   usageWebhookMaxRetryMs: setting({ env: 'RELAY_USAGE_WEBHOOK_MAX_RETRY_MS', schema: millis, default: 300_000, description: 'Longest delay between two attempts of one event.' }),
   usageWebhookTimeoutMs: setting({ env: 'RELAY_USAGE_WEBHOOK_TIMEOUT_MS', schema: millis, default: 10_000, description: 'How long one delivery may take before it counts as failed.' }),
+  openaiWebhookSecret: setting({ env: 'OPENAI_WEBHOOK_SECRET', schema: webhookSecret.optional(), default: undefined, shown: '(none)', description: "The signing secret (whsec_…) of the webhook registered with OpenAI for incoming phone calls (POST /v1/sip/webhook). Without it that endpoint refuses every request." }),
+  sipUpstream: setting({ env: 'RELAY_SIP_UPSTREAM', schema: optionalString, default: undefined, shown: '(the first OpenAI upstream)', description: "The upstream whose project the SIP trunk and the webhook belong to: incoming calls are accepted, rejected and joined there with its key." }),
+  sipUnroutedStatus: setting({ env: 'RELAY_SIP_UNROUTED_STATUS', schema: wholeNumber(400, 699, 'SIP status'), default: 404, description: 'SIP status an incoming call no route matches is rejected with.' }),
+  sipRefusedStatus: setting({ env: 'RELAY_SIP_REFUSED_STATUS', schema: wholeNumber(400, 699, 'SIP status'), default: 480, description: "SIP status a routed call is rejected with when its key is disabled, has no balance left or its model is not served." }),
+  sipBusyStatus: setting({ env: 'RELAY_SIP_BUSY_STATUS', schema: wholeNumber(400, 699, 'SIP status'), default: 486, description: "SIP status a routed call is rejected with when its key is at its concurrent-session or per-minute limit." }),
+  sipTenantTimeoutMs: setting({ env: 'RELAY_SIP_TENANT_TIMEOUT_MS', schema: millis, default: 30_000, description: "How long a tenant with its own webhook has to accept, reject or refer a call before the relay rejects it (RELAY_SIP_REFUSED_STATUS)." }),
   inspect: setting({ env: 'RELAY_INSPECT', schema: flag, default: false, description: 'Send every session actor to a Stately inspector (also --inspect).' }),
   inspectUrl: setting({ env: 'RELAY_INSPECT_URL', schema: url(['ws:', 'wss:']), default: 'ws://127.0.0.1:8081', description: 'WebSocket endpoint of the inspector.' }),
 } as const;

@@ -23,18 +23,18 @@ function httpBase(upstream: Upstream): URL {
   return base;
 }
 
-function endpoint(upstream: Upstream, path: string): string {
+export function endpoint(upstream: Upstream, path: string): string {
   const base = httpBase(upstream);
   base.pathname = `${base.pathname}${path}`;
   return base.toString();
 }
 
 /** The model's name at this upstream (own properties only: the name comes from the client). */
-function deploymentOf(upstream: Upstream, model: string): string {
+export function deploymentOf(upstream: Upstream, model: string): string {
   return Object.hasOwn(upstream.deployments, model) ? upstream.deployments[model]! : model;
 }
 
-async function refusal(response: Response): Promise<RelayError> {
+export async function refusal(response: Response): Promise<RelayError> {
   const body = (await response.text().catch(() => '')).slice(0, MAX_ERROR_BODY);
   return statusError(response.status, body);
 }
@@ -52,8 +52,8 @@ export class UpstreamCall {
   private hangingUp: Promise<void> | null = null;
 
   constructor(
-    private readonly model: string,
-    private readonly offer: CallOffer,
+    protected readonly model: string,
+    protected readonly offer: CallOffer,
   ) {}
 
   /** The model the call's upstream serves, as priced (a deployment is only its name there). */

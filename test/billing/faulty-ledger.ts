@@ -91,6 +91,10 @@ export class FaultyLedger implements Ledger {
   usageEventDelivered: Ledger['usageEventDelivered'] = async (id) => (this.guard('usageEventDelivered'), this.inner.usageEventDelivered(id));
   usageEventFailed: Ledger['usageEventFailed'] = async (id, retryInMs, reason) => (this.guard('usageEventFailed'), this.inner.usageEventFailed(id, retryInMs, reason));
   usageEventBacklog: Ledger['usageEventBacklog'] = async () => this.inner.usageEventBacklog();
+  addRoute: Ledger['addRoute'] = async (route) => (this.guard('addRoute'), this.inner.addRoute(route));
+  listRoutes: Ledger['listRoutes'] = async () => (this.guard('listRoutes'), this.inner.listRoutes());
+  removeRoute: Ledger['removeRoute'] = async (id) => (this.guard('removeRoute'), this.inner.removeRoute(id));
+  recordWebhook: Ledger['recordWebhook'] = async (id, at) => (this.guard('recordWebhook'), this.inner.recordWebhook(id, at));
   ping: Ledger['ping'] = async () => (this.guard('ping'), this.inner.ping());
   close: Ledger['close'] = async () => this.inner.close();
 }

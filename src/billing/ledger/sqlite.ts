@@ -9,6 +9,8 @@ import type { Migration } from './migrations/migration.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js';
 import { assertStaleAfter, recoverySettlement } from './recovery.js';
 import type {
+  NewSipRoute,
+  SipRoute,
   ChargeInput,
   ChargeKind,
   ChargeResult,
@@ -36,6 +38,7 @@ import type {
   UsageQuery,
   UsageRow,
 } from './types.js';
+import { routeColumns, routeTaken, toSipRoute, type RouteRow } from './sip-routes.js';
 import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
 import { assertCost, assertHold, assertNewClientSecret, assertTopUp, validateNewKey } from './validate.js';
 
@@ -130,10 +133,28 @@ function migrate(db: Database.Database, migrations: readonly Migration[]): void 
     // same file waits here and then sees the version as applied.
     db.transaction(() => {
       if (isApplied.get(migration.version) !== undefined) return;
-      db.exec(migration.sql);
+      if (migration.editsSchema) editSchema(db, migration.sql);
+      else db.exec(migration.sql);
       record.run(migration.version, Date.now());
     }).immediate();
   }
+}
+
+/**
+ * Runs a migration that edits the schema's text: with defensive mode off for
+ * it alone, and the schema version bumped so that every connection rereads it.
+ */
+function editSchema(db: Database.Database, sql: string): void {
+  const version = Number(db.pragma('schema_version', { simple: true }));
+  db.unsafeMode(true);
+  try {
+    db.exec(sql);
+    db.pragma(`schema_version = ${version + 1}`);
+  } finally {
+    db.unsafeMode(false);
+  }
+  const problems = db.pragma('integrity_check', { simple: true });
+  if (problems !== 'ok') throw new LedgerError('ledger_unavailable', `The ledger's schema edit left it inconsistent: ${String(problems)}`);
 }
 
 function translate(error: unknown, location: string): unknown {
@@ -629,6 +650,35 @@ class SqliteLedger implements Ledger {
       oldestPendingAt: row.oldest_pending_at === null ? null : new Date(Number(row.oldest_pending_at)),
       lastError: row.last_error,
     };
+  }
+
+  async addRoute(route: NewSipRoute): Promise<SipRoute> {
+    const columns = routeColumns(route);
+    const row = this.write(() => {
+      const keyId = this.db.prepare(KEY_BY_REF).pluck().get({ ref: route.key }) as string | undefined;
+      if (keyId === undefined) keyNotFound(route.key);
+      const taken = this.db.prepare('SELECT 1 FROM sip_routes WHERE match_kind = @matchKind AND header_name = @headerName AND match_value = @matchValue').get(columns);
+      if (taken !== undefined) routeTaken(route.match);
+      return this.db
+        .prepare(
+          `INSERT INTO sip_routes (id, match_kind, header_name, match_value, key_id, session_json, webhook_url, webhook_secret, created_at)
+           VALUES (@id, @matchKind, @headerName, @matchValue, @keyId, @sessionJson, @webhookUrl, @webhookSecret, @createdAt) RETURNING *`,
+        )
+        .get({ ...columns, id: `route_${randomUUID().replaceAll('-', '')}`, keyId, createdAt: Date.now() }) as RouteRow;
+    });
+    return toSipRoute(row);
+  }
+
+  async listRoutes(): Promise<SipRoute[]> {
+    return this.read(() => this.db.prepare('SELECT * FROM sip_routes ORDER BY rowid').all() as RouteRow[]).map(toSipRoute);
+  }
+
+  async removeRoute(id: string): Promise<boolean> {
+    return this.write(() => this.db.prepare('DELETE FROM sip_routes WHERE id = ?').run(id).changes > 0);
+  }
+
+  async recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean> {
+    return this.write(() => this.db.prepare('INSERT INTO sip_webhooks (webhook_id, received_at) VALUES (?, ?) ON CONFLICT (webhook_id) DO NOTHING').run(webhookId, receivedAt.getTime()).changes > 0);
   }
 
   async ping(): Promise<void> {

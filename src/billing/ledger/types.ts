@@ -86,7 +86,7 @@ export interface SessionOpen {
   model: string;
   upstream: string;
   /** How the caller reached the relay: its own WebSocket (the default), or a WebRTC call metered over the sideband. */
-  transport?: 'websocket' | 'webrtc';
+  transport?: 'websocket' | 'webrtc' | 'sip';
   instanceId: string;
   startedAt: Date;
   /** The client secret the session was opened with (its id); absent for a relay key. */
@@ -170,7 +170,7 @@ export interface EndedSession {
   keyName: string;
   model: string;
   upstream: string;
-  transport: 'websocket' | 'webrtc';
+  transport: 'websocket' | 'webrtc' | 'sip';
   status: SettlementStatus;
   endReason: string;
   startedAt: Date;
@@ -272,6 +272,31 @@ export interface UsageEventBacklog {
   lastError: string | null;
 }
 
+/** What a route matches in an incoming call: the called number (the user part of `To`), or one SIP header's exact value. */
+export type RouteMatch = { kind: 'number'; number: string } | { kind: 'header'; name: string; value: string };
+
+/** Where a phone call goes: the key it is billed to, the session it starts with, and optionally the tenant's own webhook. */
+export interface SipRoute {
+  id: string;
+  match: RouteMatch;
+  keyId: string;
+  /** The session config the call is accepted with (model included), unless the tenant's webhook accepts it itself. */
+  session: Record<string, unknown>;
+  /** The tenant's webhook: incoming calls are forwarded there, signed with `webhookSecret`, and the tenant decides. */
+  webhookUrl: string | null;
+  webhookSecret: string | null;
+  createdAt: Date;
+}
+
+export interface NewSipRoute {
+  match: RouteMatch;
+  /** The key's id or name. */
+  key: string;
+  session: Record<string, unknown>;
+  webhookUrl?: string | null;
+  webhookSecret?: string | null;
+}
+
 export interface Ledger {
   readonly kind: 'sqlite' | 'postgres';
   /** `key` is the plaintext, shown once; only its SHA-256 is stored. */
@@ -332,6 +357,13 @@ export interface Ledger {
   usageEventFailed(eventId: string, retryInMs: number, reason: string): Promise<void>;
   usageEventBacklog(): Promise<UsageEventBacklog>;
   /** A cheap liveness check. */
+  /** Adds a route; another route with the same match is refused (invalid_input). */
+  addRoute(route: NewSipRoute): Promise<SipRoute>;
+  listRoutes(): Promise<SipRoute[]>;
+  /** False when no route has this id. */
+  removeRoute(id: string): Promise<boolean>;
+  /** Records a delivered webhook's id; false when it was recorded before (a replay). */
+  recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

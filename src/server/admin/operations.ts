@@ -212,7 +212,7 @@ export interface EndedSessionView {
   key: { id: string; name: string };
   model: string;
   upstream: string;
-  /** websocket, or webrtc (a call metered over the upstream's sideband). */
+  /** websocket, webrtc or sip (a call metered over the upstream's sideband). */
   transport: EndedSession['transport'];
   /** settled, or recovered (settled by recovery after its instance stopped). */
   status: EndedSession['status'];

@@ -357,4 +357,38 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc'));
     `,
   },
+  {
+    version: 7,
+    name: 'phone calls',
+    /*
+     * Phone calls (SIP) are sessions of their own transport. Routes map an
+     * incoming call to the key it is billed to; webhook ids are remembered so
+     * that a redelivered webhook never acts twice, across restarts too.
+     */
+    sql: `
+      ALTER TABLE sessions DROP CONSTRAINT sessions_transport_known,
+        ADD CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc', 'sip'));
+
+      CREATE TABLE sip_routes (
+        id TEXT PRIMARY KEY,
+        -- The order routes were added in: header routes match oldest first.
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        match_kind TEXT NOT NULL CHECK (match_kind IN ('number', 'header')),
+        header_name TEXT NOT NULL,
+        match_value TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        session_json TEXT NOT NULL,
+        webhook_url TEXT,
+        webhook_secret TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (match_kind, header_name, match_value),
+        CHECK ((webhook_url IS NULL) = (webhook_secret IS NULL))
+      );
+
+      CREATE TABLE sip_webhooks (
+        webhook_id TEXT PRIMARY KEY,
+        received_at TIMESTAMPTZ NOT NULL
+      );
+    `,
+  },
 ];

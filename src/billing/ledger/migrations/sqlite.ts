@@ -139,4 +139,43 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket' CHECK (transport IN ('websocket', 'webrtc'));
     `,
   },
+  {
+    version: 6,
+    name: 'phone calls',
+    /*
+     * Phone calls (SIP) are sessions of their own transport. SQLite cannot
+     * alter a CHECK constraint; widening one changes nothing stored, so the
+     * table's definition is edited in place (the procedure SQLite documents
+     * for constraint changes) rather than the table rebuilt, which would drop
+     * columns other changes add. Routes map an incoming call to the key it is
+     * billed to; webhook ids are remembered so that a redelivered webhook
+     * never acts twice, across restarts too.
+     */
+    editsSchema: true,
+    sql: `
+      PRAGMA writable_schema = ON;
+      UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (transport IN (''websocket'', ''webrtc''))', 'CHECK (transport IN (''websocket'', ''webrtc'', ''sip''))')
+        WHERE type = 'table' AND name = 'sessions';
+      PRAGMA writable_schema = OFF;
+
+      CREATE TABLE sip_routes (
+        id TEXT PRIMARY KEY,
+        match_kind TEXT NOT NULL CHECK (match_kind IN ('number', 'header')),
+        header_name TEXT NOT NULL,
+        match_value TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        session_json TEXT NOT NULL,
+        webhook_url TEXT,
+        webhook_secret TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (match_kind, header_name, match_value),
+        CHECK ((webhook_url IS NULL) = (webhook_secret IS NULL))
+      ) STRICT;
+
+      CREATE TABLE sip_webhooks (
+        webhook_id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
