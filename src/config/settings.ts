@@ -127,6 +127,7 @@ export const SETTINGS = {
   usageWebhookPollMs: setting({ env: 'RELAY_USAGE_WEBHOOK_POLL_MS', schema: millis, default: 1_000, description: 'How often the outbox is looked at for due events while it is empty.' }),
   usageWebhookRetryMs: setting({ env: 'RELAY_USAGE_WEBHOOK_RETRY_MS', schema: millis, default: 1_000, description: 'Delay before the first retry of a failed delivery; it doubles with each failure (half of it random), up to RELAY_USAGE_WEBHOOK_MAX_RETRY_MS.' }),
   usageWebhookMaxRetryMs: setting({ env: 'RELAY_USAGE_WEBHOOK_MAX_RETRY_MS', schema: millis, default: 300_000, description: 'Longest delay between two attempts of one event.' }),
+  usageEventsRetentionHours: setting({ env: 'RELAY_USAGE_EVENTS_RETENTION_HOURS', schema: wholeNumber(1, 24 * 366, 'hours'), default: 168, description: 'With RELAY_USAGE_WEBHOOK_URL: delivered usage events are deleted from the outbox this long after their delivery, a bounded batch at a time. Events not delivered yet are never deleted; charges and settlements stay in the ledger either way.' }),
   usageWebhookTimeoutMs: setting({ env: 'RELAY_USAGE_WEBHOOK_TIMEOUT_MS', schema: millis, default: 10_000, description: 'How long one delivery may take before it counts as failed.' }),
   inspect: setting({ env: 'RELAY_INSPECT', schema: flag, default: false, description: 'Send every session actor to a Stately inspector (also --inspect).' }),
   inspectUrl: setting({ env: 'RELAY_INSPECT_URL', schema: url(['ws:', 'wss:']), default: 'ws://127.0.0.1:8081', description: 'WebSocket endpoint of the inspector.' }),
