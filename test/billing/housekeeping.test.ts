@@ -23,6 +23,8 @@ interface Backend {
   options: OpenLedgerOptions;
   /** Every row of a table, read over a connection of its own. */
   rows(table: string): Promise<Row[]>;
+  /** Moves a time column of the rows matching `where` `hours` into the past. */
+  age(table: string, column: string, hours: number, where: string): Promise<void>;
 }
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -45,13 +47,27 @@ async function sqliteBackend(): Promise<Backend> {
         db.close();
       }
     },
+    async age(table, column, hours, where) {
+      const db = new Database(path);
+      try {
+        db.prepare(`UPDATE ${table} SET ${column} = ${column} - ? WHERE ${where}`).run(hours * HOUR_MS);
+      } finally {
+        db.close();
+      }
+    },
   };
 }
 
 async function postgresBackend(): Promise<Backend> {
   const schema = await createScratchSchema(TEST_DATABASE_URL);
   cleanups.push(() => schema.drop());
-  return { options: { databaseUrl: schema.url }, rows: (table) => schema.query(`SELECT * FROM ${table} ORDER BY ctid`) };
+  return {
+    options: { databaseUrl: schema.url },
+    rows: (table) => schema.query(`SELECT * FROM ${table} ORDER BY ctid`),
+    async age(table, column, hours, where) {
+      await schema.query(`UPDATE ${table} SET ${column} = ${column} - $1 * interval '1 hour' WHERE ${where}`, [hours]);
+    },
+  };
 }
 
 async function connect(backend: Backend): Promise<Ledger> {
@@ -122,6 +138,36 @@ function upkeepSuite(name: string, open: () => Promise<Backend>): void {
       const [settlement] = (await backend.rows('settlements')).filter((r) => r.session_id === sessionId);
       const charges = (await backend.rows('charges')).filter((r) => r.session_id === sessionId);
       expect(settlement).toMatchObject({ total_nano: charges.reduce((sum, c) => sum + BigInt(c.cost_nano as bigint), 0n) });
+    });
+
+    it('deletes delivered usage events past the retention in bounded batches, and never one not delivered yet', async () => {
+      const backend = await open();
+      const ledger = await openLedger({ ...backend.options, usageEvents: true });
+      cleanups.push(() => ledger.close());
+      const { record } = await ledger.createKey({ name: 'outbox', balanceNano: 10_000n });
+      await ledger.openSession({ id: 'sess_outbox', keyId: record.id, model: 'gpt-realtime', upstream: 'openai', instanceId: 'here:1', startedAt: new Date() });
+      for (let i = 0; i < 5; i += 1) {
+        await ledger.recordCharge({ sessionId: 'sess_outbox', keyId: record.id, kind: 'response', itemId: `resp_${i}`, model: 'gpt-realtime', costNano: 1n, usage: {} });
+      }
+      const claimed = await ledger.claimUsageEvents({ limit: 4, leaseMs: 60_000 });
+      for (const event of claimed) await ledger.usageEventDelivered(event.id);
+      const [oldest, older, old, recent] = claimed.map((e) => e.id);
+      // Three delivered two days ago, one just now; the fifth, never delivered, was written a month ago.
+      await backend.age('usage_events', 'delivered_at', 48, `event_id IN ('${oldest}', '${older}', '${old}')`);
+      await backend.age('usage_events', 'created_at', 24 * 30, 'delivered_at IS NULL');
+
+      // A retention of a day.
+      const before = ago(24 * HOUR_MS);
+      expect(await ledger.pruneUsageEvents({ before, limit: 2 })).toBe(2);
+      expect(await ledger.pruneUsageEvents({ before, limit: 2 })).toBe(1);
+      expect(await ledger.pruneUsageEvents({ before, limit: 2 })).toBe(0);
+      const left = (await backend.rows('usage_events')).map((r) => r.event_id);
+      expect(left).toHaveLength(2);
+      expect(left).toContain(recent);
+      expect(await ledger.usageEventBacklog()).toMatchObject({ pending: 1, delivered: 1 });
+      // The charges themselves stay.
+      expect(await ledger.sessionSpend('sess_outbox')).toBe(5n);
+      expect((await backend.rows('charges')).length).toBe(5);
     });
 
     it('deletes client secrets a day past their expiry, in bounded batches, except those a session was opened with', async () => {
