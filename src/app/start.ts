@@ -164,6 +164,7 @@ function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { d
     retryMs: settings.usageWebhookRetryMs,
     maxRetryMs: settings.usageWebhookMaxRetryMs,
     timeoutMs: settings.usageWebhookTimeoutMs,
+    retention: { keepMs: settings.usageEventsRetentionHours * 3_600_000 },
     hooks: {
       delivered: (event) => counters.delivered(event.type),
       failed(event, reason, retryInMs) {
@@ -171,6 +172,8 @@ function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { d
         warnSometimes({ eventId: event.id, attempts: event.attempts, retryInMs, reason }, `usage event delivery failed (${reason}); retrying, nothing is lost`);
       },
       claimFailed: (error) => warnSometimes({ err: error }, 'the usage event outbox could not be read; retrying'),
+      pruned: (count) => log.debug({ deleted: count }, `deleted ${count} delivered usage event(s) past their retention`),
+      pruneFailed: (error) => warnSometimes({ err: error }, 'delivered usage events could not be deleted; trying again later'),
     },
   });
 }
@@ -294,7 +297,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   if (recovered.settledOwing.length > 0) {
     log.error(
       { sessionIds: recovered.settledOwing },
-      'recovery settled sessions with a charge the ledger refused (pending or dead-lettered): their settlements leave it out; `relay spool replay --dead-letter` writes it later (the balance then includes it)',
+      'recovery settled sessions with a charge the ledger refused (pending or dead-lettered): their settlements leave it out until `relay spool replay --dead-letter` writes it, which adds it to their totals',
     );
   }
   const demoKey = await ensureDemoKey(ledger, settings.demoBalanceUsd);

@@ -168,7 +168,7 @@ async function spoolCommand(settings: Settings, args: string[]): Promise<number>
     if (values['dead-letter']) {
       const report = await replayDeadLetters(ledger, spoolPath);
       process.stdout.write(`${JSON.stringify({ file: files.deadLetter, ...report }, null, 2)}\n`);
-      if (report.settledBefore.length > 0) process.stderr.write(`The settlements of ${report.settledBefore.join(', ')} were recorded before these charges: their totals leave them out (the balances include them).\n`);
+      if (report.settledBefore.length > 0) process.stderr.write(`The settlements of ${report.settledBefore.join(', ')} were recorded before these charges: the charges were added to their totals.\n`);
       return report.left.length === 0 ? 0 : 1;
     }
     const backlog = new WriteBacklog(ledger, spoolPath, { retryMs: 60_000 });

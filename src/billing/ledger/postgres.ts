@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
-import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
+import { balanceOverMaximum, chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
 import { fromJsonText, toJsonText } from './json.js';
 import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
@@ -20,6 +20,7 @@ import type {
   Ledger,
   NewClientSecret,
   NewKey,
+  PruneBatch,
   EndedSession,
   EndedSessionsPage,
   EndedSessionsQuery,
@@ -425,12 +426,16 @@ class PostgresLedger implements Ledger {
     return rows.map(toKeyRecord);
   }
 
-  async topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord> {
+  async topUp(idOrName: string, amountNano: bigint, maxBalanceNano?: bigint): Promise<KeyRecord> {
     assertTopUp(amountNano);
+    const max = maxBalanceNano ?? null;
+    // The maximum as a bound on the balance before (max − amount), so the check itself cannot overflow.
     const { rows } = await this.query<KeyRow>(
-      `UPDATE keys SET balance_nano = balance_nano + $2 WHERE id = (${KEY_BY_REF}) RETURNING *`,
-      [idOrName, amountNano],
+      `UPDATE keys SET balance_nano = balance_nano + $2
+       WHERE id = (${KEY_BY_REF}) AND ($3::bigint IS NULL OR balance_nano <= $3::bigint - $2) RETURNING *`,
+      [idOrName, amountNano, max],
     );
+    if (rows[0] === undefined && max !== null && (await this.getKey(idOrName)) !== null) balanceOverMaximum(idOrName, max);
     return toKeyRecord(rows[0] ?? keyNotFound(idOrName));
   }
 
@@ -652,6 +657,26 @@ class PostgresLedger implements Ledger {
   async recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean> {
     const { rowCount } = await this.query('INSERT INTO sip_webhooks (webhook_id, received_at) VALUES ($1, $2) ON CONFLICT (webhook_id) DO NOTHING', [webhookId, receivedAt]);
     return (rowCount ?? 0) > 0;
+  }
+
+  // FOR UPDATE SKIP LOCKED: two instances pruning at once take different rows instead of waiting on each other.
+  async pruneUsageEvents(prune: PruneBatch): Promise<number> {
+    const { rowCount } = await this.query(
+      `DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events
+         WHERE delivered_at IS NOT NULL AND delivered_at < $1 ORDER BY delivered_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [prune.before, prune.limit],
+    );
+    return rowCount ?? 0;
+  }
+
+  async pruneClientSecrets(prune: PruneBatch): Promise<number> {
+    const { rowCount } = await this.query(
+      `DELETE FROM client_secrets WHERE id IN (SELECT c.id FROM client_secrets c
+         WHERE c.expires_at < $1 AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.client_secret_id = c.id)
+         ORDER BY c.expires_at, c.id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [prune.before, prune.limit],
+    );
+    return rowCount ?? 0;
   }
 
   async ping(): Promise<void> {

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
+import { balanceOverMaximum, chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
 import { fromJsonText, toJsonText } from './json.js';
 import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
@@ -22,6 +22,7 @@ import type {
   Ledger,
   NewClientSecret,
   NewKey,
+  PruneBatch,
   EndedSession,
   EndedSessionsPage,
   EndedSessionsQuery,
@@ -301,6 +302,11 @@ class SqliteLedger implements Ledger {
       usageEventFailed: db.prepare(`UPDATE usage_events SET next_attempt_at = @retryAt, last_error = @reason
         WHERE event_id = @eventId AND delivered_at IS NULL`),
       usageEventBacklog: db.prepare(BACKLOG_SQL),
+      pruneUsageEvents: db.prepare(`DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events
+        WHERE delivered_at IS NOT NULL AND delivered_at < @before ORDER BY delivered_at, id LIMIT @limit)`),
+      pruneClientSecrets: db.prepare(`DELETE FROM client_secrets WHERE id IN (SELECT c.id FROM client_secrets c
+        WHERE c.expires_at < @before AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.client_secret_id = c.id)
+        ORDER BY c.expires_at, c.id LIMIT @limit)`),
       insertKey: db.prepare(`INSERT INTO keys
         (id, name, key_hash, balance_nano, spend_cap_nano, max_sessions, price_multiplier_ppm, disabled, created_at)
         VALUES (@id, @name, @keyHash, @balanceNano, @spendCapNano, @maxSessions, @priceMultiplierPpm, 0, @createdAt)
@@ -315,7 +321,9 @@ class SqliteLedger implements Ledger {
       keyExists: db.prepare('SELECT 1 FROM keys WHERE id = ?').pluck(),
       keyByRef: db.prepare(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`),
       listKeys: db.prepare('SELECT * FROM keys ORDER BY created_at, name'),
-      topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount WHERE id = (${KEY_BY_REF}) RETURNING *`),
+      // The maximum as a bound on the balance before (max − amount), so the check itself cannot overflow.
+      topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount
+        WHERE id = (${KEY_BY_REF}) AND (@max IS NULL OR balance_nano <= @max - @amount) RETURNING *`),
       setDisabled: db.prepare(`UPDATE keys SET disabled = @disabled WHERE id = (${KEY_BY_REF}) RETURNING *`),
       insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at, client_secret_id, transport)
         VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt, @clientSecretId, @transport)
@@ -431,9 +439,14 @@ class SqliteLedger implements Ledger {
     return this.read(() => this.statements.listKeys.all() as KeyRow[]).map(toKeyRecord);
   }
 
-  async topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord> {
+  async topUp(idOrName: string, amountNano: bigint, maxBalanceNano?: bigint): Promise<KeyRecord> {
     assertTopUp(amountNano);
-    const row = this.write(() => this.statements.topUp.get({ ref: idOrName, amount: amountNano }) as KeyRow | undefined);
+    const max = maxBalanceNano ?? null;
+    const row = this.write(() => {
+      const updated = this.statements.topUp.get({ ref: idOrName, amount: amountNano, max }) as KeyRow | undefined;
+      if (updated === undefined && max !== null && this.statements.keyByRef.get({ ref: idOrName }) !== undefined) balanceOverMaximum(idOrName, max);
+      return updated;
+    });
     return toKeyRecord(row ?? keyNotFound(idOrName));
   }
 
@@ -679,6 +692,14 @@ class SqliteLedger implements Ledger {
 
   async recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean> {
     return this.write(() => this.db.prepare('INSERT INTO sip_webhooks (webhook_id, received_at) VALUES (?, ?) ON CONFLICT (webhook_id) DO NOTHING').run(webhookId, receivedAt.getTime()).changes > 0);
+  }
+
+  async pruneUsageEvents(prune: PruneBatch): Promise<number> {
+    return this.write(() => this.statements.pruneUsageEvents.run({ before: prune.before.getTime(), limit: prune.limit }).changes);
+  }
+
+  async pruneClientSecrets(prune: PruneBatch): Promise<number> {
+    return this.write(() => this.statements.pruneClientSecrets.run({ before: prune.before.getTime(), limit: prune.limit }).changes);
   }
 
   async ping(): Promise<void> {

@@ -391,4 +391,34 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 8,
+    name: 'housekeeping',
+    /*
+     * Indexes for the bounded clean-ups of delivered usage events and expired
+     * client secrets, so each batch reads only the rows it deletes.
+     *
+     * A charge applied after its session was settled (a dead-lettered charge
+     * replayed once the session had been recovered without it) adds itself to
+     * that settlement, so a settlement's totals are always those of its
+     * charges. A trigger rather than a change to ledger_record_charge: it fires
+     * only on an inserted charge (a replay inserts nothing), and it runs under
+     * the session row lock the charge took, so a charge counts either in the
+     * settlement's sum or through this trigger, never both.
+     */
+    sql: `
+      CREATE INDEX usage_events_delivered ON usage_events (delivered_at, id) WHERE delivered_at IS NOT NULL;
+      CREATE INDEX client_secrets_by_expiry ON client_secrets (expires_at, id);
+
+      CREATE FUNCTION ledger_charge_after_settlement() RETURNS trigger
+      LANGUAGE plpgsql AS $$
+      BEGIN
+        UPDATE settlements SET total_nano = total_nano + NEW.cost_nano, charge_count = charge_count + 1
+        WHERE session_id = NEW.session_id;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER charges_after_settlement AFTER INSERT ON charges
+        FOR EACH ROW EXECUTE FUNCTION ledger_charge_after_settlement();
+    `,
+  },
 ];

@@ -178,4 +178,29 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 7,
+    name: 'housekeeping',
+    /*
+     * Indexes for the bounded clean-ups of delivered usage events and expired
+     * client secrets, so each batch reads only the rows it deletes.
+     *
+     * A charge applied after its session was settled (a dead-lettered charge
+     * replayed once the session had been recovered without it) adds itself to
+     * that settlement, so a settlement's totals are always those of its
+     * charges. It fires only on an inserted charge (a replay inserts nothing),
+     * inside the charge's write transaction, so a charge counts either in the
+     * settlement's sum or through this trigger, never both.
+     */
+    sql: `
+      CREATE INDEX usage_events_delivered ON usage_events (delivered_at, id) WHERE delivered_at IS NOT NULL;
+      CREATE INDEX client_secrets_by_expiry ON client_secrets (expires_at, id);
+
+      CREATE TRIGGER charges_after_settlement AFTER INSERT ON charges
+      BEGIN
+        UPDATE settlements SET total_nano = total_nano + NEW.cost_nano, charge_count = charge_count + 1
+        WHERE session_id = NEW.session_id;
+      END;
+    `,
+  },
 ];
