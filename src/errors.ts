@@ -89,6 +89,12 @@ export const ERRORS = {
   session_closing: { type: 'invalid_request_error', status: 409, close: null, message: 'The session is already closing.' },
   invalid_offer: { type: 'invalid_request_error', status: 400, close: null, message: 'A call is opened with an SDP offer: "Content-Type: application/sdp" with the offer as the body, or multipart/form-data with fields "sdp" and "session" (JSON).' },
   call_not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No live call has this id for this key.' },
+  webhook_not_configured: { type: 'server_error', status: 503, close: null, message: 'Phone calls are off: OPENAI_WEBHOOK_SECRET is not set, so no incoming call webhook can be verified.' },
+  invalid_webhook_signature: { type: 'invalid_request_error', status: 400, close: null, message: 'The webhook signature does not verify: wrong secret, altered body, or a timestamp more than 5 minutes off.' },
+  invalid_webhook: { type: 'invalid_request_error', status: 400, close: null, message: 'The webhook body is not an event the relay understands.' },
+  call_not_pending: { type: 'invalid_request_error', status: 409, close: null, message: 'The call was already accepted, rejected or referred.' },
+  invalid_call_control: { type: 'invalid_request_error', status: 400, close: null, message: 'The call control request is not valid.' },
+  route_not_found: { type: 'invalid_request_error', status: 404, close: null, message: 'No route has this id.' },
   request_too_large: { type: 'invalid_request_error', status: 413, close: null, message: 'The request body is too large.' },
   ledger_unavailable: { type: 'server_error', status: 503, close: null, message: 'The ledger cannot be reached.' },
 } as const satisfies Record<string, ErrorEntry>;

@@ -53,26 +53,35 @@ export function createGatekeeper(billing: Billing, upstreams: UpstreamConfig, li
     return { key: await billing.authorize(attempt.key, model), model, intent: attempt.intent };
   }
 
+  /** The model served, then the key's limits, whose slot is held until the session is gone. */
+  async function admitted(key: KeyRecord, model: string, intent: 'transcription' | undefined, grant: ClientSecretGrant | undefined): Promise<Admission> {
+    if (upstreamsServing(upstreams, model).length === 0) throw new RelayError('model_not_found', `No upstream of this relay serves the model "${model}".`);
+    const release = limits ? await limits.acquire({ keyId: key.id, maxSessions: key.maxSessions }) : () => undefined;
+    let released = false;
+    return {
+      caller: { keyId: key.id, keyName: key.name },
+      model,
+      intent,
+      clientSecretSession: grant?.secret.session,
+      openMeter: (session) => billing.openMeter(session, key, grant),
+      release() {
+        if (released) return;
+        released = true;
+        release();
+      },
+    };
+  }
+
   return {
     async admit(attempt: HandshakeAttempt): Promise<Admission> {
       // Every attempt counts against its address, a wrong key included: that is what slows down guessing.
       await limits?.countHandshake(attempt.ip);
       const { key, model, intent, grant } = await admitKey(attempt);
-      if (upstreamsServing(upstreams, model).length === 0) throw new RelayError('model_not_found', `No upstream of this relay serves the model "${model}".`);
-      const release = limits ? await limits.acquire({ keyId: key.id, maxSessions: key.maxSessions }) : () => undefined;
-      let released = false;
-      return {
-        caller: { keyId: key.id, keyName: key.name },
-        model,
-        intent,
-        clientSecretSession: grant?.secret.session,
-        openMeter: (session) => billing.openMeter(session, key, grant),
-        release() {
-          if (released) return;
-          released = true;
-          release();
-        },
-      };
+      return admitted(key, model, intent, grant);
+    },
+    async admitRouted(keyId: string, requestedModel: string): Promise<Admission> {
+      const model = resolveAlias(upstreams, requestedModel);
+      return admitted(await billing.authorizeId(keyId, model), model, undefined, undefined);
     },
     async identify(plaintextKey: string) {
       const key = await billing.identify(plaintextKey);

@@ -13,7 +13,7 @@ import { loadUpstreamsFile, upstreamsServing, type UpstreamConfig } from '../con
 import { combineMeterHooks, combineObservers } from '../observability/fan-out.js';
 import { createSessionInspector } from '../observability/inspector.js';
 import type { Logger } from '../observability/logger.js';
-import { createRelayMetrics } from '../observability/metrics.js';
+import { createRelayMetrics, type RelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
 import { startTracing, traceSettings } from '../observability/trace-settings.js';
 import { adminApp } from '../server/admin/index.js';
@@ -21,6 +21,7 @@ import { TrustedProxies, parseNetwork } from '../server/client-address.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
 import type { SessionObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
+import { takesCalls } from '../server/upstream-call.js';
 import type { Upstream } from '../server/upstream.js';
 import { startUsageDelivery, type UsageDelivery } from '../events/deliverer.js';
 import { createLimits } from '../limits/index.js';
@@ -163,6 +164,7 @@ function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { d
     retryMs: settings.usageWebhookRetryMs,
     maxRetryMs: settings.usageWebhookMaxRetryMs,
     timeoutMs: settings.usageWebhookTimeoutMs,
+    retention: { keepMs: settings.usageEventsRetentionHours * 3_600_000 },
     hooks: {
       delivered: (event) => counters.delivered(event.type),
       failed(event, reason, retryInMs) {
@@ -170,8 +172,52 @@ function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { d
         warnSometimes({ eventId: event.id, attempts: event.attempts, retryInMs, reason }, `usage event delivery failed (${reason}); retrying, nothing is lost`);
       },
       claimFailed: (error) => warnSometimes({ err: error }, 'the usage event outbox could not be read; retrying'),
+      pruned: (count) => log.debug({ deleted: count }, `deleted ${count} delivered usage event(s) past their retention`),
+      pruneFailed: (error) => warnSometimes({ err: error }, 'delivered usage events could not be deleted; trying again later'),
     },
   });
+}
+
+/** The upstream the SIP trunk belongs to: the one named by RELAY_SIP_UPSTREAM, or the first that takes calls. */
+function sipUpstream(settings: Settings, config: UpstreamConfig): Upstream | null {
+  if (settings.sipUpstream) {
+    const named = config.upstreams.find((upstream) => upstream.name === settings.sipUpstream);
+    if (!named) throw new ConfigError('RELAY_SIP_UPSTREAM', `no upstream is named "${settings.sipUpstream}"`);
+    if (!takesCalls(named)) throw new ConfigError('RELAY_SIP_UPSTREAM', `upstream "${named.name}" does not take calls (an OpenAI upstream does)`);
+    return named;
+  }
+  return [...config.upstreams].sort((a, b) => a.priority - b.priority).find(takesCalls) ?? null;
+}
+
+/** Incoming phone calls: the webhook's secret, the ledger's routes and webhook ids, and a log line for every call decided. */
+function phoneOptions(settings: Settings, config: UpstreamConfig, ledger: Ledger, log: Logger, counters: RelayMetrics['phoneCallHooks']): RelayServerOptions['phone'] {
+  const upstream = sipUpstream(settings, config);
+  if (settings.openaiWebhookSecret && !upstream) log.warn('OPENAI_WEBHOOK_SECRET is set but no upstream takes calls: incoming phone calls are refused');
+  return {
+    webhookSecret: settings.openaiWebhookSecret,
+    upstream,
+    statuses: { unrouted: settings.sipUnroutedStatus, refused: settings.sipRefusedStatus, busy: settings.sipBusyStatus },
+    tenantTimeoutMs: settings.sipTenantTimeoutMs,
+    directory: {
+      routes: () => ledger.listRoutes(),
+      firstDelivery: (webhookId) => ledger.recordWebhook(webhookId, new Date()),
+    },
+    events: {
+      decided(call) {
+        counters.decided(call.outcome);
+        const fields = { event: 'sip.call', ...call };
+        if (call.outcome === 'accepted' || call.outcome === 'forwarded' || call.outcome === 'tenant_rejected' || call.outcome === 'tenant_referred') log.info(fields, `phone call ${call.upstreamCallId}: ${call.outcome}${call.keyName ? ` for key "${call.keyName}"` : ''}`);
+        else log.warn(fields, `phone call ${call.upstreamCallId}: ${call.outcome}${call.sipStatus ? ` (SIP ${call.sipStatus})` : ''}${call.reason ? `: ${call.reason}` : ''}`);
+      },
+      webhook(verdict) {
+        counters.webhook(verdict);
+        if (verdict !== 'ignored') log.warn({ event: 'sip.webhook', verdict }, `SIP webhook ${verdict.replaceAll('_', ' ')}`);
+      },
+      controlFailed(upstreamCallId, action, error) {
+        log.warn({ event: 'sip.control', upstreamCallId, action, code: error.code, detail: error.message }, `phone call ${upstreamCallId}: ${action} failed upstream (${error.code})`);
+      },
+    },
+  };
 }
 
 export interface StartOptions {
@@ -251,7 +297,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   if (recovered.settledOwing.length > 0) {
     log.error(
       { sessionIds: recovered.settledOwing },
-      'recovery settled sessions with a charge the ledger refused (pending or dead-lettered): their settlements leave it out; `relay spool replay --dead-letter` writes it later (the balance then includes it)',
+      'recovery settled sessions with a charge the ledger refused (pending or dead-lettered): their settlements leave it out until `relay spool replay --dead-letter` writes it, which adds it to their totals',
     );
   }
   const demoKey = await ensureDemoKey(ledger, settings.demoBalanceUsd);
@@ -307,6 +353,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
       metrics.mount(app, server);
       if (settings.adminToken) app.route('/admin', adminApp({ token: settings.adminToken, ledger, registry: server.registry }));
     },
+    phone: phoneOptions(settings, config, ledger, log, metrics.phoneCallHooks),
     ready: async () => {
       await ledger.ping();
       return true;
@@ -317,6 +364,11 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     await tracing?.shutdown();
     throw error;
   });
+  // Offline, the built-in simulator announces the phone calls it places to this relay's own webhook.
+  if (simulator && settings.openaiWebhookSecret) {
+    simulator.setCallWebhook({ url: `${relay.url().replace(/^ws/, 'http')}/v1/sip/webhook`, secret: settings.openaiWebhookSecret });
+    log.info(`phone calls: POST ${simulator.url.replace(/^ws/, 'http')}/sim/sip/calls places a call at the built-in simulator, announced to /v1/sip/webhook`);
+  }
   const usageDelivery = startUsageDeliveryFor(settings, ledger, metrics.usageEventHooks, log);
   const url = `${relay.url()}/v1/realtime?model=gpt-realtime`;
   log.info({ url, ledger: ledger.kind }, `listening on ${relay.url()} (ledger: ${ledger.kind})`);

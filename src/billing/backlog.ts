@@ -340,8 +340,8 @@ export interface DeadLetterReport {
   /**
    * Sessions a charge was written to now, whose settlement was already in
    * the ledger (start-up recovery settles a session left open from the
-   * charges written): its recorded totals leave that charge out; the key's
-   * balance and the session's spend include it.
+   * charges written): the ledger added the charge to that settlement's
+   * totals, as it did to the key's balance and the session's spend.
    */
   settledBefore: string[];
 }

@@ -2,7 +2,7 @@ import { RelayError } from '../errors.js';
 import { isClientSecret } from '../protocol/client-secret.js';
 import type { SessionInfo, SessionMeter } from '../server/ports.js';
 import { WriteBacklog, type BacklogHooks, type ReplayReport } from './backlog.js';
-import { isLedgerError, type ClientSecretGrant, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
+import { isLedgerError, pruneInBatches, type ClientSecretGrant, type KeyRecord, type Ledger, type RecoveredSession } from './ledger/index.js';
 import { LedgerMeter, type MeterHooks } from './meter.js';
 import { resolveModel, type PriceTable } from './prices.js';
 
@@ -26,7 +26,27 @@ export interface BillingOptions {
   hooks?: Partial<MeterHooks>;
   /** Told when spool lines are quarantined and writes dead-lettered. */
   backlogHooks?: Partial<BacklogHooks>;
+  /** When expired client secrets are deleted; defaults to CLIENT_SECRET_CLEANUP. */
+  clientSecretCleanup?: ClientSecretCleanup;
 }
+
+/**
+ * Expired client secrets are deleted, on the heartbeat's timer, once they
+ * have been expired for `graceMs`, a bounded batch per statement. A secret
+ * that opened a session is kept: the session names it (a foreign key), and
+ * what the secret allowed is part of that session's history. Expired, it
+ * opens nothing, and there are never more of them than such sessions.
+ */
+export interface ClientSecretCleanup {
+  graceMs: number;
+  /** Least time between two passes. */
+  everyMs: number;
+  batchSize: number;
+}
+
+export const CLIENT_SECRET_CLEANUP: ClientSecretCleanup = { graceMs: 24 * 3_600_000, everyMs: 10 * 60_000, batchSize: 500 };
+/** Batches per pass: a large backlog is worked off over several passes. */
+const CLEANUP_BATCHES_PER_PASS = 20;
 
 const NO_HOOKS: MeterHooks = { anomaly: () => undefined, charged: () => undefined, chargeFailed: () => undefined };
 
@@ -61,6 +81,8 @@ export class Billing {
   private heartbeat: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping: Promise<RecoveredSession[]> | undefined;
+  private nextSecretCleanupAt = 0;
+  private secretCleanup: Promise<number> | undefined;
 
   constructor(private readonly options: BillingOptions) {
     this.hooks = { ...NO_HOOKS, ...options.hooks };
@@ -78,6 +100,16 @@ export class Billing {
   /** Known model (by the price table), valid enabled key, and a balance left beyond its holds. Throws a RelayError. */
   async authorize(plaintextKey: string | undefined, model: string): Promise<KeyRecord> {
     const key = await this.authenticate(plaintextKey);
+    this.assertPriced(model);
+    assertBalance(key);
+    return key;
+  }
+
+  /** The same checks for a key named by its id (a phone call's route names its key; nobody presents it). Throws a RelayError. */
+  async authorizeId(keyId: string, model: string): Promise<KeyRecord> {
+    const key = await this.options.ledger.getKey(keyId).catch(unavailable);
+    if (!key || key.id !== keyId) throw new RelayError('invalid_api_key', "The route's key no longer exists.");
+    if (key.disabled) throw new RelayError('key_disabled');
     this.assertPriced(model);
     assertBalance(key);
     return key;
@@ -158,6 +190,8 @@ export class Billing {
     this.heartbeat = setInterval(() => {
       void this.options.ledger.heartbeat(this.options.instanceId).catch(() => undefined);
       if (this.backlog.size > 0) void this.backlog.flush();
+      // A failed pass is tried again at the next one.
+      void this.deleteExpiredClientSecrets().catch(() => undefined);
     }, this.options.heartbeatMs);
     this.heartbeat.unref();
     const { recoverySweepMs = 0 } = this.options;
@@ -197,12 +231,28 @@ export class Billing {
     return this.sweeping;
   }
 
+  /** One pass of the client secret clean-up, if one is due and none is running: how many it deleted. */
+  private async deleteExpiredClientSecrets(): Promise<number> {
+    const cleanup = this.options.clientSecretCleanup ?? CLIENT_SECRET_CLEANUP;
+    if (this.secretCleanup !== undefined || Date.now() < this.nextSecretCleanupAt) return 0;
+    this.nextSecretCleanupAt = Date.now() + cleanup.everyMs;
+    this.secretCleanup = pruneInBatches(
+      (limit) => this.options.ledger.pruneClientSecrets({ before: new Date(Date.now() - cleanup.graceMs), limit }),
+      cleanup.batchSize,
+      CLEANUP_BATCHES_PER_PASS,
+    ).finally(() => {
+      this.secretCleanup = undefined;
+    });
+    return this.secretCleanup;
+  }
+
   async close(): Promise<void> {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     await this.sweeping?.catch(() => undefined);
+    await this.secretCleanup?.catch(() => undefined);
     await this.backlog.flush().catch(() => undefined);
     this.backlog.close();
     await this.options.ledger.close();

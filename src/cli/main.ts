@@ -10,6 +10,7 @@ import { loadUpstreamsFile } from '../config/upstreams.js';
 import { describeMachine, toMermaid } from '../machines/diagram.js';
 import { sessionMachine } from '../machines/session.js';
 import { createLogger } from '../observability/logger.js';
+import { parseNewRoute, routeView } from '../server/admin/route-operations.js';
 import { traceSettings } from '../observability/trace-settings.js';
 import { InputError, keyView, parseNewKey, parseTopUp, parseUsageRequest, topUpKey, usageCsv, usageJson } from '../server/admin/operations.js';
 
@@ -24,6 +25,11 @@ Commands:
   keys list                   list keys and balances
   keys topup <id|name> --amount USD
   keys disable <id|name>      (keys enable <id|name> to undo)
+  routes add (--number N | --header NAME=VALUE) --key K --model M [--session JSON]
+             [--webhook-url URL --webhook-secret whsec_…]
+                              route incoming phone calls to a key (see Phone calls (SIP))
+  routes list                 list the routes
+  routes remove <route id>
   usage [--key K] [--since ISO-DATE] [--format csv|json]
   spool replay [--dead-letter]
                               write the spooled ledger writes now (or, with --dead-letter,
@@ -101,6 +107,44 @@ async function keysCommand(settings: Settings, args: string[]): Promise<void> {
   });
 }
 
+async function routesCommand(settings: Settings, args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      number: { type: 'string' },
+      header: { type: 'string' },
+      key: { type: 'string' },
+      model: { type: 'string' },
+      session: { type: 'string' },
+      'webhook-url': { type: 'string' },
+      'webhook-secret': { type: 'string' },
+    },
+  });
+  const [action, id] = positionals;
+  await withLedger(settings, async (ledger) => {
+    switch (action) {
+      case 'add': {
+        const fields = { number: values.number, header: values.header, key: values.key, model: values.model, session: values.session, webhook_url: values['webhook-url'], webhook_secret: values['webhook-secret'] };
+        const route = await ledger.addRoute(parseNewRoute(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined))));
+        process.stdout.write(`${JSON.stringify(routeView(route), null, 2)}\n`);
+        return;
+      }
+      case 'list':
+        process.stdout.write(`${JSON.stringify((await ledger.listRoutes()).map(routeView), null, 2)}\n`);
+        return;
+      case 'remove': {
+        const routeId = requireString(id, 'a route id');
+        if (!(await ledger.removeRoute(routeId))) throw new UsageError(`no route has the id "${routeId}"`);
+        process.stdout.write(`${JSON.stringify({ id: routeId, deleted: true }, null, 2)}\n`);
+        return;
+      }
+      default:
+        throw new UsageError('routes takes add, list or remove');
+    }
+  });
+}
+
 async function usageCommand(settings: Settings, args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { key: { type: 'string' }, since: { type: 'string' }, format: { type: 'string', default: 'json' } } });
   const { query, format } = parseUsageRequest(values);
@@ -124,7 +168,7 @@ async function spoolCommand(settings: Settings, args: string[]): Promise<number>
     if (values['dead-letter']) {
       const report = await replayDeadLetters(ledger, spoolPath);
       process.stdout.write(`${JSON.stringify({ file: files.deadLetter, ...report }, null, 2)}\n`);
-      if (report.settledBefore.length > 0) process.stderr.write(`The settlements of ${report.settledBefore.join(', ')} were recorded before these charges: their totals leave them out (the balances include them).\n`);
+      if (report.settledBefore.length > 0) process.stderr.write(`The settlements of ${report.settledBefore.join(', ')} were recorded before these charges: the charges were added to their totals.\n`);
       return report.left.length === 0 ? 0 : 1;
     }
     const backlog = new WriteBacklog(ledger, spoolPath, { retryMs: 60_000 });
@@ -213,6 +257,9 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     case 'keys':
       await keysCommand(settings, rest);
+      return 0;
+    case 'routes':
+      await routesCommand(settings, rest);
       return 0;
     case 'usage':
       await usageCommand(settings, rest);

@@ -1,5 +1,5 @@
 import { Webhook } from 'standardwebhooks';
-import type { Ledger, UsageEvent } from '../billing/ledger/index.js';
+import { pruneInBatches, type Ledger, type UsageEvent } from '../billing/ledger/index.js';
 import { CLOUD_EVENT_CONTENT_TYPE, toCloudEvent, USAGE_EVENT_SOURCE } from './cloud-event.js';
 
 /**
@@ -15,6 +15,11 @@ import { CLOUD_EVENT_CONTENT_TYPE, toCloudEvent, USAGE_EVENT_SOURCE } from './cl
  * last process stopped: an event claimed by a process that died is due again
  * when its lease runs out. That is also where a duplicate can come from (the
  * receiver took it, the acknowledgement was lost): it carries the same id.
+ *
+ * The same timer deletes delivered events once they are older than the
+ * retention, so the outbox does not grow with the ledger: a bounded batch
+ * per statement (each lock stays short), a few batches per pass, a pass at
+ * most every `everyMs`. An event not delivered yet is never deleted.
  */
 
 export interface UsageDeliveryHooks {
@@ -23,10 +28,24 @@ export interface UsageDeliveryHooks {
   failed?(event: UsageEvent, reason: string, retryInMs: number): void;
   /** The outbox could not be read (the ledger is down); the loop tries again after its poll interval. */
   claimFailed?(error: unknown): void;
+  /** Delivered events older than the retention were deleted. */
+  pruned?(count: number): void;
+  /** Deleting delivered events failed; the next pass tries again. */
+  pruneFailed?(error: unknown): void;
+}
+
+/** How long delivered events stay in the outbox. */
+export interface UsageEventRetention {
+  /** Age, counted from delivery, after which a delivered event is deleted. */
+  keepMs: number;
+  /** Most events one statement deletes. Default 500. */
+  batchSize?: number;
+  /** Least time between two passes. Default 60 s. */
+  everyMs?: number;
 }
 
 export interface UsageDeliveryOptions {
-  ledger: Pick<Ledger, 'claimUsageEvents' | 'usageEventDelivered' | 'usageEventFailed'>;
+  ledger: Pick<Ledger, 'claimUsageEvents' | 'usageEventDelivered' | 'usageEventFailed' | 'pruneUsageEvents'>;
   /** The receiver's endpoint. */
   url: string;
   /** The Standard Webhooks signing secret, `whsec_` and base64. */
@@ -41,6 +60,8 @@ export interface UsageDeliveryOptions {
   /** Most events claimed, and sent at once, per round. Default 32. */
   batchSize?: number;
   source?: string;
+  /** Without it delivered events are kept. */
+  retention?: UsageEventRetention;
   hooks?: UsageDeliveryHooks;
   /** For tests: [0, 1). */
   random?: () => number;
@@ -52,6 +73,10 @@ export interface UsageDelivery {
 }
 
 const DEFAULT_BATCH_SIZE = 32;
+const DEFAULT_PRUNE_BATCH_SIZE = 500;
+const DEFAULT_PRUNE_EVERY_MS = 60_000;
+/** Batches per pass: a large backlog (a first start after an upgrade) is worked off over several passes. */
+const PRUNE_BATCHES_PER_PASS = 20;
 
 /**
  * The delay before the next attempt: base × 2^(attempts − 1), at most max,
@@ -74,6 +99,7 @@ export function startUsageDelivery(options: UsageDeliveryOptions): UsageDelivery
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<void> | undefined;
+  let nextPruneAt = 0;
 
   async function send(event: UsageEvent): Promise<void> {
     let reason: string;
@@ -118,6 +144,23 @@ export function startUsageDelivery(options: UsageDeliveryOptions): UsageDelivery
     return events.length;
   }
 
+  /** Deletes delivered events past the retention, if a pass is due. */
+  async function prune(): Promise<void> {
+    const retention = options.retention;
+    if (retention === undefined || Date.now() < nextPruneAt) return;
+    nextPruneAt = Date.now() + (retention.everyMs ?? DEFAULT_PRUNE_EVERY_MS);
+    try {
+      const deleted = await pruneInBatches(
+        (limit) => options.ledger.pruneUsageEvents({ before: new Date(Date.now() - retention.keepMs), limit }),
+        retention.batchSize ?? DEFAULT_PRUNE_BATCH_SIZE,
+        PRUNE_BATCHES_PER_PASS,
+      );
+      if (deleted > 0) hooks.pruned?.(deleted);
+    } catch (error) {
+      hooks.pruneFailed?.(error);
+    }
+  }
+
   function schedule(delayMs: number): void {
     if (stopped) return;
     timer = setTimeout(function usageDeliveryTick() {
@@ -128,7 +171,8 @@ export function startUsageDelivery(options: UsageDeliveryOptions): UsageDelivery
           hooks.claimFailed?.(error);
           return options.pollMs;
         },
-      ).then((next) => {
+      ).then(async (next) => {
+        await prune();
         inFlight = undefined;
         schedule(next);
       });

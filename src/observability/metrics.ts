@@ -22,6 +22,8 @@ export interface RelayMetrics {
   readonly backlogHooks: BacklogHooks;
   /** Usage event deliveries: pass in the deliverer's hooks. */
   readonly usageEventHooks: { delivered(type: string): void; failed(type: string): void };
+  /** Incoming phone calls, by how each was decided, and refused webhooks: pass in the phone calls' events. */
+  readonly phoneCallHooks: { decided(outcome: string): void; webhook(verdict: string): void };
   /** Mounts GET /metrics and reads the live sessions from `relay` at each scrape. */
   mount(app: Hono<UpgradeEnv>, relay: Pick<RelayServer, 'registry'>): void;
   /** The exposition text, as /metrics serves it. */
@@ -37,8 +39,8 @@ export interface RelayMetricsOptions {
 
 /** The names and help of what /metrics exports, for the README. */
 export const METRIC_HELP = {
-  relay_sessions_active: 'Live sessions by machine state (closed: its sockets are still closing) and transport (websocket, webrtc).',
-  relay_sessions_ended_total: 'Sessions ended, by end reason (client_closed, upstream_closed, error:<code>, cancelled:<reason>, dial_failed:<code>, connect_timeout) and transport (websocket, webrtc).',
+  relay_sessions_active: 'Live sessions by machine state (closed: its sockets are still closing) and transport (websocket, webrtc, sip).',
+  relay_sessions_ended_total: 'Sessions ended, by end reason (client_closed, upstream_closed, error:<code>, cancelled:<reason>, dial_failed:<code>, connect_timeout) and transport (websocket, webrtc, sip).',
   relay_session_duration_seconds: 'Session duration, from the accepted upgrade until both sockets closed.',
   relay_upstream_dial_seconds: 'Time to dial an upstream until its first frame, by upstream.',
   relay_upstream_dial_failures_total: 'Failed upstream dials, by upstream and error code (each failover attempt counts).',
@@ -53,11 +55,13 @@ export const METRIC_HELP = {
   relay_ledger_dead_letters_total: 'Ledger writes moved to the dead-letter file after being refused repeatedly, by kind (charge, settlement).',
   relay_usage_events_delivered_total: 'Usage events the webhook receiver took (2xx), by type.',
   relay_usage_events_failed_total: 'Usage event deliveries that failed (error status, refused, timed out) and will be retried, by type.',
+  relay_sip_calls_total: 'Incoming phone calls, by how each was decided (accepted, accept_failed, forwarded to its tenant, unrouted, refused, busy, tenant_rejected, tenant_referred, tenant_timeout, forward_failed).',
+  relay_sip_webhooks_refused_total: 'SIP webhooks not acted on, by verdict (invalid_signature, invalid_event, replayed, not_configured).',
 } as const;
 
 const STATES = Object.keys(sessionMachine.root.states);
 const DIRECTIONS = ['client_to_upstream', 'upstream_to_client'] as const;
-const TRANSPORTS: readonly Transport[] = ['websocket', 'webrtc'];
+const TRANSPORTS: readonly Transport[] = ['websocket', 'webrtc', 'sip'];
 
 interface Traffic {
   framesIn: number;
@@ -181,6 +185,9 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
   const eventsDelivered = new Counter({ name: 'relay_usage_events_delivered_total', help: METRIC_HELP.relay_usage_events_delivered_total, labelNames: ['type'], registers });
   const eventsFailed = new Counter({ name: 'relay_usage_events_failed_total', help: METRIC_HELP.relay_usage_events_failed_total, labelNames: ['type'], registers });
 
+  const sipCalls = new Counter({ name: 'relay_sip_calls_total', help: METRIC_HELP.relay_sip_calls_total, labelNames: ['outcome'], registers });
+  const sipWebhooksRefused = new Counter({ name: 'relay_sip_webhooks_refused_total', help: METRIC_HELP.relay_sip_webhooks_refused_total, labelNames: ['verdict'], registers });
+
   return {
     registry,
     observer: {
@@ -225,6 +232,12 @@ export function createRelayMetrics(options: RelayMetricsOptions = {}): RelayMetr
     usageEventHooks: {
       delivered: (type) => eventsDelivered.inc({ type }),
       failed: (type) => eventsFailed.inc({ type }),
+    },
+    phoneCallHooks: {
+      decided: (outcome) => sipCalls.inc({ outcome }),
+      webhook: (verdict) => {
+        if (verdict !== 'ignored') sipWebhooksRefused.inc({ verdict });
+      },
     },
     mount(app, relay) {
       live = () => relay.registry.list();

@@ -19,6 +19,10 @@ export interface CallLinkOptions {
   caller: Caller;
   model: string;
   offer: CallOffer;
+  /** A phone call's transport is `sip`; its call already rings upstream and is accepted instead of placed. */
+  transport?: 'webrtc' | 'sip';
+  /** The call to place (by default, the offer posted to the upstreams in turn). */
+  call?: UpstreamCall;
   /** The upstreams that serve the model and take calls, in the order they are tried. */
   upstreams: Upstream[];
   meter: SessionMeter;
@@ -27,12 +31,12 @@ export interface CallLinkOptions {
 }
 
 /**
- * A WebRTC call's ports, for the same session machine and the same bill as a
+ * A WebRTC or phone call's ports, for the same session machine and the same bill as a
  * WebSocket session: the upstream leg is the call's sideband, the client leg
  * the call itself, the keep-alive pings the sideband.
  */
 export class CallLink implements SessionPorts, LiveLink {
-  readonly transport = 'webrtc' as const;
+  readonly transport: 'webrtc' | 'sip';
   readonly sessionId: string;
   readonly callId: string;
   readonly caller: Caller;
@@ -52,7 +56,8 @@ export class CallLink implements SessionPorts, LiveLink {
     this.clientAddress = options.clientAddress;
     this.model = options.model;
     this.bill = new SessionBill(observedMeter(options.meter, this, observer));
-    this.call = new UpstreamCall(options.model, options.offer);
+    this.transport = options.transport ?? 'webrtc';
+    this.call = options.call ?? new UpstreamCall(options.model, options.offer);
     this.client = new CallClientLeg(this.call, timings.closeTimeoutMs);
     this.upstream = new SidebandUpstreamLeg({
       call: this.call,

@@ -102,7 +102,7 @@ function secretSession(admission: Admission): Record<string, unknown> {
 }
 
 /** How a call that never answered ended, as the HTTP error its caller gets. */
-function failureOf(link: CallLink, actor: Actor<SessionMachine>): RelayError {
+export function failureOf(link: CallLink, actor: Actor<SessionMachine>): RelayError {
   const { cause } = actor.getSnapshot().context;
   if (link.upstream.dialError) return link.upstream.dialError;
   if (cause?.kind === 'dial_failed') return new RelayError(cause.error.code, cause.error.message);

@@ -4,7 +4,7 @@
  */
 
 /** How a session's caller reaches the relay: its own WebSocket, or a WebRTC call placed through it. */
-export type Transport = 'websocket' | 'webrtc';
+export type Transport = 'websocket' | 'webrtc' | 'sip';
 
 export interface HandshakeAttempt {
   key: string | undefined;
@@ -115,6 +115,25 @@ export interface Gatekeeper {
   admit(attempt: HandshakeAttempt): Promise<Admission>;
   /** Whose key this is (null: none), for acts on what the key already opened (hanging up its call). Without it no caller can hang up through the relay. Rejects when it cannot tell. */
   identify?(key: string): Promise<Caller | null>;
+  /** Admits a session for a key named by its id (a phone call's route), with the same checks and limits as admit() but no address to count. */
+  admitRouted?(keyId: string, model: string): Promise<Admission>;
+}
+
+/** Where an incoming phone call goes (see the ledger's routes). */
+export interface PhoneRoute {
+  id: string;
+  match: { kind: 'number'; number: string } | { kind: 'header'; name: string; value: string };
+  keyId: string;
+  session: Record<string, unknown>;
+  webhookUrl: string | null;
+  webhookSecret: string | null;
+}
+
+/** What phone calls need from the ledger: the routes, and which webhooks were seen. */
+export interface PhoneDirectory {
+  routes(): Promise<PhoneRoute[]>;
+  /** True the first time a webhook id is seen, durably; false for a replay. Rejects when it cannot tell. */
+  firstDelivery(webhookId: string): Promise<boolean>;
 }
 
 /** `POST /v1/realtime/client_secrets`, its body already read and checked for shape. */

@@ -6,7 +6,7 @@ import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
-import { ERRORS, RelayError } from '../errors.js';
+import { ERRORS, RelayError, errorBody } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
 import { sessionUpdateFor } from '../protocol/client-secret.js';
@@ -21,6 +21,9 @@ import type { Admission, ClientSecretMinter, Gatekeeper, SessionMeter } from './
 import { acceptProxyProtocol } from './proxy-protocol.js';
 import type { SessionPorts } from '../machines/session.js';
 import { SessionRegistry } from './registry.js';
+import { joinSideband } from './sip/call-join.js';
+import { bearer } from './sip/http.js';
+import { phoneCalls, type PhoneCallsOptions } from './sip/phone-calls.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
 import { routeUpgrades, type UpgradeEnv } from './upgrade.js';
@@ -53,6 +56,8 @@ export interface RelayServerOptions {
   routes?(app: Hono<UpgradeEnv>, relay: RelayServer): void;
   /** Ready means: accepting, and the ledger answers. */
   ready?(): Promise<boolean>;
+  /** Incoming phone calls (SIP): the webhook, the routes and the tenants' call control. Without it, /v1/sip/webhook is not served. */
+  phone?: Pick<PhoneCallsOptions, 'webhookSecret' | 'directory' | 'upstream' | 'statuses' | 'tenantTimeoutMs' | 'events'>;
   /** The session machine; by default `sessionMachine`. The model test runs altered copies to prove its replays can fail. */
   machine?: SessionMachine;
 }
@@ -135,7 +140,34 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     client.once('close', () => clearTimeout(timer));
   }
 
+  function findCall(callId: string): { link: CallLink; actor: Actor<SessionMachine> } | undefined {
+    const sessionId = sessionIdOfCall(callId);
+    const live = sessionId === null ? undefined : registry.get(sessionId);
+    return live && live.link instanceof CallLink ? { link: live.link, actor: live.actor } : undefined;
+  }
+
+  const phone = options.phone
+    ? phoneCalls({ ...options.phone, gatekeeper: options.gatekeeper, timings, observer: options.observer, isShuttingDown: () => shuttingDown, run: runSession, findCall })
+    : null;
+
   const realtime = new Hono<HandshakeEnv>();
+  // `?call_id=`: a caller joins the events of its own live call, as a sideband of it; never charged (the call's session is).
+  realtime.get('/', async (c, next) => {
+    const callId = c.req.query('call_id');
+    if (callId === undefined) return next();
+    if ((c.req.header('upgrade') ?? '').toLowerCase() !== 'websocket') return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
+    const key = bearer(c.req.header('authorization')) ?? c.req.header('api-key');
+    if (!key) return c.json(errorBody('missing_api_key'), 401);
+    const caller = options.gatekeeper.identify ? await options.gatekeeper.identify(key).catch(() => undefined) : undefined;
+    if (caller === undefined) return c.json(errorBody('billing_unavailable'), 503);
+    if (caller === null) return c.json(errorBody('invalid_api_key'), 401);
+    const live = findCall(callId);
+    // Another key's call is not told apart from no call at all.
+    if (!live || live.link.caller.keyId !== caller.keyId || !live.link.dialed) return c.json(errorBody('call_not_found'), 404);
+    const sideband = live.link.call.sidebandRequest();
+    c.env.accept = (client) => joinSideband(client, sideband, timings.closeTimeoutMs);
+    return c.body(null, 200);
+  });
   realtime.get(
     '/',
     handshake({
@@ -202,13 +234,13 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
       timings,
       observer: options.observer,
       run: runSession,
-      findCall(callId) {
-        const sessionId = sessionIdOfCall(callId);
-        const live = sessionId === null ? undefined : registry.get(sessionId);
-        return live && live.link instanceof CallLink ? { link: live.link, actor: live.actor } : undefined;
-      },
+      findCall,
     }),
   );
+  if (phone) {
+    app.route('/v1/realtime/calls', phone.control);
+    app.route('/v1/sip/webhook', phone.webhook);
+  }
   if (options.clientSecrets) app.route('/v1/realtime/client_secrets', clientSecretRoutes(options.clientSecrets));
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
@@ -258,6 +290,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     },
     async shutdown() {
       shuttingDown = true;
+      await phone?.close();
       registry.cancelAll('shutdown');
       let deadline: NodeJS.Timeout | undefined;
       const drained = await Promise.race([
@@ -276,6 +309,7 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     },
     async close() {
       shuttingDown = true;
+      await phone?.close();
       registry.cancelAll('shutdown');
       for (const { actor } of registry.active()) actor.send({ type: 'ERROR', source: 'relay', error: { code: 'server_shutting_down', message: 'The relay is shutting down.', closeCode: ERRORS.server_shutting_down.close } } satisfies SessionEvent);
       await registry.empty();

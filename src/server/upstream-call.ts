@@ -23,14 +23,14 @@ function httpBase(upstream: Upstream): URL {
   return base;
 }
 
-function endpoint(upstream: Upstream, path: string): string {
+export function endpoint(upstream: Upstream, path: string): string {
   const base = httpBase(upstream);
   base.pathname = `${base.pathname}${path}`;
   return base.toString();
 }
 
 /** The model's name at this upstream (own properties only: the name comes from the client). */
-function deploymentOf(upstream: Upstream, model: string): string {
+export function deploymentOf(upstream: Upstream, model: string): string {
   return Object.hasOwn(upstream.deployments, model) ? upstream.deployments[model]! : model;
 }
 
@@ -58,9 +58,10 @@ function callerError(status: number, body: string, upstreamKey: string): RelayEr
   return new RelayError('upstream_invalid_request', redacted(error.message, upstreamKey).slice(0, 500), { param });
 }
 
-async function refusal(response: Response, upstream: Upstream): Promise<RelayError> {
+/** An upstream's non-success answer as a RelayError; with `callerInput`, the refusal of the caller's own offer or session config is the caller's. */
+export async function refusal(response: Response, callerInput?: { upstreamKey: string }): Promise<RelayError> {
   const body = (await response.text().catch(() => '')).slice(0, MAX_ERROR_BODY);
-  return callerError(response.status, body, upstream.apiKey) ?? statusError(response.status, body);
+  return (callerInput && callerError(response.status, body, callerInput.upstreamKey)) ?? statusError(response.status, body);
 }
 
 /**
@@ -76,8 +77,8 @@ export class UpstreamCall {
   private hangingUp: Promise<void> | null = null;
 
   constructor(
-    private readonly model: string,
-    private readonly offer: CallOffer,
+    protected readonly model: string,
+    protected readonly offer: CallOffer,
   ) {}
 
   /** The model the call's upstream serves, as priced (a deployment is only its name there). */
@@ -126,7 +127,7 @@ export class UpstreamCall {
     } catch (error) {
       throw new RelayError('upstream_unavailable', `The upstream could not be reached: ${(error as Error).message}`, { cause: error });
     }
-    if (response.status !== 201) throw await refusal(response, upstream);
+    if (response.status !== 201) throw await refusal(response, { upstreamKey: upstream.apiKey });
     const location = response.headers.get('location') ?? '';
     const callId = location.split('/').filter(Boolean).pop();
     if (!callId) throw new RelayError('upstream_error', 'The upstream answered the call without a Location.');

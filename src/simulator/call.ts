@@ -199,10 +199,16 @@ export class SimulatedCall {
     return this.ringing;
   }
 
+  /** The session config a phone call was accepted with; null while it rings. */
+  acceptedWith: Json | null = null;
+
   /** Answers a ringing phone call with a session config; returns why it cannot, or null. */
   accept(update: Json): string | null {
     const problem = this.session.configure(update);
-    if (problem === null) this.ringing = false;
+    if (problem === null) {
+      this.ringing = false;
+      this.acceptedWith = update;
+    }
     return problem;
   }
 
@@ -232,12 +238,28 @@ export class SimulatedCall {
     });
   }
 
+  /** Told of each sideband socket that joins (a phone call starts talking once someone listens). */
+  onJoined: (() => void) | null = null;
+
   /** A sideband socket joins: `session.created` first, then every server event of the call. */
   join(socket: WebSocket): void {
     const sink = new WebSocketSink(socket);
     this.sink.sidebands.set(socket, sink);
     feedSession(socket, this.session, () => this.sink.sidebands.delete(socket));
     this.session.greet(sink);
+    this.onJoined?.();
+  }
+
+  /** A client event from the caller's side, as a phone caller's speech would start a response. */
+  act(event: Json): void {
+    if (!this.ended) this.session.receive(Buffer.from(JSON.stringify(event)), false);
+  }
+
+  /** Cuts every sideband socket without a close frame; the call itself goes on. */
+  dropSidebands(): number {
+    const sockets = [...this.sink.sidebands.keys()];
+    for (const socket of sockets) socket.terminate();
+    return sockets.length;
   }
 
   /**

@@ -36,10 +36,13 @@ export function incomingCallEvent(callId: string, sipHeaders: readonly SipHeader
   };
 }
 
-/** Posts `event` once; a receiver that is down or slow is reported, not retried. */
-export async function deliverWebhook(url: string, signer: Webhook, event: Json): Promise<WebhookDelivery> {
+export function newWebhookId(): string {
+  return `wh_${randomBytes(12).toString('hex')}`;
+}
+
+/** Posts `event` once under the webhook id `id` (a redelivery reuses it); a receiver that is down or slow is reported, not retried. */
+export async function deliverWebhook(url: string, signer: Webhook, event: Json, id: string = newWebhookId()): Promise<WebhookDelivery> {
   const payload = JSON.stringify(event);
-  const id = `wh_${randomBytes(12).toString('hex')}`;
   const at = new Date();
   try {
     const res = await fetch(url, {

@@ -12,6 +12,7 @@ export type {
   HandshakeRecord,
   IncomingCallOptions,
   PlacedCall,
+  SipCallState,
   SessionFault,
   Simulator,
   SimulatorOptions,

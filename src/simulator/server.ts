@@ -10,16 +10,15 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
-import { SimulatedCall } from './call.js';
+import type { SimulatedCall } from './call.js';
 import type { CallEnding } from './call.js';
-import { createCallRoutes, newCallId, ringingCallBody, unknownCallBody } from './calls-http.js';
+import { createCallRoutes, ringingCallBody, unknownCallBody } from './calls-http.js';
 import { defaultRefusalBody, judgeHandshake, recordHandshake, writeRefusal } from './handshake.js';
 import { SimulatedSession, faultProblem } from './session.js';
 import type { SessionSettings } from './session.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
-import { deliverWebhook, incomingCallEvent, webhookSigner } from './incoming-call.js';
-import type { SipHeader } from './incoming-call.js';
-import type { FaultSpec, HandshakeFault, HandshakeRecord, IncomingCallOptions, PlacedCall, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
+import { PhoneLine } from './sip.js';
+import type { FaultSpec, HandshakeFault, HandshakeRecord, Simulator, SimulatorOptions, TimedSessionFault } from './types.js';
 
 /**
  * `{kind:'silence'}` names both a handshake fault (no session.created) and a
@@ -73,7 +72,6 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   const sessions = new Set<SimulatedSession>();
   const calls = new Map<string, SimulatedCall>();
   const endings = new Map<string, CallEnding>();
-  const callWebhook = opts.callWebhook === undefined ? undefined : { url: opts.callWebhook.url, signer: webhookSigner(opts.callWebhook.secret) };
   const held: Array<(fault: HandshakeFault | undefined) => void> = [];
   let connections = 0;
   let responseSeq = 0;
@@ -88,22 +86,13 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   }
   const callRoutes = policy.azure ? null : createCallRoutes({ policy, calls, sessionSettings, accepting: () => closing === undefined, callEnded, connectTimeoutMs });
 
-  /** A phone call rings: no media, a session for the sideband once accepted, and the incoming-call webhook. */
-  async function placeSipCall(options: IncomingCallOptions = {}): Promise<PlacedCall> {
-    if (closing !== undefined) throw new Error('simulator: closed');
-    const id = newCallId();
-    const opening = { sessionType: 'realtime' as const, model: 'gpt-realtime', missingModel: false, betaRequested: false };
-    calls.set(id, new SimulatedCall({ id, peer: null, settings: sessionSettings(), opening, connectTimeoutMs, onEnded: callEnded }));
-    const sipHeaders: SipHeader[] = [
-      { name: 'From', value: options.from ?? '"Caller" <sip:+15550100@pstn.example>;tag=sim' },
-      { name: 'To', value: options.to ?? 'sip:+15550199@sip.api.openai.com' },
-      { name: 'Call-ID', value: `${id}@simulator` },
-      ...(options.sipHeaders ?? []),
-    ];
-    const webhook = callWebhook === undefined ? null : await deliverWebhook(callWebhook.url, callWebhook.signer, incomingCallEvent(id, sipHeaders));
-    return { callId: id, webhook };
+  const phoneLine = policy.azure
+    ? null
+    : new PhoneLine({ calls, sessionSettings, connectTimeoutMs, onEnded: callEnded, isClosing: () => closing !== undefined, webhook: opts.callWebhook });
+  function phone(): PhoneLine {
+    if (!phoneLine) throw new Error('simulator: an Azure simulator takes no phone calls');
+    return phoneLine;
   }
-
 
   function takeHandshakeFault(): HandshakeFault | undefined {
     const head = handshakeFaults[0];
@@ -132,6 +121,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
 
   function serverOnRequest(req: IncomingMessage, res: ServerResponse): void {
     if (callRoutes?.handle(req, res)) return;
+    if (phoneLine?.handle(req, res)) return;
     const body = JSON.stringify({ error: { message: `Invalid URL (${req.method ?? 'GET'} ${req.url ?? '/'})`, type: 'invalid_request_error', param: null, code: null } });
     res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
   }
@@ -262,7 +252,12 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     get activeCalls() {
       return calls.size;
     },
-    placeSipCall,
+    placeSipCall: (options) => phone().place(options),
+    setCallWebhook: (target) => phone().setWebhook(target),
+    redeliverCall: (callId) => phone().redeliver(callId),
+    sipCall: (callId) => phoneLine?.state(callId),
+    hangUpCall: (callId) => phoneLine?.hangUp(callId) ?? false,
+    dropCallSidebands: (callId) => phoneLine?.dropSidebands(callId) ?? 0,
     callEnding(callId: string): CallEnding | undefined {
       return endings.get(callId);
     },

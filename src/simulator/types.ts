@@ -43,16 +43,36 @@ export interface SimulatorOptions {
 export interface IncomingCallOptions {
   /** The SIP From header. Default a fixed caller. */
   from?: string;
-  /** The SIP To header. Default a fixed number at sip.api.openai.com. */
+  /** The SIP To header, or just the called number (dialled at sip.api.openai.com). Default a fixed number. */
   to?: string;
   /** More headers, sent after From, To and Call-ID (untrusted caller metadata, as at OpenAI). */
   sipHeaders?: SipHeader[];
+  /** Once accepted and joined by a sideband, the caller starts one response per turn, each after the last is done; `usage` is what its `response.done` reports. */
+  turns?: Array<{ usage?: unknown }>;
+  /** The caller hangs up after its last turn. */
+  hangUpAfterTurns?: boolean;
+  /** Where this call is announced, instead of `callWebhook`. */
+  webhook?: { url: string; secret: string };
 }
 
 export interface PlacedCall {
   callId: string;
+  /** The webhook's id: a redelivery reuses it. */
+  webhookId: string;
   /** The webhook's one delivery attempt; null without `callWebhook`. */
   webhook: WebhookDelivery | null;
+}
+
+/** A placed phone call, as a test asks after it. */
+export interface SipCallState {
+  callId: string;
+  state: 'ringing' | 'accepted' | 'rejected' | 'referred' | 'ended';
+  rejectStatus: number | null;
+  referTarget: string | null;
+  /** The session config it was accepted with; null while it rings. */
+  session: unknown;
+  turnsDone: number;
+  webhookDeliveries: number;
 }
 
 /** Sees frames as they cross the wire; called once per frame. */
@@ -136,6 +156,16 @@ export interface Simulator {
    * the `realtime.call.incoming` webhook was posted, when one is configured.
    */
   placeSipCall(options?: IncomingCallOptions): Promise<PlacedCall>;
+  /** Sets where placed phone calls are announced. */
+  setCallWebhook(target: { url: string; secret: string }): void;
+  /** Sends a placed call's webhook again under its first webhook id. */
+  redeliverCall(callId: string): Promise<PlacedCall>;
+  /** A placed phone call's state, turns and deliveries. */
+  sipCall(callId: string): SipCallState | undefined;
+  /** The caller hangs up an accepted phone call. */
+  hangUpCall(callId: string): boolean;
+  /** Cuts an accepted phone call's sideband sockets without a close frame; the call goes on. */
+  dropCallSidebands(callId: string): number;
   /** How an ended call ended (hangup, reject with its status, refer with its target, or other). */
   callEnding(callId: string): CallEnding | undefined;
   /** Answers every held handshake: normally, or with `fault`. */

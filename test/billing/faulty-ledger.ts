@@ -77,7 +77,7 @@ export class FaultyLedger implements Ledger {
   authenticateClientSecret: Ledger['authenticateClientSecret'] = async (secret) => (this.guard('authenticateClientSecret'), this.inner.authenticateClientSecret(secret));
   clientSecretSpend: Ledger['clientSecretSpend'] = async (id) => (this.guard('clientSecretSpend'), this.inner.clientSecretSpend(id));
   listKeys: Ledger['listKeys'] = async () => this.inner.listKeys();
-  topUp: Ledger['topUp'] = async (ref, amount) => this.inner.topUp(ref, amount);
+  topUp: Ledger['topUp'] = async (ref, amount, max) => this.inner.topUp(ref, amount, max);
   setDisabled: Ledger['setDisabled'] = async (ref, disabled) => this.inner.setDisabled(ref, disabled);
   placeHold: Ledger['placeHold'] = async (hold) => (this.guard('placeHold'), this.inner.placeHold(hold));
   openSession: Ledger['openSession'] = async (session) => (this.guard('openSession'), this.inner.openSession(session));
@@ -91,6 +91,12 @@ export class FaultyLedger implements Ledger {
   usageEventDelivered: Ledger['usageEventDelivered'] = async (id) => (this.guard('usageEventDelivered'), this.inner.usageEventDelivered(id));
   usageEventFailed: Ledger['usageEventFailed'] = async (id, retryInMs, reason) => (this.guard('usageEventFailed'), this.inner.usageEventFailed(id, retryInMs, reason));
   usageEventBacklog: Ledger['usageEventBacklog'] = async () => this.inner.usageEventBacklog();
+  addRoute: Ledger['addRoute'] = async (route) => (this.guard('addRoute'), this.inner.addRoute(route));
+  listRoutes: Ledger['listRoutes'] = async () => (this.guard('listRoutes'), this.inner.listRoutes());
+  removeRoute: Ledger['removeRoute'] = async (id) => (this.guard('removeRoute'), this.inner.removeRoute(id));
+  recordWebhook: Ledger['recordWebhook'] = async (id, at) => (this.guard('recordWebhook'), this.inner.recordWebhook(id, at));
+  pruneUsageEvents: Ledger['pruneUsageEvents'] = async (prune) => (this.guard('pruneUsageEvents'), this.inner.pruneUsageEvents(prune));
+  pruneClientSecrets: Ledger['pruneClientSecrets'] = async (prune) => (this.guard('pruneClientSecrets'), this.inner.pruneClientSecrets(prune));
   ping: Ledger['ping'] = async () => (this.guard('ping'), this.inner.ping());
   close: Ledger['close'] = async () => this.inner.close();
 }

@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -114,6 +115,46 @@ describe('usage event delivery', () => {
     expect((await ledger.usageEventBacklog()).pending).toBe(3);
   });
 
+  it('deletes delivered events past the retention on its own timer, a batch at a time, and never an undelivered one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usage-retention-'));
+    const path = join(dir, 'ledger.db');
+    const ledger = await openLedger({ sqlitePath: path, usageEvents: true });
+    cleanups.push(async () => {
+      await ledger.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const { record } = await ledger.createKey({ name: 'acme', balanceNano: 1_000_000n });
+    await ledger.openSession({ id: 'sess_1', keyId: record.id, model: 'gpt-realtime', upstream: 'openai', instanceId: 'relay-a', startedAt: new Date() });
+    for (let i = 0; i < 4; i += 1) {
+      await ledger.recordCharge({ sessionId: 'sess_1', keyId: record.id, kind: 'response', itemId: `resp_${i}`, model: 'gpt-realtime', costNano: 1_000n, usage: {} });
+    }
+    // Three events delivered: two of them two hours ago, one just now.
+    for (const event of await ledger.claimUsageEvents({ limit: 3, leaseMs: 60_000 })) await ledger.usageEventDelivered(event.id);
+    const db = new Database(path);
+    cleanups.push(() => void db.close());
+    const hoursAgo = (hours: number) => Date.now() - hours * 3_600_000;
+    db.prepare('UPDATE usage_events SET delivered_at = ? WHERE id IN (SELECT id FROM usage_events ORDER BY id LIMIT 2)').run(hoursAgo(2));
+    // The fourth is a month old and was never delivered: the receiver refuses it.
+    db.prepare('UPDATE usage_events SET created_at = ? WHERE delivered_at IS NULL').run(hoursAgo(24 * 30));
+    const eventIds = () => (db.prepare('SELECT event_id FROM usage_events ORDER BY id').pluck().all() as string[]).map((id) => id.replace(/^chg_sess_1_/, 'charge '));
+    expect(eventIds()).toEqual(['charge 1', 'charge 2', 'charge 3', 'charge 4']);
+
+    const target = await receiver(() => 500);
+    const pruned: number[] = [];
+    const delivery = startUsageDelivery({
+      ledger, url: target.url, secret: SECRET, pollMs: 20, retryMs: 20, maxRetryMs: 100, timeoutMs: 1_000,
+      retention: { keepMs: 3_600_000, batchSize: 1, everyMs: 20 },
+      hooks: { pruned: (count) => pruned.push(count) },
+    });
+    cleanups.push(() => delivery.stop());
+    await eventually('the two old delivered events deleted', () => eventIds().length === 2, 5_000);
+    await eventually('the refused event tried again', () => target.statuses.length >= 2, 5_000);
+    expect(eventIds()).toEqual(['charge 3', 'charge 4']);
+    // Two batches of one, in one pass.
+    expect(pruned).toEqual([2]);
+    expect(await ledger.usageEventBacklog()).toMatchObject({ pending: 1, delivered: 1 });
+  });
+
   it('backs off exponentially up to the cap, never sooner than half the delay', () => {
     expect([1, 2, 3, 4, 5, 6].map((attempts) => retryDelayMs(attempts, 100, 1_000, () => 0.999999))).toEqual([100, 200, 400, 800, 1_000, 1_000]);
     expect([1, 2, 3, 10].map((attempts) => retryDelayMs(attempts, 100, 1_000, () => 0))).toEqual([50, 100, 200, 500]);
@@ -133,5 +174,13 @@ describe('usage webhook settings', () => {
     expect(loadSettings({ RELAY_USAGE_WEBHOOK_URL: 'http://127.0.0.1:9000/usage', RELAY_USAGE_WEBHOOK_SECRET: SECRET }).usageWebhookUrl).toBe('http://127.0.0.1:9000/usage');
     expect(() => loadSettings({ RELAY_USAGE_WEBHOOK_URL: 'https://billing.example.com/usage', RELAY_USAGE_WEBHOOK_SECRET: 'not-a-secret' })).toThrow(/whsec_/);
     expect(() => loadSettings({ RELAY_USAGE_WEBHOOK_URL: 'https://billing.example.com/usage', RELAY_USAGE_WEBHOOK_SECRET: 'whsec_' })).toThrow(/whsec_/);
+  });
+
+  it('keeps delivered events a week unless told otherwise, and refuses a retention that is not whole hours', () => {
+    expect(loadSettings({}).usageEventsRetentionHours).toBe(168);
+    expect(loadSettings({ RELAY_USAGE_EVENTS_RETENTION_HOURS: '24' }).usageEventsRetentionHours).toBe(24);
+    for (const wrong of ['0', '1.5', 'a week', '100000']) {
+      expect(() => loadSettings({ RELAY_USAGE_EVENTS_RETENTION_HOURS: wrong })).toThrow(/RELAY_USAGE_EVENTS_RETENTION_HOURS/);
+    }
   });
 });

@@ -10,6 +10,8 @@ export const LEDGER_ERROR_CODES = [
   'charge_key_mismatch',
   /** A money amount is out of range: a top-up must be > 0, a cost >= 0. */
   'invalid_amount',
+  /** A top-up would bring the balance above the maximum it was given. */
+  'balance_over_maximum',
   /** Some other argument is out of range (an empty name, a zero session limit). */
   'invalid_input',
   /** The database cannot be reached or written; the message says which and where. */
@@ -42,4 +44,8 @@ export function sessionNotFound(sessionId: string): never {
 
 export function chargeKeyMismatch(sessionId: string, keyId: string): never {
   throw new LedgerError('charge_key_mismatch', `Session "${sessionId}" does not belong to key "${keyId}".`);
+}
+
+export function balanceOverMaximum(ref: string, maxBalanceNano: bigint): never {
+  throw new LedgerError('balance_over_maximum', `A top-up of key "${ref}" would bring its balance above ${maxBalanceNano} nano-USD.`);
 }

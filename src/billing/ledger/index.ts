@@ -6,6 +6,7 @@ import type { Ledger } from './types.js';
 export type * from './types.js';
 export { LEDGER_ERROR_CODES, LedgerError, isLedgerError, type LedgerErrorCode } from './errors.js';
 export { DEFAULT_SQLITE_PATH } from './sqlite.js';
+export { pruneInBatches } from './prune.js';
 
 export interface OpenLedgerOptions extends PostgresLedgerOptions {
   /** A PostgreSQL URL; when set, the ledger lives there. */

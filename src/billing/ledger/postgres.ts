@@ -1,12 +1,14 @@
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
-import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
+import { balanceOverMaximum, chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
 import { fromJsonText, toJsonText } from './json.js';
 import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js';
 import { assertStaleAfter, recoverySettlement } from './recovery.js';
 import type {
+  NewSipRoute,
+  SipRoute,
   ChargeInput,
   ChargeKind,
   ChargeResult,
@@ -18,6 +20,7 @@ import type {
   Ledger,
   NewClientSecret,
   NewKey,
+  PruneBatch,
   EndedSession,
   EndedSessionsPage,
   EndedSessionsQuery,
@@ -34,6 +37,7 @@ import type {
   UsageQuery,
   UsageRow,
 } from './types.js';
+import { routeColumns, routeTaken, toSipRoute, type RouteRow } from './sip-routes.js';
 import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
 import { assertCost, assertHold, assertNewClientSecret, assertTopUp, validateNewKey } from './validate.js';
 
@@ -422,12 +426,16 @@ class PostgresLedger implements Ledger {
     return rows.map(toKeyRecord);
   }
 
-  async topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord> {
+  async topUp(idOrName: string, amountNano: bigint, maxBalanceNano?: bigint): Promise<KeyRecord> {
     assertTopUp(amountNano);
+    const max = maxBalanceNano ?? null;
+    // The maximum as a bound on the balance before (max − amount), so the check itself cannot overflow.
     const { rows } = await this.query<KeyRow>(
-      `UPDATE keys SET balance_nano = balance_nano + $2 WHERE id = (${KEY_BY_REF}) RETURNING *`,
-      [idOrName, amountNano],
+      `UPDATE keys SET balance_nano = balance_nano + $2
+       WHERE id = (${KEY_BY_REF}) AND ($3::bigint IS NULL OR balance_nano <= $3::bigint - $2) RETURNING *`,
+      [idOrName, amountNano, max],
     );
+    if (rows[0] === undefined && max !== null && (await this.getKey(idOrName)) !== null) balanceOverMaximum(idOrName, max);
     return toKeyRecord(rows[0] ?? keyNotFound(idOrName));
   }
 
@@ -616,6 +624,59 @@ class PostgresLedger implements Ledger {
     const { rows } = await this.query<{ pending: bigint; delivered: bigint; failing: bigint; oldest_pending_at: Date | null; last_error: string | null }>(BACKLOG_SQL);
     const row = rows[0];
     return { pending: Number(row.pending), delivered: Number(row.delivered), failing: Number(row.failing), oldestPendingAt: row.oldest_pending_at, lastError: row.last_error };
+  }
+
+  async addRoute(route: NewSipRoute): Promise<SipRoute> {
+    const c = routeColumns(route);
+    // One statement: the key is resolved and the match checked where the row is written.
+    const { rows } = await this.query<RouteRow & { key_found: boolean }>(
+      `WITH key AS (${KEY_BY_REF}), added AS (
+         INSERT INTO sip_routes (id, match_kind, header_name, match_value, key_id, session_json, webhook_url, webhook_secret)
+         SELECT $2, $3, $4, $5, id, $6, $7, $8 FROM key
+         ON CONFLICT (match_kind, header_name, match_value) DO NOTHING RETURNING *
+       )
+       SELECT added.*, EXISTS (SELECT 1 FROM key) AS key_found FROM (SELECT 1) one LEFT JOIN added ON true`,
+      [route.key, `route_${randomUUID().replaceAll('-', '')}`, c.matchKind, c.headerName, c.matchValue, c.sessionJson, c.webhookUrl, c.webhookSecret],
+    );
+    const row = rows[0]!;
+    if (!row.key_found) keyNotFound(route.key);
+    if (row.id === null) routeTaken(route.match);
+    return toSipRoute(row);
+  }
+
+  async listRoutes(): Promise<SipRoute[]> {
+    const { rows } = await this.query<RouteRow>('SELECT * FROM sip_routes ORDER BY seq');
+    return rows.map(toSipRoute);
+  }
+
+  async removeRoute(id: string): Promise<boolean> {
+    const { rowCount } = await this.query('DELETE FROM sip_routes WHERE id = $1', [id]);
+    return (rowCount ?? 0) > 0;
+  }
+
+  async recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean> {
+    const { rowCount } = await this.query('INSERT INTO sip_webhooks (webhook_id, received_at) VALUES ($1, $2) ON CONFLICT (webhook_id) DO NOTHING', [webhookId, receivedAt]);
+    return (rowCount ?? 0) > 0;
+  }
+
+  // FOR UPDATE SKIP LOCKED: two instances pruning at once take different rows instead of waiting on each other.
+  async pruneUsageEvents(prune: PruneBatch): Promise<number> {
+    const { rowCount } = await this.query(
+      `DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events
+         WHERE delivered_at IS NOT NULL AND delivered_at < $1 ORDER BY delivered_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [prune.before, prune.limit],
+    );
+    return rowCount ?? 0;
+  }
+
+  async pruneClientSecrets(prune: PruneBatch): Promise<number> {
+    const { rowCount } = await this.query(
+      `DELETE FROM client_secrets WHERE id IN (SELECT c.id FROM client_secrets c
+         WHERE c.expires_at < $1 AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.client_secret_id = c.id)
+         ORDER BY c.expires_at, c.id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      [prune.before, prune.limit],
+    );
+    return rowCount ?? 0;
   }
 
   async ping(): Promise<void> {

@@ -2,13 +2,15 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
+import { balanceOverMaximum, chargeKeyMismatch, keyNotFound, LedgerError, sessionNotFound } from './errors.js';
 import { fromJsonText, toJsonText } from './json.js';
 import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js';
 import { assertStaleAfter, recoverySettlement } from './recovery.js';
 import type {
+  NewSipRoute,
+  SipRoute,
   ChargeInput,
   ChargeKind,
   ChargeResult,
@@ -20,6 +22,7 @@ import type {
   Ledger,
   NewClientSecret,
   NewKey,
+  PruneBatch,
   EndedSession,
   EndedSessionsPage,
   EndedSessionsQuery,
@@ -36,6 +39,7 @@ import type {
   UsageQuery,
   UsageRow,
 } from './types.js';
+import { routeColumns, routeTaken, toSipRoute, type RouteRow } from './sip-routes.js';
 import { BACKLOG_SQL, claimedEvents, toUsageEvent, type UsageEventDbRow } from './usage-events.js';
 import { assertCost, assertHold, assertNewClientSecret, assertTopUp, validateNewKey } from './validate.js';
 
@@ -130,10 +134,28 @@ function migrate(db: Database.Database, migrations: readonly Migration[]): void 
     // same file waits here and then sees the version as applied.
     db.transaction(() => {
       if (isApplied.get(migration.version) !== undefined) return;
-      db.exec(migration.sql);
+      if (migration.editsSchema) editSchema(db, migration.sql);
+      else db.exec(migration.sql);
       record.run(migration.version, Date.now());
     }).immediate();
   }
+}
+
+/**
+ * Runs a migration that edits the schema's text: with defensive mode off for
+ * it alone, and the schema version bumped so that every connection rereads it.
+ */
+function editSchema(db: Database.Database, sql: string): void {
+  const version = Number(db.pragma('schema_version', { simple: true }));
+  db.unsafeMode(true);
+  try {
+    db.exec(sql);
+    db.pragma(`schema_version = ${version + 1}`);
+  } finally {
+    db.unsafeMode(false);
+  }
+  const problems = db.pragma('integrity_check', { simple: true });
+  if (problems !== 'ok') throw new LedgerError('ledger_unavailable', `The ledger's schema edit left it inconsistent: ${String(problems)}`);
 }
 
 function translate(error: unknown, location: string): unknown {
@@ -280,6 +302,11 @@ class SqliteLedger implements Ledger {
       usageEventFailed: db.prepare(`UPDATE usage_events SET next_attempt_at = @retryAt, last_error = @reason
         WHERE event_id = @eventId AND delivered_at IS NULL`),
       usageEventBacklog: db.prepare(BACKLOG_SQL),
+      pruneUsageEvents: db.prepare(`DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events
+        WHERE delivered_at IS NOT NULL AND delivered_at < @before ORDER BY delivered_at, id LIMIT @limit)`),
+      pruneClientSecrets: db.prepare(`DELETE FROM client_secrets WHERE id IN (SELECT c.id FROM client_secrets c
+        WHERE c.expires_at < @before AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.client_secret_id = c.id)
+        ORDER BY c.expires_at, c.id LIMIT @limit)`),
       insertKey: db.prepare(`INSERT INTO keys
         (id, name, key_hash, balance_nano, spend_cap_nano, max_sessions, price_multiplier_ppm, disabled, created_at)
         VALUES (@id, @name, @keyHash, @balanceNano, @spendCapNano, @maxSessions, @priceMultiplierPpm, 0, @createdAt)
@@ -294,7 +321,9 @@ class SqliteLedger implements Ledger {
       keyExists: db.prepare('SELECT 1 FROM keys WHERE id = ?').pluck(),
       keyByRef: db.prepare(`SELECT * FROM keys WHERE id = (${KEY_BY_REF})`),
       listKeys: db.prepare('SELECT * FROM keys ORDER BY created_at, name'),
-      topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount WHERE id = (${KEY_BY_REF}) RETURNING *`),
+      // The maximum as a bound on the balance before (max − amount), so the check itself cannot overflow.
+      topUp: db.prepare(`UPDATE keys SET balance_nano = balance_nano + @amount
+        WHERE id = (${KEY_BY_REF}) AND (@max IS NULL OR balance_nano <= @max - @amount) RETURNING *`),
       setDisabled: db.prepare(`UPDATE keys SET disabled = @disabled WHERE id = (${KEY_BY_REF}) RETURNING *`),
       insertSession: db.prepare(`INSERT INTO sessions (id, key_id, model, upstream, instance_id, status, spend_nano, started_at, client_secret_id, transport)
         VALUES (@id, @keyId, @model, @upstream, @instanceId, 'open', 0, @startedAt, @clientSecretId, @transport)
@@ -410,9 +439,14 @@ class SqliteLedger implements Ledger {
     return this.read(() => this.statements.listKeys.all() as KeyRow[]).map(toKeyRecord);
   }
 
-  async topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord> {
+  async topUp(idOrName: string, amountNano: bigint, maxBalanceNano?: bigint): Promise<KeyRecord> {
     assertTopUp(amountNano);
-    const row = this.write(() => this.statements.topUp.get({ ref: idOrName, amount: amountNano }) as KeyRow | undefined);
+    const max = maxBalanceNano ?? null;
+    const row = this.write(() => {
+      const updated = this.statements.topUp.get({ ref: idOrName, amount: amountNano, max }) as KeyRow | undefined;
+      if (updated === undefined && max !== null && this.statements.keyByRef.get({ ref: idOrName }) !== undefined) balanceOverMaximum(idOrName, max);
+      return updated;
+    });
     return toKeyRecord(row ?? keyNotFound(idOrName));
   }
 
@@ -629,6 +663,43 @@ class SqliteLedger implements Ledger {
       oldestPendingAt: row.oldest_pending_at === null ? null : new Date(Number(row.oldest_pending_at)),
       lastError: row.last_error,
     };
+  }
+
+  async addRoute(route: NewSipRoute): Promise<SipRoute> {
+    const columns = routeColumns(route);
+    const row = this.write(() => {
+      const keyId = this.db.prepare(KEY_BY_REF).pluck().get({ ref: route.key }) as string | undefined;
+      if (keyId === undefined) keyNotFound(route.key);
+      const taken = this.db.prepare('SELECT 1 FROM sip_routes WHERE match_kind = @matchKind AND header_name = @headerName AND match_value = @matchValue').get(columns);
+      if (taken !== undefined) routeTaken(route.match);
+      return this.db
+        .prepare(
+          `INSERT INTO sip_routes (id, match_kind, header_name, match_value, key_id, session_json, webhook_url, webhook_secret, created_at)
+           VALUES (@id, @matchKind, @headerName, @matchValue, @keyId, @sessionJson, @webhookUrl, @webhookSecret, @createdAt) RETURNING *`,
+        )
+        .get({ ...columns, id: `route_${randomUUID().replaceAll('-', '')}`, keyId, createdAt: Date.now() }) as RouteRow;
+    });
+    return toSipRoute(row);
+  }
+
+  async listRoutes(): Promise<SipRoute[]> {
+    return this.read(() => this.db.prepare('SELECT * FROM sip_routes ORDER BY rowid').all() as RouteRow[]).map(toSipRoute);
+  }
+
+  async removeRoute(id: string): Promise<boolean> {
+    return this.write(() => this.db.prepare('DELETE FROM sip_routes WHERE id = ?').run(id).changes > 0);
+  }
+
+  async recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean> {
+    return this.write(() => this.db.prepare('INSERT INTO sip_webhooks (webhook_id, received_at) VALUES (?, ?) ON CONFLICT (webhook_id) DO NOTHING').run(webhookId, receivedAt.getTime()).changes > 0);
+  }
+
+  async pruneUsageEvents(prune: PruneBatch): Promise<number> {
+    return this.write(() => this.statements.pruneUsageEvents.run({ before: prune.before.getTime(), limit: prune.limit }).changes);
+  }
+
+  async pruneClientSecrets(prune: PruneBatch): Promise<number> {
+    return this.write(() => this.statements.pruneClientSecrets.run({ before: prune.before.getTime(), limit: prune.limit }).changes);
   }
 
   async ping(): Promise<void> {

@@ -86,7 +86,7 @@ export interface SessionOpen {
   model: string;
   upstream: string;
   /** How the caller reached the relay: its own WebSocket (the default), or a WebRTC call metered over the sideband. */
-  transport?: 'websocket' | 'webrtc';
+  transport?: 'websocket' | 'webrtc' | 'sip';
   instanceId: string;
   startedAt: Date;
   /** The client secret the session was opened with (its id); absent for a relay key. */
@@ -170,7 +170,7 @@ export interface EndedSession {
   keyName: string;
   model: string;
   upstream: string;
-  transport: 'websocket' | 'webrtc';
+  transport: 'websocket' | 'webrtc' | 'sip';
   status: SettlementStatus;
   endReason: string;
   startedAt: Date;
@@ -272,6 +272,37 @@ export interface UsageEventBacklog {
   lastError: string | null;
 }
 
+/** What a route matches in an incoming call: the called number (the user part of `To`), or one SIP header's exact value. */
+export type RouteMatch = { kind: 'number'; number: string } | { kind: 'header'; name: string; value: string };
+
+/** Where a phone call goes: the key it is billed to, the session it starts with, and optionally the tenant's own webhook. */
+export interface SipRoute {
+  id: string;
+  match: RouteMatch;
+  keyId: string;
+  /** The session config the call is accepted with (model included), unless the tenant's webhook accepts it itself. */
+  session: Record<string, unknown>;
+  /** The tenant's webhook: incoming calls are forwarded there, signed with `webhookSecret`, and the tenant decides. */
+  webhookUrl: string | null;
+  webhookSecret: string | null;
+  createdAt: Date;
+}
+
+export interface NewSipRoute {
+  match: RouteMatch;
+  /** The key's id or name. */
+  key: string;
+  session: Record<string, unknown>;
+  webhookUrl?: string | null;
+  webhookSecret?: string | null;
+}
+
+/** One bounded batch of a clean-up: rows older than `before`, at most `limit` of them. */
+export interface PruneBatch {
+  before: Date;
+  limit: number;
+}
+
 export interface Ledger {
   readonly kind: 'sqlite' | 'postgres';
   /** `key` is the plaintext, shown once; only its SHA-256 is stored. */
@@ -286,7 +317,13 @@ export interface Ledger {
   /** What every session opened with the client secret has spent so far, together. */
   clientSecretSpend(secretId: string): Promise<bigint>;
   listKeys(): Promise<KeyRecord[]>;
-  topUp(idOrName: string, amountNano: bigint): Promise<KeyRecord>;
+  /**
+   * Adds to the key's balance. With `maxBalanceNano`, the check and the
+   * addition are one statement, so concurrent top-ups can never pass it
+   * together: one that would bring the balance above it adds nothing and
+   * fails with 'balance_over_maximum'.
+   */
+  topUp(idOrName: string, amountNano: bigint, maxBalanceNano?: bigint): Promise<KeyRecord>;
   setDisabled(idOrName: string, disabled: boolean): Promise<KeyRecord>;
   /** Idempotent on the session id. Also counts as a heartbeat of its instance. */
   openSession(session: SessionOpen): Promise<void>;
@@ -300,7 +337,9 @@ export interface Ledger {
    * Inserts the charge and, only if it is new, debits the key and adds to the
    * session's spend, in one transaction; a new 'response' charge also
    * releases the session's oldest open hold, if any. The balance may go
-   * negative: an overdraft is recorded, never dropped.
+   * negative: an overdraft is recorded, never dropped. A new charge of a
+   * session already settled (a dead-lettered charge replayed after its
+   * session was recovered without it) is added to that settlement's totals.
    */
   recordCharge(charge: ChargeInput): Promise<ChargeResult>;
   /** Records the session's totals, releases its open holds and ends it. Never debits. Idempotent. */
@@ -331,7 +370,27 @@ export interface Ledger {
   /** The attempt failed: the event is due again in `retryInMs`. */
   usageEventFailed(eventId: string, retryInMs: number, reason: string): Promise<void>;
   usageEventBacklog(): Promise<UsageEventBacklog>;
+  /**
+   * Deletes up to `limit` events delivered before `before`, oldest
+   * first, and returns how many it deleted. Undelivered events are never
+   * touched. One short statement, so callers bound each lock by `limit`.
+   */
+  pruneUsageEvents(prune: PruneBatch): Promise<number>;
+  /**
+   * Deletes up to `limit` client secrets that expired before `before`
+   * and that no session was opened with, and returns how many it deleted. A
+   * secret a session names stays, as part of that session's history (it can
+   * no longer open anything: it has expired).
+   */
+  pruneClientSecrets(prune: PruneBatch): Promise<number>;
   /** A cheap liveness check. */
+  /** Adds a route; another route with the same match is refused (invalid_input). */
+  addRoute(route: NewSipRoute): Promise<SipRoute>;
+  listRoutes(): Promise<SipRoute[]>;
+  /** False when no route has this id. */
+  removeRoute(id: string): Promise<boolean>;
+  /** Records a delivered webhook's id; false when it was recorded before (a replay). */
+  recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -20,6 +20,7 @@ export const ADMIN_ERROR_CODES = [
   'invalid_session_id',
   'key_not_found',
   'session_not_found',
+  'route_not_found',
   'not_found',
   'key_name_taken',
   'session_closing',

@@ -11,6 +11,7 @@ import { AdminError, toAdminError } from './errors.js';
 import { endedSessionRoutes, spendRoutes } from './history.js';
 import { keyRoutes } from './keys.js';
 import { livePage } from './page.js';
+import { phoneRouteRoutes } from './routes.js';
 import { sessionRoutes } from './sessions.js';
 import { usageEventRoutes } from './usage-events.js';
 import { usageRoutes } from './usage.js';
@@ -36,7 +37,7 @@ const noStore = createMiddleware(async function noStore(c, next) {
 
 /**
  * The admin API and the live sessions page, to be mounted at /admin:
- * keys, usage, spend, ended sessions, live sessions (list, one, cancel, SSE
+ * keys, phone call routes, usage, spend, ended sessions, live sessions (list, one, cancel, SSE
  * stream) and /ui.
  */
 export function adminApp(options: AdminOptions): Hono {
@@ -71,6 +72,7 @@ export function adminApp(options: AdminOptions): Hono {
   );
   admin.route('/keys', keyRoutes(options.ledger));
   admin.route('/usage', usageRoutes(options.ledger));
+  admin.route('/routes', phoneRouteRoutes(options.ledger));
   admin.route('/usage-events', usageEventRoutes(options.ledger));
   admin.route('/spend', spendRoutes(options.ledger));
   // Ahead of /sessions, whose /:id would take "ended" for a malformed session id.

@@ -1,4 +1,4 @@
-import type { EndedSession, EndedSessionsQuery, KeyRecord, Ledger, NewKey, SpendBucket, SpendQuery, UsageQuery, UsageRow } from '../../billing/ledger/index.js';
+import { isLedgerError, type EndedSession, type EndedSessionsQuery, type KeyRecord, type Ledger, type NewKey, type SpendBucket, type SpendQuery, type UsageQuery, type UsageRow } from '../../billing/ledger/index.js';
 import { formatUsd, MAX_BALANCE_NANO, MAX_BALANCE_USD, parseUsd } from '../../billing/prices.js';
 import type { AnyErrorCode } from '../../errors.js';
 
@@ -138,20 +138,22 @@ export function parseTopUp(fields: { amount?: unknown }): bigint {
 
 /**
  * Adds `amountNano` to a key's balance unless the balance would pass the
- * maximum. The check reads the balance before the ledger adds to it: two
- * top-ups at once can pass it together, and still stay far inside the
- * ledger's integer range (see MAX_BALANCE_NANO).
+ * maximum. The ledger checks and adds in one statement, so top-ups at once
+ * can never pass it together.
  */
 export async function topUpKey(ledger: Ledger, ref: string, amountNano: bigint): Promise<KeyRecord> {
-  const key = await ledger.getKey(ref);
-  if (key && key.balanceNano + amountNano > MAX_BALANCE_NANO) {
+  try {
+    return await ledger.topUp(ref, amountNano, MAX_BALANCE_NANO);
+  } catch (error) {
+    if (!isLedgerError(error, 'balance_over_maximum')) throw error;
+    // Read after the refusal, only to say what the balance is.
+    const balanceNano = (await ledger.getKey(ref))?.balanceNano ?? 0n;
     throw new InputError(
       'invalid_amount',
       'amount',
-      `would bring the balance to ${formatUsd(key.balanceNano + amountNano)} USD, more than the maximum of ${MAX_BALANCE_USD} USD (the balance is ${formatUsd(key.balanceNano)} USD)`,
+      `would bring the balance to ${formatUsd(balanceNano + amountNano)} USD, more than the maximum of ${MAX_BALANCE_USD} USD (the balance is ${formatUsd(balanceNano)} USD)`,
     );
   }
-  return ledger.topUp(ref, amountNano);
 }
 
 export type UsageFormat = 'json' | 'csv';
@@ -212,7 +214,7 @@ export interface EndedSessionView {
   key: { id: string; name: string };
   model: string;
   upstream: string;
-  /** websocket, or webrtc (a call metered over the upstream's sideband). */
+  /** websocket, webrtc or sip (a call metered over the upstream's sideband). */
   transport: EndedSession['transport'];
   /** settled, or recovered (settled by recovery after its instance stopped). */
   status: EndedSession['status'];

@@ -314,7 +314,7 @@ function fill(td, text, sub) {
 function updateRow(tr, s) {
   const q = (field) => tr.querySelector('[data-field="' + field + '"]');
   fill(q('key'), s.key.name);
-  fill(q('model'), s.model, (s.upstream ? s.upstream.name + (s.upstream.model !== s.model ? ' · ' + s.upstream.model : '') : 'dialling…') + (s.transport === 'webrtc' ? ' · WebRTC call' : ''));
+  fill(q('model'), s.model, (s.upstream ? s.upstream.name + (s.upstream.model !== s.model ? ' · ' + s.upstream.model : '') : 'dialling…') + (s.transport === 'webrtc' ? ' · WebRTC call' : s.transport === 'sip' ? ' · phone call' : ''));
   const stateCell = q('state');
   stateCell.textContent = '';
   const track = el('span', 'track');

@@ -10,7 +10,7 @@ export interface SessionView {
   /** The client's address (the one a trusted proxy named, behind a load balancer). */
   client_address: string;
   model: string;
-  /** websocket, or webrtc (a call: its events are read over the upstream's sideband, nothing is forwarded). */
+  /** websocket, or webrtc / sip (a call: its events are read over the upstream's sideband, nothing is forwarded). */
   transport: Transport;
   /** The upstream's name and the model it serves; null until the dial succeeds. */
   upstream: { name: string; model: string } | null;

@@ -3,4 +3,6 @@ export interface Migration {
   version: number;
   name: string;
   sql: string;
+  /** SQLite only: the migration edits a table's definition text, which SQLite's defensive mode otherwise forbids. */
+  editsSchema?: boolean;
 }

@@ -357,4 +357,68 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc'));
     `,
   },
+  {
+    version: 7,
+    name: 'phone calls',
+    /*
+     * Phone calls (SIP) are sessions of their own transport. Routes map an
+     * incoming call to the key it is billed to; webhook ids are remembered so
+     * that a redelivered webhook never acts twice, across restarts too.
+     */
+    sql: `
+      ALTER TABLE sessions DROP CONSTRAINT sessions_transport_known,
+        ADD CONSTRAINT sessions_transport_known CHECK (transport IN ('websocket', 'webrtc', 'sip'));
+
+      CREATE TABLE sip_routes (
+        id TEXT PRIMARY KEY,
+        -- The order routes were added in: header routes match oldest first.
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        match_kind TEXT NOT NULL CHECK (match_kind IN ('number', 'header')),
+        header_name TEXT NOT NULL,
+        match_value TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        session_json TEXT NOT NULL,
+        webhook_url TEXT,
+        webhook_secret TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (match_kind, header_name, match_value),
+        CHECK ((webhook_url IS NULL) = (webhook_secret IS NULL))
+      );
+
+      CREATE TABLE sip_webhooks (
+        webhook_id TEXT PRIMARY KEY,
+        received_at TIMESTAMPTZ NOT NULL
+      );
+    `,
+  },
+  {
+    version: 8,
+    name: 'housekeeping',
+    /*
+     * Indexes for the bounded clean-ups of delivered usage events and expired
+     * client secrets, so each batch reads only the rows it deletes.
+     *
+     * A charge applied after its session was settled (a dead-lettered charge
+     * replayed once the session had been recovered without it) adds itself to
+     * that settlement, so a settlement's totals are always those of its
+     * charges. A trigger rather than a change to ledger_record_charge: it fires
+     * only on an inserted charge (a replay inserts nothing), and it runs under
+     * the session row lock the charge took, so a charge counts either in the
+     * settlement's sum or through this trigger, never both.
+     */
+    sql: `
+      CREATE INDEX usage_events_delivered ON usage_events (delivered_at, id) WHERE delivered_at IS NOT NULL;
+      CREATE INDEX client_secrets_by_expiry ON client_secrets (expires_at, id);
+
+      CREATE FUNCTION ledger_charge_after_settlement() RETURNS trigger
+      LANGUAGE plpgsql AS $$
+      BEGIN
+        UPDATE settlements SET total_nano = total_nano + NEW.cost_nano, charge_count = charge_count + 1
+        WHERE session_id = NEW.session_id;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER charges_after_settlement AFTER INSERT ON charges
+        FOR EACH ROW EXECUTE FUNCTION ledger_charge_after_settlement();
+    `,
+  },
 ];

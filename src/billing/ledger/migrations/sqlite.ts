@@ -139,4 +139,68 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       ALTER TABLE sessions ADD COLUMN transport TEXT NOT NULL DEFAULT 'websocket' CHECK (transport IN ('websocket', 'webrtc'));
     `,
   },
+  {
+    version: 6,
+    name: 'phone calls',
+    /*
+     * Phone calls (SIP) are sessions of their own transport. SQLite cannot
+     * alter a CHECK constraint; widening one changes nothing stored, so the
+     * table's definition is edited in place (the procedure SQLite documents
+     * for constraint changes) rather than the table rebuilt, which would drop
+     * columns other changes add. Routes map an incoming call to the key it is
+     * billed to; webhook ids are remembered so that a redelivered webhook
+     * never acts twice, across restarts too.
+     */
+    editsSchema: true,
+    sql: `
+      PRAGMA writable_schema = ON;
+      UPDATE sqlite_schema SET sql = replace(sql, 'CHECK (transport IN (''websocket'', ''webrtc''))', 'CHECK (transport IN (''websocket'', ''webrtc'', ''sip''))')
+        WHERE type = 'table' AND name = 'sessions';
+      PRAGMA writable_schema = OFF;
+
+      CREATE TABLE sip_routes (
+        id TEXT PRIMARY KEY,
+        match_kind TEXT NOT NULL CHECK (match_kind IN ('number', 'header')),
+        header_name TEXT NOT NULL,
+        match_value TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        session_json TEXT NOT NULL,
+        webhook_url TEXT,
+        webhook_secret TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (match_kind, header_name, match_value),
+        CHECK ((webhook_url IS NULL) = (webhook_secret IS NULL))
+      ) STRICT;
+
+      CREATE TABLE sip_webhooks (
+        webhook_id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+  {
+    version: 7,
+    name: 'housekeeping',
+    /*
+     * Indexes for the bounded clean-ups of delivered usage events and expired
+     * client secrets, so each batch reads only the rows it deletes.
+     *
+     * A charge applied after its session was settled (a dead-lettered charge
+     * replayed once the session had been recovered without it) adds itself to
+     * that settlement, so a settlement's totals are always those of its
+     * charges. It fires only on an inserted charge (a replay inserts nothing),
+     * inside the charge's write transaction, so a charge counts either in the
+     * settlement's sum or through this trigger, never both.
+     */
+    sql: `
+      CREATE INDEX usage_events_delivered ON usage_events (delivered_at, id) WHERE delivered_at IS NOT NULL;
+      CREATE INDEX client_secrets_by_expiry ON client_secrets (expires_at, id);
+
+      CREATE TRIGGER charges_after_settlement AFTER INSERT ON charges
+      BEGIN
+        UPDATE settlements SET total_nano = total_nano + NEW.cost_nano, charge_count = charge_count + 1
+        WHERE session_id = NEW.session_id;
+      END;
+    `,
+  },
 ];
