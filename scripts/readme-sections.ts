@@ -3,7 +3,7 @@ import { ERRORS } from '../src/errors.js';
 import { toMermaid } from '../src/machines/diagram.js';
 import { TRACE_VARIABLES } from '../src/observability/trace-settings.js';
 import { sessionMachine } from '../src/machines/session.js';
-import { faultMatrixMarkdown } from '../test/faults/fault-matrix.js';
+import { callFaultMatrixMarkdown, faultMatrixMarkdown } from '../test/faults/fault-matrix.js';
 
 /** Markdown table cells: a `|` would end the cell, a `<…>` would read as an HTML tag. */
 function cell(text: string): string {
@@ -18,6 +18,7 @@ function cell(text: string): string {
 export const GENERATED_SECTIONS: Record<string, () => string> = {
   machine: () => `\`\`\`mermaid\n${toMermaid(sessionMachine)}\n\`\`\``,
   faults: faultMatrixMarkdown,
+  'call-faults': callFaultMatrixMarkdown,
   errors: () => {
     const rows = Object.entries(ERRORS).map(
       ([code, e]) => `| \`${code}\` | \`${e.type}\` | ${e.status} | ${e.close ?? '—'} | ${cell(e.message)} |`,

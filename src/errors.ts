@@ -51,6 +51,7 @@ export const ERRORS = {
   upstream_auth_failed: { type: 'server_error', status: 502, close: 1011, message: 'The relay is not authorised by the upstream Realtime API.' },
   upstream_rate_limited: { type: 'rate_limit_error', status: 429, close: 1013, message: 'The upstream Realtime API is rate limiting this relay.' },
   upstream_rejected: { type: 'server_error', status: 502, close: 1011, message: 'The upstream Realtime API refused the session.' },
+  upstream_invalid_request: { type: 'invalid_request_error', status: 400, close: 1008, message: 'The upstream Realtime API refused the call\'s offer or session config as invalid; its message and param say what to fix.' },
   upstream_error: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection failed.' },
   upstream_closed: { type: 'server_error', status: 502, close: 1011, message: 'The upstream connection was lost.' },
   calls_unsupported: { type: 'invalid_request_error', status: 400, close: 1008, message: 'No upstream of this relay that serves the model takes WebRTC calls; connect over WebSocket instead.' },
@@ -121,8 +122,10 @@ export class RelayError extends Error {
   readonly closeCode: number;
   /** Sent as `Retry-After` when the error refuses a handshake. */
   readonly retryAfterSeconds: number | undefined;
+  /** The parameter at fault, when the error is about the client's input. */
+  readonly param: string | null;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; status?: number; retryAfterSeconds?: number }) {
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; status?: number; retryAfterSeconds?: number; param?: string | null }) {
     const entry = ERRORS[code];
     super(message ?? entry.message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'RelayError';
@@ -131,11 +134,12 @@ export class RelayError extends Error {
     this.status = options?.status ?? entry.status;
     this.closeCode = entry.close;
     this.retryAfterSeconds = options?.retryAfterSeconds;
+    this.param = options?.param ?? null;
   }
 
   /** OpenAI's HTTP error body. */
   toBody(): ReturnType<typeof errorBody> {
-    return errorBody(this.code, this.message);
+    return errorBody(this.code, this.message, this.param);
   }
 
   /** OpenAI's Realtime `error` server event. */
@@ -143,7 +147,7 @@ export class RelayError extends Error {
     return JSON.stringify({
       type: 'error',
       event_id: eventId,
-      error: { type: this.type, code: this.code, message: this.message, param: null, event_id: null },
+      error: { type: this.type, code: this.code, message: this.message, param: this.param, event_id: null },
     });
   }
 }

@@ -34,9 +34,34 @@ export function deploymentOf(upstream: Upstream, model: string): string {
   return Object.hasOwn(upstream.deployments, model) ? upstream.deployments[model]! : model;
 }
 
-export async function refusal(response: Response): Promise<RelayError> {
+/** Keys and the upstream's own ids never leave the relay, even quoted in an upstream's message. */
+function redacted(message: string, upstreamKey: string): string {
+  const withoutKey = upstreamKey ? message.split(upstreamKey).join('[redacted]') : message;
+  return withoutKey.replace(/\b(?:sk|ek)[-_][A-Za-z0-9_-]{6,}/g, '[redacted]').replace(/\b(?:rtc|sess|call|req)_[A-Za-z0-9]{6,}/g, '[redacted]');
+}
+
+/**
+ * A 400 or 422 in OpenAI's envelope with `invalid_request_error` is about what
+ * the caller sent (its offer or its session config), not about the relay: the
+ * caller gets it as its own error, with the upstream's message and param.
+ */
+function callerError(status: number, body: string, upstreamKey: string): RelayError | null {
+  if (status !== 400 && status !== 422) return null;
+  let error: { type?: unknown; message?: unknown; param?: unknown } | undefined;
+  try {
+    error = (JSON.parse(body) as { error?: typeof error })?.error;
+  } catch {
+    return null;
+  }
+  if (error?.type !== 'invalid_request_error' || typeof error.message !== 'string' || !error.message) return null;
+  const param = typeof error.param === 'string' && error.param ? redacted(error.param, upstreamKey).slice(0, 200) : null;
+  return new RelayError('upstream_invalid_request', redacted(error.message, upstreamKey).slice(0, 500), { param });
+}
+
+/** An upstream's non-success answer as a RelayError; with `callerInput`, the refusal of the caller's own offer or session config is the caller's. */
+export async function refusal(response: Response, callerInput?: { upstreamKey: string }): Promise<RelayError> {
   const body = (await response.text().catch(() => '')).slice(0, MAX_ERROR_BODY);
-  return statusError(response.status, body);
+  return (callerInput && callerError(response.status, body, callerInput.upstreamKey)) ?? statusError(response.status, body);
 }
 
 /**
@@ -102,7 +127,7 @@ export class UpstreamCall {
     } catch (error) {
       throw new RelayError('upstream_unavailable', `The upstream could not be reached: ${(error as Error).message}`, { cause: error });
     }
-    if (response.status !== 201) throw await refusal(response);
+    if (response.status !== 201) throw await refusal(response, { upstreamKey: upstream.apiKey });
     const location = response.headers.get('location') ?? '';
     const callId = location.split('/').filter(Boolean).pop();
     if (!callId) throw new RelayError('upstream_error', 'The upstream answered the call without a Location.');

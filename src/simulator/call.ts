@@ -12,10 +12,21 @@ import { SimulatedSession } from './session.js';
 import type { SessionOpening, SessionSettings, SessionSink } from './session.js';
 import type { Json } from './shapes.js';
 import { WebSocketSink, feedSession } from './socket-sink.js';
-import { OpusSilence, closePeerConnection } from './webrtc-peer.js';
+import { OpusSilence, closePeerConnection, consentChecksSeen } from './webrtc-peer.js';
 import type { AnsweredPeer } from './webrtc-peer.js';
 
 const DATA_CHANNEL_LABEL = 'oai-events';
+
+/**
+ * How long a peer may stay `disconnected` before the call ends: long enough
+ * for a network blip to heal (ICE returns to `connected`), short enough that
+ * a caller that left without hanging up does not keep the call open.
+ */
+const DISCONNECT_GRACE_MS = 2_000;
+/** A connected peer none of whose consent checks moved for this long has left without a word. */
+const PEER_SILENCE_MS = 8_000;
+/** How often a connected peer's consent checks are looked at. */
+const LIVENESS_CHECK_MS = 1_000;
 
 /** How a call ended, as the simulator's owner may ask afterwards. */
 export type CallEnding =
@@ -111,8 +122,15 @@ export class SimulatedCall {
   readonly id: string;
   private readonly peer: AnsweredPeer | null;
   private readonly onEnded: (call: SimulatedCall) => void;
-  /** The call's one timer of its own (the audio pump keeps its own). */
-  private connectTimer: NodeJS.Timeout | null = null;
+  /**
+   * The call's one timer of its own (the audio pump keeps its own): until the
+   * peer connects, then while it is disconnected, and while it is connected
+   * to look at its consent checks. It ends the call unless the peer is live.
+   */
+  private peerTimer: NodeJS.Timeout | null = null;
+  private peerConnected = false;
+  private consentChecks = 0;
+  private consentCheckedAt = 0;
   private readonly sink = new CallSink(this);
   private readonly session: SimulatedSession;
   private readonly audio: OpusSilence | null;
@@ -133,19 +151,35 @@ export class SimulatedCall {
       else this.audio?.stop();
     });
     if (peer !== null) {
-      this.connectTimer = setTimeout(this.callOnConnectTimeout, connectTimeoutMs);
+      this.armPeerTimer(connectTimeoutMs);
       this.watchPeer(peer);
     }
   }
 
-  private readonly callOnConnectTimeout = (): void => {
-    this.connectTimer = null;
-    this.end(1000, '');
+  private armPeerTimer(ms: number): void {
+    this.clearPeerTimer();
+    this.peerTimer = setTimeout(this.callOnPeerTimeout, ms);
+  }
+
+  private readonly callOnPeerTimeout = (): void => {
+    this.peerTimer = null;
+    if (this.peerConnected && this.peerHeardLately()) this.armPeerTimer(LIVENESS_CHECK_MS);
+    else this.end(1000, '');
   };
 
-  private clearConnectTimer(): void {
-    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
-    this.connectTimer = null;
+  private peerHeardLately(): boolean {
+    const seen = this.peer === null ? 0 : consentChecksSeen(this.peer.pc);
+    const now = Date.now();
+    if (seen !== this.consentChecks) {
+      this.consentChecks = seen;
+      this.consentCheckedAt = now;
+    }
+    return now - this.consentCheckedAt < PEER_SILENCE_MS;
+  }
+
+  private clearPeerTimer(): void {
+    if (this.peerTimer !== null) clearTimeout(this.peerTimer);
+    this.peerTimer = null;
   }
 
   /** Applies the session config the call was created with; returns why it cannot, or null. */
@@ -193,7 +227,13 @@ export class SimulatedCall {
       if (channel.readyState === 'open') this.session.greet(sink);
     });
     pc.connectionStateChange.subscribe((state) => {
-      if (state === 'connected') this.clearConnectTimer();
+      this.peerConnected = state === 'connected';
+      if (state === 'connected') {
+        this.consentCheckedAt = Date.now();
+        this.armPeerTimer(LIVENESS_CHECK_MS);
+      }
+      // A peer gone for good ends the call now; one that may come back gets the grace.
+      else if (state === 'disconnected') this.armPeerTimer(DISCONNECT_GRACE_MS);
       else if (state === 'closed' || state === 'failed') this.end(1000, '');
     });
   }
@@ -230,7 +270,7 @@ export class SimulatedCall {
   end(code: number | null, reason: string): void {
     if (this.ended) return;
     this.ended = true;
-    this.clearConnectTimer();
+    this.clearPeerTimer();
     this.session.dispose();
     this.audio?.stop();
     for (const socket of this.sink.sidebands.keys()) {

@@ -164,7 +164,7 @@ export function createCallRoutes({ policy, calls, sessionSettings, accepting, ca
     const problem = call.configure({ ...session, model });
     if (problem !== null) {
       call.end(1000, '');
-      throw new RequestProblem(400, problem, null, 'unknown_parameter');
+      throw new RequestProblem(400, problem, /'([^']+)'/.exec(problem)?.[1] ?? null, 'unknown_parameter');
     }
     calls.set(id, call);
     // The client may already be gone; the peer then never connects, and the call ends with the simulator.

@@ -54,6 +54,21 @@ export async function answerOffer(offerSdp: string): Promise<AnsweredPeer> {
   }
 }
 
+/**
+ * Consent checks (RFC 7675) seen on the peer's selected candidate pairs, both
+ * ways: on a live connection each side sends one every 4–6 s, so a count that
+ * stops moving means the far end is gone. werift itself only gives up 30 s
+ * after the last answer, and never reports `disconnected`.
+ */
+export function consentChecksSeen(pc: RTCPeerConnection): number {
+  let seen = 0;
+  for (const transport of pc.iceTransports) {
+    const pair = transport.connection.nominated;
+    if (pair) seen += pair.requestsReceived + pair.responsesReceived;
+  }
+  return seen;
+}
+
 /** How long a closing data channel may wait for the far end's acknowledgement. */
 const CHANNEL_CLOSE_BOUND_MS = 1_000;
 

@@ -167,21 +167,25 @@ describe('WebRTC calls through the relay', () => {
       [await postOffer(callsUrl(), 'this is not an offer', { key }), 400, 'invalid_offer'],
       [await postOffer(callsUrl('model=gpt-nonexistent'), offer, { key }), 400, 'model_not_found'],
       [await postOffer(callsUrl(''), offer, { key }), 400, 'missing_model'],
-      // The upstream refuses the session config: its reason reaches the caller.
-      [await postOffer(callsUrl(''), offer, { key, shape: 'multipart', session: { type: 'realtime', model: 'gpt-realtime', no_such_field: 1 } }), 400, 'upstream_rejected'],
+      // The upstream refuses the caller's session config: its reason and param reach the caller as the caller's error.
+      [await postOffer(callsUrl(''), offer, { key, shape: 'multipart', session: { type: 'realtime', model: 'gpt-realtime', no_such_field: 1 } }), 400, 'upstream_invalid_request'],
     ];
+    const bodies: Array<{ error: { code: string; type: string; message: string; param: string | null } }> = [];
     for (const [response, status, code] of refusals) {
-      const body = (await response.json()) as { error: { code: string; type: string; message: string } };
+      const body = (await response.json()) as (typeof bodies)[number];
+      bodies.push(body);
       expect([response.status, body.error.code]).toEqual([status, code]);
-      expect(body.error.type).toBe(code === 'upstream_rejected' ? 'server_error' : 'invalid_request_error');
+      expect(body.error.type).toBe('invalid_request_error');
       expect(body.error.message).not.toBe('');
     }
+    const upstreamRefusal = bodies.at(-1)!;
+    expect(upstreamRefusal.error).toEqual({ code: 'upstream_invalid_request', type: 'invalid_request_error', message: "Unknown parameter: 'session.no_such_field'.", param: 'session.no_such_field' });
     await stack.idle();
     const book = await stack.view.book(record.id);
     expect(book.charges).toEqual([]);
     expect(book.balanceNano).toBe(record.balanceNano);
     // Only the refused upstream placement opened a session: settled empty, as a failed dial is.
-    expect(book.settlements).toEqual([expect.objectContaining({ totalNano: 0n, chargeCount: 0, endReason: 'dial_failed:upstream_rejected' })]);
+    expect(book.settlements).toEqual([expect.objectContaining({ totalNano: 0n, chargeCount: 0, endReason: 'dial_failed:upstream_invalid_request' })]);
     expect(stack.sim.activeCalls).toBe(0);
   });
 

@@ -178,3 +178,55 @@ export function faultMatrixMarkdown(): string {
   const rows = FAULT_MATRIX.map((row) => `| ${row.fault} | ${row.side} | ${PHASES.map((p) => cell(row.cells[p], row.cannotHappen?.[p])).join(' | ')} |`);
   return [header, rule, ...rows].join('\n');
 }
+
+export type CallFaultName =
+  | 'upstream refuses the session config'
+  | 'sideband refused 503'
+  | 'sideband dropped'
+  | 'upstream hangs up'
+  | 'relay shuts down'
+  | 'caller hangs up'
+  | 'caller vanishes';
+
+/**
+ * A WebRTC call's faults. A call's caller has no WebSocket and no close code:
+ * it sees either its offer refused (HTTP status and error code) or the call
+ * end (the upstream closes the `oai-events` channel once the relay has hung the
+ * call up there). Every row is replayed by test/faults/call-fault-matrix.test.ts.
+ */
+export interface CallFaultRow {
+  fault: CallFaultName;
+  side: 'upstream' | 'caller' | 'relay';
+  when: 'placing the call' | 'between responses' | 'response in flight';
+  /** The refusal of the offer, or null when the call was answered and then ended. */
+  refused: { status: number; code: string } | null;
+  /** The caller left without a word: it sees nothing more. */
+  callerGone?: true;
+  endReason: string;
+  /** Whether a response was charged (exactly once) before the end. */
+  charged: boolean;
+  note?: string;
+}
+
+export const CALL_FAULT_MATRIX: CallFaultRow[] = [
+  { fault: 'upstream refuses the session config', side: 'upstream', when: 'placing the call', refused: { status: 400, code: 'upstream_invalid_request' }, endReason: 'dial_failed:upstream_invalid_request', charged: false, note: "the upstream's message and param" },
+  { fault: 'sideband refused 503', side: 'upstream', when: 'placing the call', refused: { status: 502, code: 'upstream_unavailable' }, endReason: 'dial_failed:upstream_unavailable', charged: false, note: 'the answered call is hung up upstream' },
+  { fault: 'sideband dropped', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
+  { fault: 'upstream hangs up', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
+  { fault: 'relay shuts down', side: 'relay', when: 'response in flight', refused: null, endReason: 'cancelled:shutdown', charged: true, note: 'the response finishes first' },
+  { fault: 'caller hangs up', side: 'caller', when: 'between responses', refused: null, endReason: 'client_closed', charged: true, note: '`POST …/hangup`' },
+  { fault: 'caller vanishes', side: 'caller', when: 'between responses', refused: null, callerGone: true, endReason: 'cancelled:idle_timeout', charged: true, note: 'the relay never sees the media: the silent sideband ends it after `RELAY_IDLE_TIMEOUT_MS`, unless the upstream ends the call first' },
+];
+
+/** The call faults as the README shows them. */
+export function callFaultMatrixMarkdown(): string {
+  const rows = CALL_FAULT_MATRIX.map((row) => {
+    const caller = row.refused
+      ? `offer refused: ${row.refused.status} \`${row.refused.code}\``
+      : row.callerGone
+        ? 'caller gone (the call is hung up upstream)'
+        : 'the call ends (hung up upstream, `oai-events` closes)';
+    return `| ${row.fault} | ${row.side} | ${row.when} | ${caller} | \`${row.endReason}\` | ${row.charged ? 'the response, once' : 'nothing'}${row.note ? ` (${row.note})` : ''} |`;
+  });
+  return ['| fault | side | when | what the caller sees | end reason | billed |', '|---|---|---|---|---|---|', ...rows].join('\n');
+}

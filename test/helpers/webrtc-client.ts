@@ -79,8 +79,9 @@ export async function openWebRtcCall(url: string, options: WebRtcCallOptions = {
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceAdditionalHostAddresses: ['127.0.0.1'], iceUseIpv6: false });
   const events: ReceivedEvent[] = [];
   let channelClosed = false;
+  let peerGone = false;
   let audioPackets = 0;
-  const arrivals = new Arrivals(() => (channelClosed ? 'the data channel closed' : null));
+  const arrivals = new Arrivals(() => (channelClosed ? 'the data channel closed' : peerGone ? 'the peer connection ended' : null));
   let channel: RTCDataChannel;
   try {
     const audio = pc.addTransceiver('audio', { direction: 'sendrecv' });
@@ -99,6 +100,11 @@ export async function openWebRtcCall(url: string, options: WebRtcCallOptions = {
     });
     channel.stateChanged.subscribe((state) => {
       if (state === 'closed') channelClosed = true;
+      arrivals.check();
+    });
+    // A far end that closed its connection without resetting the channel is heard only here.
+    pc.connectionStateChange.subscribe((state) => {
+      if (state === 'failed' || state === 'closed' || state === 'disconnected') peerGone = true;
       arrivals.check();
     });
     await pc.setLocalDescription(await pc.createOffer());
@@ -126,7 +132,7 @@ export async function openWebRtcCall(url: string, options: WebRtcCallOptions = {
       async waitForClose(timeoutMs = 5_000) {
         // Arrivals rejects once the channel has closed, which is what is awaited here.
         await arrivals.until(() => undefined, 'the data channel to close', timeoutMs, seen).catch((err: Error) => {
-          if (!channelClosed) throw err;
+          if (!channelClosed && !peerGone) throw err;
         });
       },
       get channelState() {

@@ -180,6 +180,23 @@ describe('the end of a call', () => {
     await eventually('the call to end', () => s.activeCalls === 0);
   });
 
+  it('ends a call whose peer left without a word within seconds, and keeps an idle live call up', async () => {
+    const s = await simulator();
+    const live = await call(s);
+    const leaving = await openWebRtcCall(callsUrl(s, '?model=gpt-realtime'), { key: KEY });
+    const side = sideband(s, leaving.callId);
+    await side.next('session.created');
+    const left = Date.now();
+    // werift's close() tells the far end nothing: no channel reset, no hangup.
+    await leaving.pc.close();
+    expect((await side.closedWith(15_000)).code).toBe(1000);
+    // werift alone would have waited for its 30 s consent expiry.
+    expect(Date.now() - left).toBeLessThan(12_000);
+    // The other call said nothing for as long, but its peer is there: it goes on.
+    expect(s.activeCalls).toBe(1);
+    expect(live.channelState).toBe('open');
+  }, 25_000);
+
   it('a call whose client leaves between offer and connection ends once the connect deadline passes', async () => {
     sim = await startSimulator({ apiKey: KEY, callConnectTimeoutMs: 500 });
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceAdditionalHostAddresses: ['127.0.0.1'], iceUseIpv6: false });
