@@ -81,6 +81,7 @@ export class FaultyLedger implements Ledger {
   setDisabled: Ledger['setDisabled'] = async (ref, disabled) => this.inner.setDisabled(ref, disabled);
   placeHold: Ledger['placeHold'] = async (hold) => (this.guard('placeHold'), this.inner.placeHold(hold));
   openSession: Ledger['openSession'] = async (session) => (this.guard('openSession'), this.inner.openSession(session));
+  recordUpstreamCall: Ledger['recordUpstreamCall'] = async (id, call) => (this.guard('recordUpstreamCall'), this.inner.recordUpstreamCall(id, call));
   heartbeat: Ledger['heartbeat'] = async (id) => (this.guard('heartbeat'), this.inner.heartbeat(id));
   recoverOpenSessions: Ledger['recoverOpenSessions'] = async (options) => (this.guard('recoverOpenSessions'), this.inner.recoverOpenSessions(options));
   usage: Ledger['usage'] = async (query) => this.inner.usage(query);

@@ -391,4 +391,12 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 9,
+    name: 'upstream call of a call session',
+    // Where a call runs upstream, so that recovery can hang up a call whose relay died.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN upstream_call_id TEXT;
+    `,
+  },
 ];
