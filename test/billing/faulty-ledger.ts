@@ -11,6 +11,8 @@ export type ChargeFault = 'before_write' | 'after_write';
  */
 export class FaultyLedger implements Ledger {
   down = false;
+  /** Operations that fail while the rest of the ledger answers. */
+  readonly failing = new Set<string>();
   readonly chargeCalls: Array<{ itemId: string; outcome: 'applied' | 'duplicate' | 'failed' }> = [];
   private readonly chargeFaults: ChargeFault[] = [];
 
@@ -46,7 +48,7 @@ export class FaultyLedger implements Ledger {
   }
 
   private guard(what: string): void {
-    if (this.down) throw this.unavailable(what);
+    if (this.down || this.failing.has(what)) throw this.unavailable(what);
   }
 
   async recordCharge(charge: ChargeInput): Promise<ChargeResult> {

@@ -13,8 +13,10 @@ import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { realtimeInvoice, usage, type RealtimeUsage } from '../billing/invoice.js';
 import { readSqlite, sqliteLedgerFile, sqliteView, postgresView, type LedgerView } from '../helpers/ledger.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres } from '../helpers/postgres.js';
+import { startTestRelay } from '../helpers/relay.js';
 import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
-import { openWebRtcCall, type WebRtcCall } from '../helpers/webrtc-client.js';
+import { CallRefused, openWebRtcCall, type WebRtcCall } from '../helpers/webrtc-client.js';
+import { FaultyLedger } from '../billing/faulty-ledger.js';
 
 const SECRET = `whsec_${Buffer.from('the operator secret, 32 bytes!!').toString('base64')}`;
 const TURN = usage({ text: [120, 20], audio: [400, 0], out: [25, 180] });
@@ -82,6 +84,24 @@ async function expectRecoveredOnce(view: LedgerView, keyId: string, balanceNano:
 function hangupLines(relay: RelayProcess) {
   return relay.logs.filter((line) => typeof line.msg === 'string' && line.msg.includes('call of a recovered session'));
 }
+
+describe('a call whose upstream the ledger cannot record', () => {
+  it('is refused and hung up upstream: a call recovery could not end is never left running', async () => {
+    let faulty!: FaultyLedger;
+    const stack = await startTestRelay({ simulator: { chunkIntervalMs: 0 }, wrapLedger: (ledger) => (faulty = new FaultyLedger(ledger)) });
+    cleanups.push(() => stack.close());
+    const { key, record } = await stack.createKey();
+    faulty.failing.add('recordUpstreamCall');
+    const refused = await openWebRtcCall(`${stack.httpUrl}/v1/realtime/calls?model=gpt-realtime`, { key }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(CallRefused);
+    expect((refused as CallRefused).status).toBe(503);
+    expect(JSON.parse((refused as CallRefused).body)).toMatchObject({ error: { code: 'billing_unavailable' } });
+    await expect.poll(() => stack.sim.activeCalls).toBe(0);
+    await stack.idle();
+    const book = await stack.view.book(record.id);
+    expect(book.settlements).toEqual([expect.objectContaining({ status: 'settled', totalNano: 0n, endReason: 'dial_failed:billing_unavailable' })]);
+  });
+});
 
 describe('calls left running by a killed relay (SQLite)', () => {
   it('hangs up a WebRTC call at its upstream when the restarted relay settles its session, keeping the charge made before the crash', async () => {
