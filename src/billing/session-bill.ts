@@ -42,7 +42,7 @@ export class SessionBill {
   }
 
   callAnswered(call: { upstream: string; callId: string }): Promise<void> {
-    return this.meter.callAnswered?.(call) ?? Promise.resolve();
+    return this.meter.callAnswered(call);
   }
 
   configured(session: { transcriptionModel: string | null }): void {
