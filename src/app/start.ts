@@ -21,6 +21,7 @@ import { TrustedProxies, parseNetwork } from '../server/client-address.js';
 import { createRelayServer, type RelayServer, type RelayServerOptions } from '../server/relay-server.js';
 import type { SessionObserver } from '../server/session-link.js';
 import { betaTranslator } from '../server/translators.js';
+import { hangUpOrphanedCalls, type OrphanedCall } from '../server/orphaned-calls.js';
 import { takesCalls } from '../server/upstream-call.js';
 import type { Upstream } from '../server/upstream.js';
 import { startUsageDelivery, type UsageDelivery } from '../events/deliverer.js';
@@ -71,6 +72,24 @@ function dialLog(log: Logger): SessionObserver {
       else log.warn(fields, `upstream "${upstream}" failed before its first frame (${error.code})`);
     },
   };
+}
+
+/**
+ * Recovery settled these sessions: a call among them may still run at its
+ * upstream, unmetered, for as long as its caller stays on. Hung up in the
+ * background (start-up does not wait on an upstream), each outcome logged.
+ */
+function hangUpOrphans(sessions: OrphanedCall[], upstreams: Upstream[], timeoutMs: number, log: Logger): void {
+  if (!sessions.some((session) => session.upstreamCall)) return;
+  void hangUpOrphanedCalls(sessions, upstreams, timeoutMs).then((hangups) => {
+    for (const hangup of hangups) {
+      const fields = { sessionId: hangup.sessionId, upstream: hangup.upstream, upstreamCallId: hangup.callId };
+      if ('failed' in hangup) log.warn({ ...fields, reason: hangup.failed }, `could not hang up the call of a recovered session at upstream "${hangup.upstream}": ${hangup.failed}`);
+      else if (hangup.status >= 200 && hangup.status < 300) log.info({ ...fields, status: hangup.status }, 'hung up the call of a recovered session at its upstream');
+      else if (hangup.status === 404) log.info({ ...fields, status: hangup.status }, 'the call of a recovered session had already ended at its upstream');
+      else log.warn({ ...fields, status: hangup.status }, `upstream "${hangup.upstream}" refused to hang up the call of a recovered session (${hangup.status})`);
+    }
+  });
 }
 
 /** The one line that shows a demo key to whoever started the relay, written straight to the terminal. */
@@ -269,6 +288,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     recoverySweepMs: settings.databaseUrl ? settings.recoverySweepMs : 0,
     onSwept(sessions) {
       log.warn({ sessions: sessions.length, sessionIds: sessions.map((s) => s.sessionId) }, 'settled open sessions of an instance whose heartbeat stopped');
+      hangUpOrphans(sessions, config.upstreams, settings.closeTimeoutMs, log);
     },
     hooks: combineMeterHooks(sessionLog.meterHooks, metrics.meterHooks),
     backlogHooks: {
@@ -293,6 +313,7 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
   }
   if (recovered.sessions.length > 0) {
     log.warn({ sessions: recovered.sessions.length, replayedWrites: recovered.replayed }, 'settled sessions left open by an earlier process');
+    hangUpOrphans(recovered.sessions, config.upstreams, settings.closeTimeoutMs, log);
   }
   if (recovered.settledOwing.length > 0) {
     log.error(

@@ -76,6 +76,14 @@ export class LedgerMeter implements SessionMeter {
     if (resolved?.kind === 'realtime') this.price = resolved;
   }
 
+  async callAnswered(call: { upstream: string; callId: string }): Promise<void> {
+    try {
+      await this.options.ledger.recordUpstreamCall(this.options.sessionId, call);
+    } catch (error) {
+      throw new RelayError('billing_unavailable', isLedgerError(error) ? `The ledger is unavailable: ${error.message}` : undefined, { cause: error });
+    }
+  }
+
   configured(session: { transcriptionModel: string | null }): void {
     this.transcriptionModel = session.transcriptionModel;
   }

@@ -41,6 +41,10 @@ export class SessionBill {
     this.meter.opened(info);
   }
 
+  callAnswered(call: { upstream: string; callId: string }): Promise<void> {
+    return this.meter.callAnswered(call);
+  }
+
   configured(session: { transcriptionModel: string | null }): void {
     this.meter.configured(session);
   }

@@ -13,6 +13,7 @@ export function observedMeter(meter: SessionMeter, link: LiveLink, observer: Ses
   if (!observer?.responseRequested && !observer?.responseStarted && !observer?.responseDone && !observer?.settled) return meter;
   return {
     opened: (info) => meter.opened(info),
+    callAnswered: (call) => meter.callAnswered(call),
     configured: (session) => meter.configured(session),
     admitResponse() {
       const admitted = meter.admitResponse();

@@ -73,6 +73,8 @@ export interface TranscriptionCompleted {
 export interface SessionMeter {
   /** The session's upstream is known: the model actually served is what gets priced. */
   opened(info: { upstream: string; servedModel: string }): void;
+  /** A call answered upstream: where it runs is recorded, so that it can be hung up if the relay dies with it (a WebSocket session never calls it). Rejects with a RelayError. */
+  callAnswered(call: { upstream: string; callId: string }): Promise<void>;
   /** The upstream's session object changed (session.created / session.updated). */
   configured(session: { transcriptionModel: string | null }): void;
   /** Before a `response.create` is forwarded. Rejects with a RelayError to refuse it. */

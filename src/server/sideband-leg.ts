@@ -67,7 +67,17 @@ export class SidebandUpstreamLeg implements UpstreamLeg {
     try {
       await call.place(this.options.upstreams, signal, this.options.dialReport);
       this.options.bill.opened({ upstream: call.upstream!.name, servedModel: call.servedModel });
-      this.socket = await this.openSideband(signal);
+      // Written while the sideband opens: a call the relay could not hang up after a crash is not metered.
+      const recorded = this.options.bill.callAnswered({ upstream: call.upstream!.name, callId: call.upstreamCallId! });
+      recorded.catch(ignoreError);
+      const socket = await this.openSideband(signal);
+      try {
+        await recorded;
+      } catch (error) {
+        socket.terminate();
+        throw error;
+      }
+      this.socket = socket;
     } catch (error) {
       this.dialError = asRelayError(error, 'upstream_error');
       throw this.dialError;

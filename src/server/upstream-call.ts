@@ -65,6 +65,26 @@ export async function refusal(response: Response, callerInput?: { upstreamKey: s
 }
 
 /**
+ * Asks the upstream to end one of its calls, with the relay's key for it.
+ * Resolves with the upstream's status (404: the call was gone already), or
+ * with the reason no answer came within `timeoutMs`; never rejects.
+ */
+export function hangUpAt(upstream: Upstream, callId: string, timeoutMs: number): Promise<{ status: number } | { failed: string }> {
+  return fetch(endpoint(upstream, `/realtime/calls/${encodeURIComponent(callId)}/hangup`), {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${upstream.apiKey}` },
+    redirect: 'manual',
+    signal: AbortSignal.timeout(timeoutMs),
+  }).then(
+    (response) => {
+      void response.body?.cancel().catch(() => undefined);
+      return { status: response.status };
+    },
+    (error: unknown) => ({ failed: (error as Error).message }),
+  );
+}
+
+/**
  * One WebRTC call placed at an upstream on a caller's behalf: the offer goes
  * there with the relay's own key, the upstream's call id stays here (the
  * caller only ever sees the relay's), and the call is hung up once.
@@ -159,15 +179,7 @@ export class UpstreamCall {
     const upstream = this.upstream;
     const callId = this.upstreamCallId;
     if (!upstream || !callId) return (this.hangingUp = Promise.resolve());
-    this.hangingUp = fetch(endpoint(upstream, `/realtime/calls/${encodeURIComponent(callId)}/hangup`), {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${upstream.apiKey}` },
-      redirect: 'manual',
-      signal: AbortSignal.timeout(timeoutMs),
-    }).then(
-      (response) => void response.body?.cancel().catch(() => undefined),
-      () => undefined,
-    );
+    this.hangingUp = hangUpAt(upstream, callId, timeoutMs).then(() => undefined);
     return this.hangingUp;
   }
 }

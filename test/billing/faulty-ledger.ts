@@ -11,6 +11,8 @@ export type ChargeFault = 'before_write' | 'after_write';
  */
 export class FaultyLedger implements Ledger {
   down = false;
+  /** Operations that fail while the rest of the ledger answers. */
+  readonly failing = new Set<string>();
   readonly chargeCalls: Array<{ itemId: string; outcome: 'applied' | 'duplicate' | 'failed' }> = [];
   private readonly chargeFaults: ChargeFault[] = [];
 
@@ -46,7 +48,7 @@ export class FaultyLedger implements Ledger {
   }
 
   private guard(what: string): void {
-    if (this.down) throw this.unavailable(what);
+    if (this.down || this.failing.has(what)) throw this.unavailable(what);
   }
 
   async recordCharge(charge: ChargeInput): Promise<ChargeResult> {
@@ -81,6 +83,7 @@ export class FaultyLedger implements Ledger {
   setDisabled: Ledger['setDisabled'] = async (ref, disabled) => this.inner.setDisabled(ref, disabled);
   placeHold: Ledger['placeHold'] = async (hold) => (this.guard('placeHold'), this.inner.placeHold(hold));
   openSession: Ledger['openSession'] = async (session) => (this.guard('openSession'), this.inner.openSession(session));
+  recordUpstreamCall: Ledger['recordUpstreamCall'] = async (id, call) => (this.guard('recordUpstreamCall'), this.inner.recordUpstreamCall(id, call));
   heartbeat: Ledger['heartbeat'] = async (id) => (this.guard('heartbeat'), this.inner.heartbeat(id));
   recoverOpenSessions: Ledger['recoverOpenSessions'] = async (options) => (this.guard('recoverOpenSessions'), this.inner.recoverOpenSessions(options));
   usage: Ledger['usage'] = async (query) => this.inner.usage(query);

@@ -351,6 +351,8 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       await ledger.recordCharge(charge(key, vanished, 'resp_1', 5n));
       await ledger.recordCharge(charge(key, restarted, 'resp_1', 7n));
       await ledger.recordCharge(charge(key, live, 'resp_1', 9n));
+      // A call's session names where its call runs, for recovery to hang it up.
+      await ledger.recordUpstreamCall(restarted, { upstream: 'openai', callId: 'rtc_upstream_1' });
       await ledger.heartbeat('relay-live');
       await backend.ageHeartbeat('relay-stale', 10 * 60_000);
       await backend.forgetInstance('relay-vanished');
@@ -359,9 +361,9 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       const recovered = await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 });
       expect([...recovered].sort((a, b) => a.sessionId.localeCompare(b.sessionId))).toEqual(
         [
-          { sessionId: stale, totalNano: 120n },
-          { sessionId: vanished, totalNano: 5n },
-          { sessionId: restarted, totalNano: 7n },
+          { sessionId: stale, totalNano: 120n, upstreamCall: null },
+          { sessionId: vanished, totalNano: 5n, upstreamCall: null },
+          { sessionId: restarted, totalNano: 7n, upstreamCall: { upstream: 'openai', callId: 'rtc_upstream_1' } },
         ].sort((a, b) => a.sessionId.localeCompare(b.sessionId)),
       );
       expect(await balanceOf(key)).toBe(before);
@@ -372,7 +374,7 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       const sessions = new Map((await backend.rows('sessions')).map((row) => [row.id, row]));
       expect(sessions.get(live)).toMatchObject({ status: 'open', ended_at: null });
       expect(sessions.get(stale)).toMatchObject({ status: 'recovered', end_reason: 'instance_stale' });
-      expect(sessions.get(restarted)).toMatchObject({ status: 'recovered', end_reason: 'instance_restarted' });
+      expect(sessions.get(restarted)).toMatchObject({ status: 'recovered', end_reason: 'instance_restarted', upstream: 'openai', upstream_call_id: 'rtc_upstream_1' });
       expect(await ledger.sessionSpend(live)).toBe(9n);
 
       expect(await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 })).toEqual([]);
@@ -390,7 +392,7 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       await backend.ageHeartbeat('relay-me', 10 * 60_000);
 
       const swept = await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000, ownSessions: 'keep' });
-      expect(swept).toEqual([{ sessionId: stale, totalNano: 11n }]);
+      expect(swept).toEqual([{ sessionId: stale, totalNano: 11n, upstreamCall: null }]);
       const sessions = new Map((await backend.rows('sessions')).map((row) => [row.id, row]));
       expect(sessions.get(stale)).toMatchObject({ status: 'recovered', end_reason: 'instance_stale' });
       expect(sessions.get(own)).toMatchObject({ status: 'open', ended_at: null });
@@ -576,7 +578,7 @@ function ledgerSuite(name: string, open: () => Promise<Backend>): void {
       await backend.forgetInstance('relay-dead');
 
       const recovered = await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 });
-      expect(recovered).toEqual([{ sessionId: dead, totalNano: 0n }]);
+      expect(recovered).toEqual([{ sessionId: dead, totalNano: 0n, upstreamCall: null }]);
       expect(await heldOf(key)).toBe(100n);
       expect(await balanceOf(key)).toBe(1_000n);
       expect(await ledger.recoverOpenSessions({ instanceId: 'relay-me', staleAfterMs: 60_000 })).toEqual([]);

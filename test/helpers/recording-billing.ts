@@ -43,6 +43,7 @@ export class RecordingBilling implements Gatekeeper {
   private meter(sessionId: string): SessionMeter {
     return {
       opened: () => undefined,
+      callAnswered: async () => undefined,
       configured: () => undefined,
       admitResponse: () => {
         if (this.refuseResponses) throw new RelayError('insufficient_quota');

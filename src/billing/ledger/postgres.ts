@@ -5,7 +5,7 @@ import { fromJsonText, toJsonText } from './json.js';
 import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js';
-import { assertStaleAfter, recoverySettlement } from './recovery.js';
+import { assertStaleAfter, recoverySettlement, upstreamCallOf } from './recovery.js';
 import type {
   NewSipRoute,
   SipRoute,
@@ -26,6 +26,7 @@ import type {
   EndedSessionsQuery,
   RecoveredSession,
   RecoveryOptions,
+  UpstreamCallRef,
   SessionOpen,
   SpendBucket,
   SpendQuery,
@@ -497,6 +498,10 @@ class PostgresLedger implements Ledger {
     return this.run((client) => settle(client, settlement, this.usageEvents));
   }
 
+  async recordUpstreamCall(sessionId: string, call: UpstreamCallRef): Promise<void> {
+    await this.query('UPDATE sessions SET upstream = $2, upstream_call_id = $3 WHERE id = $1', [sessionId, call.upstream, call.callId]);
+  }
+
   async heartbeat(instanceId: string): Promise<void> {
     await this.run((client) => upsertHeartbeat(client, instanceId));
   }
@@ -506,8 +511,8 @@ class PostgresLedger implements Ledger {
     // Staleness is judged by the database clock, the one every instance's
     // heartbeat was written with.
     const own = options.ownSessions === 'keep' ? 'AND s.instance_id <> $1' : 'OR s.instance_id = $1';
-    const { rows } = await this.query<{ id: string; instance_id: string; heartbeat_at: Date | null }>(
-      `SELECT s.id, s.instance_id, i.heartbeat_at
+    const { rows } = await this.query<{ id: string; instance_id: string; heartbeat_at: Date | null; upstream: string; upstream_call_id: string | null }>(
+      `SELECT s.id, s.instance_id, i.heartbeat_at, s.upstream, s.upstream_call_id
        FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
        WHERE s.status = 'open'
          AND ((i.heartbeat_at IS NULL OR i.heartbeat_at < now() - $2::bigint * interval '1 millisecond') ${own})
@@ -523,7 +528,7 @@ class PostgresLedger implements Ledger {
         now,
       );
       const result = await this.run((client) => settle(client, settlement, this.usageEvents));
-      if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano });
+      if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano, upstreamCall: upstreamCallOf(orphan) });
     }
     return recovered;
   }

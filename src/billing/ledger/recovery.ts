@@ -1,5 +1,5 @@
 import { LedgerError } from './errors.js';
-import type { SettlementInput } from './types.js';
+import type { SettlementInput, UpstreamCallRef } from './types.js';
 
 /** An open session found by `recoverOpenSessions`. */
 export interface OrphanedSession {
@@ -28,4 +28,9 @@ export function recoverySettlement(orphan: OrphanedSession, recoveredBy: string,
       lastHeartbeatAt: orphan.lastHeartbeatAt?.toISOString() ?? null,
     },
   };
+}
+
+/** The call a recovered session may have left running upstream, as its row recorded it. */
+export function upstreamCallOf(row: { upstream: string; upstream_call_id: string | null }): UpstreamCallRef | null {
+  return row.upstream_call_id ? { upstream: row.upstream, callId: row.upstream_call_id } : null;
 }

@@ -7,7 +7,7 @@ import { fromJsonText, toJsonText } from './json.js';
 import { generateClientSecret, generateKey, hashKey, hashMatches } from './key-material.js';
 import type { Migration } from './migrations/migration.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js';
-import { assertStaleAfter, recoverySettlement } from './recovery.js';
+import { assertStaleAfter, recoverySettlement, upstreamCallOf } from './recovery.js';
 import type {
   NewSipRoute,
   SipRoute,
@@ -28,6 +28,7 @@ import type {
   EndedSessionsQuery,
   RecoveredSession,
   RecoveryOptions,
+  UpstreamCallRef,
   SessionOpen,
   SpendBucket,
   SpendQuery,
@@ -364,13 +365,14 @@ class SqliteLedger implements Ledger {
       ),
       heartbeat: db.prepare(`INSERT INTO instances (id, heartbeat_at) VALUES (@id, @now)
         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`),
-      orphanedSessions: db.prepare(`SELECT s.id, s.instance_id, i.heartbeat_at
+      recordUpstreamCall: db.prepare('UPDATE sessions SET upstream = @upstream, upstream_call_id = @callId WHERE id = @sessionId'),
+      orphanedSessions: db.prepare(`SELECT s.id, s.instance_id, i.heartbeat_at, s.upstream, s.upstream_call_id
         FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
         WHERE s.status = 'open'
           AND (s.instance_id = @instanceId OR i.heartbeat_at IS NULL OR i.heartbeat_at < @cutoff)
         ORDER BY s.started_at, s.id`),
       // A live instance's sweep: its own sessions are running, whatever its heartbeat says.
-      staleSessionsOfOthers: db.prepare(`SELECT s.id, s.instance_id, i.heartbeat_at
+      staleSessionsOfOthers: db.prepare(`SELECT s.id, s.instance_id, i.heartbeat_at, s.upstream, s.upstream_call_id
         FROM sessions s LEFT JOIN instances i ON i.id = s.instance_id
         WHERE s.status = 'open' AND s.instance_id <> @instanceId
           AND (i.heartbeat_at IS NULL OR i.heartbeat_at < @cutoff)
@@ -525,6 +527,10 @@ class SqliteLedger implements Ledger {
     return this.write(() => this.settle(settlement));
   }
 
+  async recordUpstreamCall(sessionId: string, call: UpstreamCallRef): Promise<void> {
+    this.write(() => this.statements.recordUpstreamCall.run({ sessionId, upstream: call.upstream, callId: call.callId }));
+  }
+
   async heartbeat(instanceId: string): Promise<void> {
     this.write(() => this.statements.heartbeat.run({ id: instanceId, now: Date.now() }));
   }
@@ -538,7 +544,7 @@ class SqliteLedger implements Ledger {
         select.all({
           instanceId: options.instanceId,
           cutoff: now.getTime() - options.staleAfterMs,
-        }) as Array<{ id: string; instance_id: string; heartbeat_at: bigint | null }>,
+        }) as Array<{ id: string; instance_id: string; heartbeat_at: bigint | null; upstream: string; upstream_call_id: string | null }>,
     );
     const recovered: RecoveredSession[] = [];
     for (const orphan of orphans) {
@@ -552,7 +558,7 @@ class SqliteLedger implements Ledger {
         now,
       );
       const result = this.write(() => this.settle(settlement));
-      if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano });
+      if (result.applied) recovered.push({ sessionId: orphan.id, totalNano: result.totalNano, upstreamCall: upstreamCallOf(orphan) });
     }
     return recovered;
   }

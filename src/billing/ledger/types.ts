@@ -149,9 +149,19 @@ export interface RecoveryOptions {
   ownSessions?: 'recover' | 'keep';
 }
 
+/** Where a call runs at its upstream: what ends it there (never the upstream's key). */
+export interface UpstreamCallRef {
+  /** The upstream's name in the relay's configuration. */
+  upstream: string;
+  /** The upstream's id of the call. */
+  callId: string;
+}
+
 export interface RecoveredSession {
   sessionId: string;
   totalNano: bigint;
+  /** A call's session: the call that may still run upstream. Null for a WebSocket session, or a call recorded before it answered. */
+  upstreamCall: UpstreamCallRef | null;
 }
 
 /** Ended sessions, newest first, a page at a time. */
@@ -342,6 +352,11 @@ export interface Ledger {
    * session was recovered without it) is added to that settlement's totals.
    */
   recordCharge(charge: ChargeInput): Promise<ChargeResult>;
+  /**
+   * A call's session answered upstream: records where the call runs, so
+   * that recovery can hang it up if this process dies with it. Idempotent.
+   */
+  recordUpstreamCall(sessionId: string, call: UpstreamCallRef): Promise<void>;
   /** Records the session's totals, releases its open holds and ends it. Never debits. Idempotent. */
   settleSession(settlement: SettlementInput): Promise<SettlementResult>;
   heartbeat(instanceId: string): Promise<void>;

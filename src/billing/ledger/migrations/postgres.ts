@@ -421,4 +421,12 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION ledger_charge_after_settlement();
     `,
   },
+  {
+    version: 9,
+    name: 'upstream call of a call session',
+    // Where a call runs upstream, so that recovery can hang up a call whose relay died.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN upstream_call_id TEXT;
+    `,
+  },
 ];

@@ -203,4 +203,12 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 8,
+    name: 'upstream call of a call session',
+    // Where a call runs upstream, so that recovery can hang up a call whose relay died.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN upstream_call_id TEXT;
+    `,
+  },
 ];
