@@ -121,7 +121,7 @@ function upkeepSuite(name: string, open: () => Promise<Backend>): void {
       appendJsonLines(spoolFiles(spoolPath).deadLetter, deadLetters);
 
       // Its restart settles the session from the charges written: without the refused one.
-      expect(await ledger.recoverOpenSessions({ instanceId: 'restarted:1', staleAfterMs: 30_000 })).toEqual([{ sessionId, totalNano: 100n }]);
+      expect(await ledger.recoverOpenSessions({ instanceId: 'restarted:1', staleAfterMs: 30_000 })).toEqual([{ sessionId, totalNano: 100n, upstreamCall: null }]);
 
       const report = await replayDeadLetters(ledger, spoolPath);
       expect(report).toMatchObject({ written: 2, left: [], settledBefore: [sessionId] });
