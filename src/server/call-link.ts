@@ -1,8 +1,7 @@
 import { SessionBill } from '../billing/session-bill.js';
-import { closePlan, endReason } from '../machines/close-plan.js';
 import type { Report, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { CallClientLeg } from './call-leg.js';
-import type { LiveLink } from './live-link.js';
+import { endedSummary, type LiveLink } from './live-link.js';
 import { observedMeter } from './observed-meter.js';
 import type { Caller, SessionMeter, SessionSummary } from './ports.js';
 import type { LinkTimings, SessionObserver } from './session-link.js';
@@ -96,21 +95,7 @@ export class CallLink implements SessionPorts, LiveLink {
   }
 
   settle(outcome: SessionOutcome): Promise<SessionSummary> {
-    const plan = closePlan(outcome);
-    return this.bill.settle(() => ({
-      sessionId: this.sessionId,
-      transport: this.transport,
-      caller: this.caller,
-      model: this.model,
-      servedModel: this.call.upstream ? this.call.servedModel : null,
-      upstream: this.call.upstream?.name ?? null,
-      startedAt: this.startedAt,
-      endedAt: new Date(),
-      endReason: endReason(outcome),
-      drain: outcome.drain,
-      clientCloseCode: outcome.clientClosed?.code ?? null,
-      upstreamCloseCode: outcome.targetClosed?.code ?? outcome.closeCodes?.upstream ?? plan.upstream?.code ?? null,
-      ...this.stats,
-    }));
+    const served = this.call.upstream ? { upstream: this.call.upstream, servedModel: this.call.servedModel } : null;
+    return this.bill.settle(() => endedSummary(this, served, outcome, outcome.clientClosed?.code ?? null));
   }
 }

@@ -1,3 +1,6 @@
+import type { SummaryBase } from '../billing/session-bill.js';
+import { closePlan, endReason } from '../machines/close-plan.js';
+import type { SessionOutcome } from '../machines/session.js';
 import type { Caller, Transport } from './ports.js';
 
 /**
@@ -18,4 +21,33 @@ export interface LiveLink {
   /** What the relay has forwarded (a call: the sideband events it read); counts only grow. */
   readonly stats: { framesIn: number; bytesIn: number; framesOut: number; bytesOut: number; pauses: number };
   readonly spendNano: bigint;
+}
+
+/**
+ * What a session's settlement records of it, as `outcome` ended it. `served`
+ * is the upstream that took it (null: none did); `clientCloseCode`, the code
+ * the caller's side closed with, differs by transport (a call has no socket).
+ */
+export function endedSummary(
+  link: LiveLink,
+  served: { upstream: { name: string }; servedModel: string } | null,
+  outcome: SessionOutcome,
+  clientCloseCode: number | null,
+): SummaryBase {
+  const plan = closePlan(outcome);
+  return {
+    sessionId: link.sessionId,
+    transport: link.transport,
+    caller: link.caller,
+    model: link.model,
+    servedModel: served?.servedModel ?? null,
+    upstream: served?.upstream.name ?? null,
+    startedAt: link.startedAt,
+    endedAt: new Date(),
+    endReason: endReason(outcome),
+    drain: outcome.drain,
+    clientCloseCode,
+    upstreamCloseCode: outcome.targetClosed?.code ?? outcome.closeCodes?.upstream ?? plan.upstream?.code ?? null,
+    ...link.stats,
+  };
 }

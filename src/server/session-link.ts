@@ -1,11 +1,11 @@
 import type WebSocket from 'ws';
 import { SessionBill } from '../billing/session-bill.js';
 import type { RelayError } from '../errors.js';
-import { closePlan, endReason } from '../machines/close-plan.js';
+import { closePlan } from '../machines/close-plan.js';
 import type { Report, SessionOutcome, SessionPorts } from '../machines/session.js';
 import { WebSocketClientLeg } from './client-leg.js';
 import { keepAlive } from './keep-alive.js';
-import type { LiveLink } from './live-link.js';
+import { endedSummary, type LiveLink } from './live-link.js';
 import { observedMeter } from './observed-meter.js';
 import type { Caller, ResponseDone, SessionMeter, SessionSummary } from './ports.js';
 import type { FrameTranslator } from './translators.js';
@@ -140,21 +140,7 @@ export class SessionLink implements SessionPorts, LiveLink {
 
   /** Resolves with the settlement as written (or handed to the backlog). */
   settle(outcome: SessionOutcome): Promise<SessionSummary> {
-    const plan = closePlan(outcome);
-    return this.bill.settle(() => ({
-      sessionId: this.sessionId,
-      transport: this.transport,
-      caller: this.caller,
-      model: this.model,
-      servedModel: this.dialed?.servedModel ?? null,
-      upstream: this.dialed?.upstream.name ?? null,
-      startedAt: this.startedAt,
-      endedAt: new Date(),
-      endReason: endReason(outcome),
-      drain: outcome.drain,
-      clientCloseCode: outcome.clientClosed?.code ?? outcome.closeCodes?.client ?? plan.client.code,
-      upstreamCloseCode: outcome.targetClosed?.code ?? outcome.closeCodes?.upstream ?? plan.upstream?.code ?? null,
-      ...this.stats,
-    }));
+    const clientCloseCode = outcome.clientClosed?.code ?? outcome.closeCodes?.client ?? closePlan(outcome).client.code;
+    return this.bill.settle(() => endedSummary(this, this.dialed, outcome, clientCloseCode));
   }
 }
