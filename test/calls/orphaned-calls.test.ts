@@ -6,33 +6,19 @@
  * call up, once. What was charged before the crash is kept; nothing more is
  * billed.
  */
-import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger, type Ledger } from '../../src/billing/ledger/index.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
-import { realtimeInvoice, usage, type RealtimeUsage } from '../billing/invoice.js';
-import { readSqlite, sqliteLedgerFile, sqliteView, postgresView, type LedgerView } from '../helpers/ledger.js';
+import { realtimeInvoice, usage } from '../billing/invoice.js';
+import { CALL_WEBHOOK_SECRET, chargedWebRtcCall, expectOpenWithOneCharge, expectRecoveredOnce, freePort, HUNG_UP, keyOnLedger, spawnRelayFor } from '../helpers/killed-relay.js';
+import { readSqlite, sqliteLedgerFile, sqliteView, postgresView } from '../helpers/ledger.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres } from '../helpers/postgres.js';
 import { startTestRelay } from '../helpers/relay.js';
-import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+import { tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 import { CallRefused, openWebRtcCall, type WebRtcCall } from '../helpers/webrtc-client.js';
 import { FaultyLedger } from '../billing/faulty-ledger.js';
 
-const SECRET = `whsec_${Buffer.from('the operator secret, 32 bytes!!').toString('base64')}`;
 const TURN = usage({ text: [120, 20], audio: [400, 0], out: [25, 180] });
-const HUNG_UP = 'hung up the call of a recovered session at its upstream';
-
-/** A port nobody listens on now, so that the relay can be restarted on it (the same instance). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -45,40 +31,16 @@ async function simulator(): Promise<Simulator> {
   return sim;
 }
 
-/** A relay process in front of `sim`, its upstream named "openai". */
 async function relayFor(sim: Simulator, dataDir: string, port: number, env: Record<string, string> = {}): Promise<RelayProcess> {
-  const relay = await spawnRelay({
-    dataDir,
-    env: { PORT: String(port), OPENAI_API_KEY: 'sk-relay', OPENAI_BASE_URL: `http://127.0.0.1:${sim.port}/v1`, RELAY_DEMO_BALANCE_USD: '0', OPENAI_WEBHOOK_SECRET: SECRET, ...env },
-  });
+  const relay = await spawnRelayFor(sim, dataDir, port, env);
   cleanups.push(() => relay.kill());
   return relay;
 }
 
-/** A WebRTC call through the relay with one charged response; returns the call and what it cost. */
-async function chargedWebRtcCall(relay: RelayProcess, key: string): Promise<{ call: WebRtcCall; cost: bigint }> {
-  const call = await openWebRtcCall(`${relay.httpUrl}/v1/realtime/calls?model=gpt-realtime`, { key });
-  cleanups.push(() => call.close());
-  call.send({ type: 'response.create', response: { output_modalities: ['text'], metadata: { sim_usage: JSON.stringify(TURN) } } });
-  const done = await call.waitFor('response.done');
-  return { call, cost: realtimeInvoice('gpt-realtime', (done.response as { usage: RealtimeUsage }).usage) };
-}
-
-/** What the crash left: one session, its one charge, still open. */
-async function expectOpenWithOneCharge(view: LedgerView, keyId: string, cost: bigint): Promise<string> {
-  await expect.poll(async () => (await view.book(keyId)).charges.map((c) => c.costNano)).toEqual([cost]);
-  const book = await view.book(keyId);
-  expect(book.sessions).toEqual([expect.objectContaining({ status: 'open' })]);
-  return book.sessions[0]!.id;
-}
-
-/** Settled once, as recovered, with exactly the charge written before the crash. */
-async function expectRecoveredOnce(view: LedgerView, keyId: string, balanceNano: bigint, cost: bigint, endReason: string): Promise<void> {
-  await expect.poll(async () => (await view.book(keyId)).settlements.length).toBe(1);
-  const book = await view.book(keyId);
-  expect(book.charges.map((c) => c.costNano)).toEqual([cost]);
-  expect(book.settlements).toEqual([expect.objectContaining({ status: 'recovered', endReason, totalNano: cost, chargeCount: 1 })]);
-  expect(book.balanceNano).toBe(balanceNano - cost);
+async function chargedCall(relay: RelayProcess, key: string): Promise<{ call: WebRtcCall; cost: bigint }> {
+  const charged = await chargedWebRtcCall(relay, key, TURN);
+  cleanups.push(() => charged.call.close());
+  return charged;
 }
 
 function hangupLines(relay: RelayProcess) {
@@ -111,12 +73,10 @@ describe('calls left running by a killed relay (SQLite)', () => {
     const port = await freePort();
     let relay = await relayFor(sim, data.path, port);
     const ledgerFile = sqliteLedgerFile(data.path);
-    const ledger = await openLedger({ sqlitePath: ledgerFile });
-    const { key, record } = await ledger.createKey({ name: 'orphan-rtc', balanceNano: 10_000_000_000n });
-    await ledger.close();
+    const { key, record } = await keyOnLedger(ledgerFile, 'orphan-rtc');
     const view = sqliteView(ledgerFile);
 
-    const { call, cost } = await chargedWebRtcCall(relay, key);
+    const { call, cost } = await chargedCall(relay, key);
     const sessionId = await expectOpenWithOneCharge(view, record.id, cost);
     const [row] = readSqlite(ledgerFile, (db) => db.prepare('SELECT upstream, upstream_call_id FROM sessions WHERE id = ?').all(sessionId)) as Array<{ upstream: string; upstream_call_id: string }>;
     expect(row).toEqual({ upstream: 'openai', upstream_call_id: expect.stringMatching(/^rtc_/) });
@@ -148,12 +108,9 @@ describe('calls left running by a killed relay (SQLite)', () => {
     cleanups.push(() => data.remove());
     const port = await freePort();
     let relay = await relayFor(sim, data.path, port);
-    sim.setCallWebhook({ url: `${relay.httpUrl}/v1/sip/webhook`, secret: SECRET });
+    sim.setCallWebhook({ url: `${relay.httpUrl}/v1/sip/webhook`, secret: CALL_WEBHOOK_SECRET });
     const ledgerFile = sqliteLedgerFile(data.path);
-    const ledger = await openLedger({ sqlitePath: ledgerFile });
-    const { record } = await ledger.createKey({ name: 'orphan-sip', balanceNano: 10_000_000_000n });
-    await ledger.addRoute({ match: { kind: 'number', number: '+15550177777' }, key: record.id, session: { model: 'gpt-realtime' } });
-    await ledger.close();
+    const { record } = await keyOnLedger(ledgerFile, 'orphan-sip', '+15550177777');
     const view = sqliteView(ledgerFile);
 
     const placed = await sim.placeSipCall({ to: '+15550177777', turns: [{ usage: TURN }] });
@@ -191,7 +148,7 @@ describe.skipIf(postgresProblem !== null && !POSTGRES_REQUIRED)('calls left runn
     const { key, record } = await ledger.createKey({ name: 'orphan-pg', balanceNano: 10_000_000_000n });
     const view = postgresView(schema);
 
-    const { call, cost } = await chargedWebRtcCall(dying, key);
+    const { call, cost } = await chargedCall(dying, key);
     const sessionId = await expectOpenWithOneCharge(view, record.id, cost);
     const [row] = await schema.query<{ upstream_call_id: string; instance_id: string }>('SELECT upstream_call_id, instance_id FROM sessions WHERE id = $1', [sessionId]);
 

@@ -186,16 +186,19 @@ export type CallFaultName =
   | 'upstream hangs up'
   | 'relay shuts down'
   | 'caller hangs up'
-  | 'caller vanishes';
+  | 'caller vanishes'
+  | 'relay killed (kill -9) mid-call, restarted';
 
 /**
- * A WebRTC call's faults. A call's caller has no WebSocket and no close code:
- * it sees either its offer refused (HTTP status and error code) or the call
- * end (the upstream closes the `oai-events` channel once the relay has hung the
- * call up there). Every row is replayed by test/faults/call-fault-matrix.test.ts.
+ * A call's faults, WebRTC or phone (SIP). A call's caller has no WebSocket and
+ * no close code: a WebRTC caller sees either its offer refused (HTTP status and
+ * error code) or the call end (the upstream closes the `oai-events` channel
+ * once the relay has hung the call up there); a phone caller hears the call
+ * hung up. Every row is replayed by test/faults/call-fault-matrix.test.ts.
  */
 export interface CallFaultRow {
   fault: CallFaultName;
+  transport: 'webrtc' | 'sip';
   side: 'upstream' | 'caller' | 'relay';
   when: 'placing the call' | 'between responses' | 'response in flight';
   /** The refusal of the offer, or null when the call was answered and then ended. */
@@ -203,19 +206,26 @@ export interface CallFaultRow {
   /** The caller left without a word: it sees nothing more. */
   callerGone?: true;
   endReason: string;
+  /** Settled by recovery after a crash rather than by the session itself. */
+  recovered?: true;
   /** Whether a response was charged (exactly once) before the end. */
   charged: boolean;
   note?: string;
 }
 
 export const CALL_FAULT_MATRIX: CallFaultRow[] = [
-  { fault: 'upstream refuses the session config', side: 'upstream', when: 'placing the call', refused: { status: 400, code: 'upstream_invalid_request' }, endReason: 'dial_failed:upstream_invalid_request', charged: false, note: "the upstream's message and param" },
-  { fault: 'sideband refused 503', side: 'upstream', when: 'placing the call', refused: { status: 502, code: 'upstream_unavailable' }, endReason: 'dial_failed:upstream_unavailable', charged: false, note: 'the answered call is hung up upstream' },
-  { fault: 'sideband dropped', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
-  { fault: 'upstream hangs up', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
-  { fault: 'relay shuts down', side: 'relay', when: 'response in flight', refused: null, endReason: 'cancelled:shutdown', charged: true, note: 'the response finishes first' },
-  { fault: 'caller hangs up', side: 'caller', when: 'between responses', refused: null, endReason: 'client_closed', charged: true, note: '`POST …/hangup`' },
-  { fault: 'caller vanishes', side: 'caller', when: 'between responses', refused: null, callerGone: true, endReason: 'cancelled:idle_timeout', charged: true, note: 'the relay never sees the media: the silent sideband ends it after `RELAY_IDLE_TIMEOUT_MS`, unless the upstream ends the call first' },
+  { fault: 'upstream refuses the session config', transport: 'webrtc', side: 'upstream', when: 'placing the call', refused: { status: 400, code: 'upstream_invalid_request' }, endReason: 'dial_failed:upstream_invalid_request', charged: false, note: "the upstream's message and param" },
+  { fault: 'sideband refused 503', transport: 'webrtc', side: 'upstream', when: 'placing the call', refused: { status: 502, code: 'upstream_unavailable' }, endReason: 'dial_failed:upstream_unavailable', charged: false, note: 'the answered call is hung up upstream' },
+  { fault: 'sideband dropped', transport: 'webrtc', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
+  { fault: 'upstream hangs up', transport: 'webrtc', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
+  { fault: 'relay shuts down', transport: 'webrtc', side: 'relay', when: 'response in flight', refused: null, endReason: 'cancelled:shutdown', charged: true, note: 'the response finishes first' },
+  { fault: 'caller hangs up', transport: 'webrtc', side: 'caller', when: 'between responses', refused: null, endReason: 'client_closed', charged: true, note: '`POST …/hangup`' },
+  { fault: 'caller vanishes', transport: 'webrtc', side: 'caller', when: 'between responses', refused: null, callerGone: true, endReason: 'cancelled:idle_timeout', charged: true, note: 'the relay never sees the media: the silent sideband ends it after `RELAY_IDLE_TIMEOUT_MS`, unless the upstream ends the call first' },
+  { fault: 'relay killed (kill -9) mid-call, restarted', transport: 'webrtc', side: 'relay', when: 'between responses', refused: null, endReason: 'instance_restarted', recovered: true, charged: true, note: 'the media never passed through the relay: the call runs on upstream until the restarted relay recovers the session and hangs it up' },
+  { fault: 'sideband refused 503', transport: 'sip', side: 'upstream', when: 'placing the call', refused: null, endReason: 'dial_failed:upstream_unavailable', charged: false, note: 'the call is accepted, then hung up' },
+  { fault: 'sideband dropped', transport: 'sip', side: 'upstream', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true },
+  { fault: 'caller hangs up', transport: 'sip', side: 'caller', when: 'between responses', refused: null, endReason: 'upstream_closed', charged: true, note: 'the upstream ends the call' },
+  { fault: 'relay killed (kill -9) mid-call, restarted', transport: 'sip', side: 'relay', when: 'between responses', refused: null, endReason: 'instance_restarted', recovered: true, charged: true, note: 'the call runs on upstream until the restarted relay recovers the session and hangs it up' },
 ];
 
 /** The call faults as the README shows them. */
@@ -225,8 +235,11 @@ export function callFaultMatrixMarkdown(): string {
       ? `offer refused: ${row.refused.status} \`${row.refused.code}\``
       : row.callerGone
         ? 'caller gone (the call is hung up upstream)'
-        : 'the call ends (hung up upstream, `oai-events` closes)';
-    return `| ${row.fault} | ${row.side} | ${row.when} | ${caller} | \`${row.endReason}\` | ${row.charged ? 'the response, once' : 'nothing'}${row.note ? ` (${row.note})` : ''} |`;
+        : row.transport === 'sip'
+          ? 'the call ends'
+          : 'the call ends (hung up upstream, `oai-events` closes)';
+    const settled = row.recovered ? ', settled as recovered' : '';
+    return `| ${row.fault} | ${row.transport} | ${row.side} | ${row.when} | ${caller} | \`${row.endReason}\`${settled} | ${row.charged ? 'the response, once' : 'nothing'}${row.note ? ` (${row.note})` : ''} |`;
   });
-  return ['| fault | side | when | what the caller sees | end reason | billed |', '|---|---|---|---|---|---|', ...rows].join('\n');
+  return ['| fault | transport | side | when | what the caller sees | end reason | billed |', '|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
