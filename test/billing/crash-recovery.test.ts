@@ -5,28 +5,15 @@
  * `recovered`, from the charges they recorded: nothing is charged again and
  * nothing is lost that a client was shown.
  */
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { sqliteView } from '../helpers/ledger.js';
 import { TestClient } from '../helpers/client.js';
-import { spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+import { freePort, spawnRelay, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 import { realtimeInvoice, sum, usage } from './invoice.js';
 import { respond } from './session-bill.js';
-
-/** A port nobody listens on now, so that the relay can be restarted on it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {

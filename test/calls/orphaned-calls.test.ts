@@ -10,11 +10,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openLedger, type Ledger } from '../../src/billing/ledger/index.js';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { realtimeInvoice, usage } from '../billing/invoice.js';
-import { CALL_WEBHOOK_SECRET, chargedWebRtcCall, expectOpenWithOneCharge, expectRecoveredOnce, freePort, HUNG_UP, keyOnLedger, spawnRelayFor } from '../helpers/killed-relay.js';
+import { CALL_WEBHOOK_SECRET, chargedWebRtcCall, expectOpenWithOneCharge, expectRecoveredOnce, HUNG_UP, keyOnLedger, spawnRelayFor } from '../helpers/killed-relay.js';
 import { readSqlite, sqliteLedgerFile, sqliteView, postgresView } from '../helpers/ledger.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres } from '../helpers/postgres.js';
 import { startTestRelay } from '../helpers/relay.js';
-import { tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+import { freePort, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 import { CallRefused, openWebRtcCall, type WebRtcCall } from '../helpers/webrtc-client.js';
 import { FaultyLedger } from '../billing/faulty-ledger.js';
 

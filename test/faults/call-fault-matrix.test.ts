@@ -2,10 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startSimulator, type Simulator } from '../../src/simulator/index.js';
 import { realtimeInvoice, usage, type RealtimeUsage } from '../billing/invoice.js';
 import type { CallLink } from '../../src/server/call-link.js';
-import { CALL_WEBHOOK_SECRET, chargedWebRtcCall, expectOpenWithOneCharge, expectRecoveredOnce, freePort, HUNG_UP, keyOnLedger, spawnRelayFor } from '../helpers/killed-relay.js';
+import { CALL_WEBHOOK_SECRET, chargedWebRtcCall, expectOpenWithOneCharge, expectRecoveredOnce, HUNG_UP, keyOnLedger, spawnRelayFor } from '../helpers/killed-relay.js';
 import { sqliteLedgerFile, sqliteView, type LedgerView } from '../helpers/ledger.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
-import { tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
+import { freePort, tempDataDir, type RelayProcess } from '../helpers/relay-process.js';
 import { CallRefused, openWebRtcCall, type WebRtcCall } from '../helpers/webrtc-client.js';
 import { CALL_FAULT_MATRIX, type CallFaultRow } from './fault-matrix.js';
 

@@ -2,7 +2,6 @@
  * The steps of killing a relay process mid-call and restarting it on the same
  * ledger and port, shared by the tests of calls a crash leaves running.
  */
-import { createServer } from 'node:net';
 import { expect } from 'vitest';
 import { openLedger } from '../../src/billing/ledger/index.js';
 import type { Simulator } from '../../src/simulator/index.js';
@@ -14,18 +13,6 @@ import { openWebRtcCall, type WebRtcCall } from './webrtc-client.js';
 export const CALL_WEBHOOK_SECRET = `whsec_${Buffer.from('the operator secret, 32 bytes!!').toString('base64')}`;
 /** What a relay logs when recovery hangs up a call left running. */
 export const HUNG_UP = 'hung up the call of a recovered session at its upstream';
-
-/** A port nobody listens on now, so that the relay can be restarted on it (the same instance). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A relay process in front of `sim`, its upstream named "openai". */
 export function spawnRelayFor(sim: Simulator, dataDir: string, port: number, env: Record<string, string> = {}): Promise<RelayProcess> {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { lineReader, parseLogLine, type LogLine } from './log-lines.js';
@@ -197,4 +198,16 @@ export async function spawnRelay(options: SpawnRelayOptions): Promise<RelayProce
     await kill();
     throw error;
   }
+}
+
+/** A port nobody listens on now, so that a relay can be started (and restarted) on it. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }
