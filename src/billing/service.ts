@@ -172,8 +172,8 @@ export class Billing {
       .openSession({ id: session.sessionId, keyId: key.id, model: session.model, upstream: '', instanceId, startedAt: session.startedAt, clientSecretId: grant?.secret.id ?? null, transport: session.transport })
       .catch(unavailable);
     const capped = grant ? { ...key, spendCapNano: lowerCap(key.spendCapNano, secretRemainder(grant)) } : key;
-    const secretCap = grant?.secret.spendCapNano;
-    const clientSecret = grant && secretCap !== null && secretCap !== undefined ? { id: grant.secret.id, capNano: secretCap } : undefined;
+    const secretCap = grant?.secret.spendCapNano ?? null;
+    const clientSecret = grant && secretCap !== null ? { id: grant.secret.id, capNano: secretCap } : undefined;
     return new LedgerMeter({ sessionId: session.sessionId, key: capped, model: session.model, ledger, prices, reserveNano, holdNano, backlog: this.backlog, hooks: this.hooks, clientSecret });
   }
 

@@ -1,16 +1,12 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { ERRORS, RelayError, RequestError, errorBody } from '../errors.js';
-import { CLIENT_SECRET_TTL } from '../protocol/client-secret.js';
+import { CLIENT_SECRET_TTL, isObject } from '../protocol/client-secret.js';
 import { InputError, parseAmount } from './admin/operations.js';
 import { bearer } from './handshake.js';
 import type { ClientSecretMinter, ClientSecretRequest } from './ports.js';
 
 const MAX_BODY_BYTES = 64 * 1024;
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function rejectUnknown(fields: Record<string, unknown>, known: readonly string[], prefix = ''): void {
   for (const name of Object.keys(fields)) {

@@ -231,6 +231,10 @@ describe('phone calls (SIP) through the relay', () => {
       const second = await stack.sim.placeSipCall({ to: frank.number });
       await expect.poll(() => receiver.events.length).toBe(2);
       const [a, b] = receiver.events.map((e) => e.callId);
+      // A client secret of the tenant's key, as a browser would hold it, cannot answer the tenant's calls.
+      const { secret } = await stack.ledger.createClientSecret({ keyId: frank.record.id, expiresAt: new Date(Date.now() + 60_000), session: { type: 'realtime', model: 'gpt-realtime' }, spendCapNano: null });
+      const bySecret = await control(a!, 'accept', secret, { type: 'realtime', model: 'gpt-realtime' });
+      expect([bySecret.status, ((await bySecret.json()) as { error: { code: string } }).error.code]).toEqual([403, 'client_secret_not_allowed']);
       expect((await control(a!, 'reject', frank.key, { status_code: 603 })).status).toBe(200);
       expect((await control(b!, 'refer', frank.key, { target_uri: 'javascript:alert(1)' })).status).toBe(400);
       expect((await control(b!, 'refer', frank.key, { target_uri: 'tel:+15550111111' })).status).toBe(200);

@@ -398,7 +398,6 @@ export interface Ledger {
    * no longer open anything: it has expired).
    */
   pruneClientSecrets(prune: PruneBatch): Promise<number>;
-  /** A cheap liveness check. */
   /** Adds a route; another route with the same match is refused (invalid_input). */
   addRoute(route: NewSipRoute): Promise<SipRoute>;
   listRoutes(): Promise<SipRoute[]>;
@@ -406,6 +405,7 @@ export interface Ledger {
   removeRoute(id: string): Promise<boolean>;
   /** Records a delivered webhook's id; false when it was recorded before (a replay). */
   recordWebhook(webhookId: string, receivedAt: Date): Promise<boolean>;
+  /** A cheap liveness check. */
   ping(): Promise<void>;
   close(): Promise<void>;
 }

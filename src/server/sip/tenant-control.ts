@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { RelayError, asRelayError } from '../../errors.js';
+import { isClientSecret } from '../../protocol/client-secret.js';
 import type { Admission, Caller } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { CallDesk } from './call-desk.js';
@@ -22,13 +23,16 @@ export function tenantCallControl(options: PhoneCallsOptions, desk: CallDesk): H
   const { statuses, events } = options;
   const { pending } = desk;
 
-  async function callerOf(c: Context): Promise<Caller | RelayError> {
+  /** The tenant's relay key, or the refusal to answer with. */
+  async function callerOf(c: Context): Promise<Caller | Response> {
     const key = bearer(c.req.header('authorization'));
-    if (key === undefined) return new RelayError('missing_api_key');
-    if (!options.gatekeeper.identify) return new RelayError('billing_unavailable');
+    if (key === undefined) return refuse(c, 'missing_api_key');
+    // A client secret is handed to a browser: it must not answer, refuse or transfer its key's phone calls.
+    if (isClientSecret(key)) return refuse(c, 'client_secret_not_allowed');
+    if (!options.gatekeeper.identify) return refuse(c, 'billing_unavailable');
     const caller = await options.gatekeeper.identify(key).catch(() => undefined);
-    if (caller === undefined) return new RelayError('billing_unavailable');
-    return caller ?? new RelayError('invalid_api_key');
+    if (caller === undefined) return refuse(c, 'billing_unavailable');
+    return caller ?? refuse(c, 'invalid_api_key');
   }
 
   const controlApp = new Hono<UpgradeEnv>();
@@ -37,7 +41,7 @@ export function tenantCallControl(options: PhoneCallsOptions, desk: CallDesk): H
     bodyLimit({ maxSize: MAX_CONTROL_BYTES, onError: (c) => refuse(c, 'request_too_large') }),
     async (c) => {
       const caller = await callerOf(c);
-      if (caller instanceof RelayError) return refuseWith(c, caller);
+      if (caller instanceof Response) return caller;
       const callId = c.req.param('callId');
       const action = c.req.param('action') as 'accept' | 'reject' | 'refer';
       const body = await jsonBody(c);
