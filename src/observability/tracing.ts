@@ -10,7 +10,7 @@ import {
   TracerProvider,
   type Sampler,
 } from '@opentelemetry/sdk-trace';
-import { NANO_PER_USD } from '../billing/prices.js';
+import { usdFloat } from '../billing/prices.js';
 import type { RelayError } from '../errors.js';
 import type { LiveLink } from '../server/live-link.js';
 import type { ResponseDone, SessionSummary } from '../server/ports.js';
@@ -58,11 +58,6 @@ function samplerFor(settings: TraceSettings): Sampler {
 /** Integer nano-USD as an attribute: an int while a float holds it exactly, a decimal string beyond. */
 function nanoAttribute(nano: bigint): number | string {
   return nano <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(nano) : nano.toString();
-}
-
-/** Whole dollars and the fraction apart, as metrics export them. */
-function usdFloat(nano: bigint): number {
-  return Number(nano / NANO_PER_USD) + Number(nano % NANO_PER_USD) / 1e9;
 }
 
 function costAttributes(nano: bigint): Attributes {
