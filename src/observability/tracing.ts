@@ -257,12 +257,6 @@ class SessionTracer {
   }
 }
 
-/**
- * The SDK reports failed exports (and dropped spans) through its diagnostic
- * logger, silent by default. They become one warning at most every half
- * minute, cut short: a collector down must not flood the log, and its
- * answers are not the relay's to keep.
- */
 /** A failed export arrives as the error flattened to JSON, stack and all: its message is enough. */
 function reasonOf(message: unknown): string {
   const text = String(message);
@@ -275,6 +269,12 @@ function reasonOf(message: unknown): string {
   return text.slice(0, 200);
 }
 
+/**
+ * The SDK reports failed exports (and dropped spans) through its diagnostic
+ * logger, silent by default. They become one warning at most every half
+ * minute, cut short: a collector down must not flood the log, and its
+ * answers are not the relay's to keep.
+ */
 function exportProblemLog(log: Logger): DiagLogger {
   let warnedAt = 0;
   const warn = (message: string) => {
