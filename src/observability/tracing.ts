@@ -15,7 +15,7 @@ import type { RelayError } from '../errors.js';
 import type { LiveLink } from '../server/live-link.js';
 import type { ResponseDone, SessionSummary } from '../server/ports.js';
 import type { SessionObserver } from '../server/session-link.js';
-import type { Logger } from './logger.js';
+import { warnAtMostEveryHalfMinute, type Logger } from './logger.js';
 import type { TraceSettings, Tracing } from './trace-settings.js';
 
 /**
@@ -276,12 +276,8 @@ function reasonOf(message: unknown): string {
  * answers are not the relay's to keep.
  */
 function exportProblemLog(log: Logger): DiagLogger {
-  let warnedAt = 0;
-  const warn = (message: string) => {
-    if (Date.now() - warnedAt < 30_000) return;
-    warnedAt = Date.now();
-    log.warn({ reason: reasonOf(message) }, 'spans could not be exported to the trace collector; sessions are not affected');
-  };
+  const warnSometimes = warnAtMostEveryHalfMinute(log);
+  const warn = (message: string) => warnSometimes({ reason: reasonOf(message) }, 'spans could not be exported to the trace collector; sessions are not affected');
   const ignore = () => undefined;
   return { error: warn, warn, info: ignore, debug: ignore, verbose: ignore };
 }
