@@ -12,7 +12,7 @@ import { ConfigError, type Settings } from '../config/settings.js';
 import { loadUpstreamsFile, upstreamsServing, type UpstreamConfig } from '../config/upstreams.js';
 import { combineMeterHooks, combineObservers } from '../observability/fan-out.js';
 import { createSessionInspector } from '../observability/inspector.js';
-import type { Logger } from '../observability/logger.js';
+import { warnAtMostEveryHalfMinute, type Logger } from '../observability/logger.js';
 import { createRelayMetrics, type RelayMetrics } from '../observability/metrics.js';
 import { createSessionLog } from '../observability/session-log.js';
 import { startTracing, traceSettings } from '../observability/trace-settings.js';
@@ -166,12 +166,7 @@ function assertPortFree(host: string, port: number): Promise<void> {
 /** The usage event deliverer, when a receiver is configured; its failures are logged at most every half minute. */
 function startUsageDeliveryFor(settings: Settings, ledger: Ledger, counters: { delivered(type: string): void; failed(type: string): void }, log: Logger): UsageDelivery | null {
   if (!settings.usageWebhookUrl || !settings.usageWebhookSecret) return null;
-  let warnedAt = 0;
-  function warnSometimes(fields: object, message: string): void {
-    if (Date.now() - warnedAt < 30_000) return;
-    warnedAt = Date.now();
-    log.warn(fields, message);
-  }
+  const warnSometimes = warnAtMostEveryHalfMinute(log);
   // The origin only: a receiver's path or query may carry a token of its own.
   const origin = new URL(settings.usageWebhookUrl).origin;
   log.info({ receiver: origin }, `sending usage events to ${origin}`);
@@ -322,12 +317,10 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     );
   }
   const demoKey = await ensureDemoKey(ledger, settings.demoBalanceUsd);
-  let redisErrorLoggedAt = 0;
+  // The client retries every few seconds while Redis is down: one line per half minute is enough.
+  const warnRedisDown = warnAtMostEveryHalfMinute(log);
   const { limits, connected } = await createLimits(settings, (error) => {
-    // The client retries every few seconds while Redis is down: one line per half minute is enough.
-    if (Date.now() - redisErrorLoggedAt < 30_000) return;
-    redisErrorLoggedAt = Date.now();
-    log.warn({ err: error }, 'Redis is unreachable: new sessions are refused with 503 limits_unavailable until it answers');
+    warnRedisDown({ err: error }, 'Redis is unreachable: new sessions are refused with 503 limits_unavailable until it answers');
   });
   if (limits.kind === 'redis') log.info({ connected, leaseTtlMs: settings.leaseTtlMs }, 'limits are shared through Redis');
   // Inspection costs nothing unless asked for: without it no inspector exists.
@@ -342,7 +335,8 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
       `client addresses are taken from ${settings.proxyProtocol ? `the PROXY protocol header and ${settings.forwardedHeader}` : settings.forwardedHeader} on connections from trusted proxies`,
     );
   }
-  let proxyRefusalLoggedAt = 0;
+  // A misconfigured balancer fails every connection: one line per half minute says so.
+  const warnProxyRefused = warnAtMostEveryHalfMinute(log);
   const relay = createRelayServer({
     host: settings.host,
     port: settings.port,
@@ -352,12 +346,8 @@ export async function startRelay(settings: Settings, log: Logger, options: Start
     allowedOrigins: settings.allowedOrigins,
     allowInsecureSubprotocolKey: settings.allowInsecureSubprotocolKey,
     clientAddresses: { trustedProxies, forwardedHeader: settings.forwardedHeader, proxyProtocol: settings.proxyProtocol },
-    proxyProtocolRefused: (peer, reason) => {
-      // A misconfigured balancer fails every connection: one line per half minute says so.
-      if (Date.now() - proxyRefusalLoggedAt < 30_000) return;
-      proxyRefusalLoggedAt = Date.now();
-      log.warn({ peer, reason }, 'refused a connection from a trusted proxy without a valid PROXY protocol header (is PROXY protocol on at the balancer?)');
-    },
+    proxyProtocolRefused: (peer, reason) =>
+      warnProxyRefused({ peer, reason }, 'refused a connection from a trusted proxy without a valid PROXY protocol header (is PROXY protocol on at the balancer?)'),
     gatekeeper: createGatekeeper(billing, config, limits),
     clientSecrets: createClientSecretMinter(billing, config),
     upstreamsFor: (model) => upstreamsServing(config, model),

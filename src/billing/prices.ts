@@ -228,6 +228,15 @@ export function formatUsd(nano: bigint): string {
   return `${sign}${whole}.${trimFraction(fraction)}`;
 }
 
+/**
+ * Nano-USD as a float, for exporting only (metrics, trace attributes): whole
+ * dollars and the fraction apart, so totals up to 2^53 USD keep their nano
+ * digits as far as a float can. Never for arithmetic on money.
+ */
+export function usdFloat(nano: bigint): number {
+  return Number(nano / NANO_PER_USD) + Number(nano % NANO_PER_USD) / 1e9;
+}
+
 /** Drops trailing zeros beyond the sixth decimal. */
 function trimFraction(fraction: string): string {
   let end = fraction.length;

@@ -33,3 +33,17 @@ export function createLogger(level: string, destination: NodeJS.WritableStream =
   }
   return pino(options, destination as pino.DestinationStream);
 }
+
+/**
+ * A warning for a fault that repeats while it lasts (a backend down, a
+ * balancer misconfigured): written at most once per half minute, so one cause
+ * does not flood the log.
+ */
+export function warnAtMostEveryHalfMinute(log: Logger): (fields: object, message: string) => void {
+  let warnedAt = 0;
+  return (fields, message) => {
+    if (Date.now() - warnedAt < 30_000) return;
+    warnedAt = Date.now();
+    log.warn(fields, message);
+  };
+}

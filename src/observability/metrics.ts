@@ -2,7 +2,7 @@ import type { Hono } from 'hono';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BacklogHooks } from '../billing/backlog.js';
 import type { MeterHooks } from '../billing/meter.js';
-import { builtInPrices, NANO_PER_USD, resolveModel, type PriceTable } from '../billing/prices.js';
+import { builtInPrices, resolveModel, usdFloat, type PriceTable } from '../billing/prices.js';
 import { sessionMachine } from '../machines/session.js';
 import type { LiveSession } from '../server/registry.js';
 import type { RelayServer } from '../server/relay-server.js';
@@ -68,11 +68,6 @@ interface Traffic {
   framesOut: number;
   bytesIn: number;
   bytesOut: number;
-}
-
-/** Nano-USD as a float for export: whole dollars and the fraction apart, so totals up to 2^53 USD keep their nano digits as far as a float can. */
-function usdFloat(nano: bigint): number {
-  return Number(nano / NANO_PER_USD) + Number(nano % NANO_PER_USD) / 1e9;
 }
 
 /** The spend label of a charge whose model has no price (none should reach the ledger). */

@@ -10,12 +10,12 @@ import {
   TracerProvider,
   type Sampler,
 } from '@opentelemetry/sdk-trace';
-import { NANO_PER_USD } from '../billing/prices.js';
+import { usdFloat } from '../billing/prices.js';
 import type { RelayError } from '../errors.js';
 import type { LiveLink } from '../server/live-link.js';
 import type { ResponseDone, SessionSummary } from '../server/ports.js';
 import type { SessionObserver } from '../server/session-link.js';
-import type { Logger } from './logger.js';
+import { warnAtMostEveryHalfMinute, type Logger } from './logger.js';
 import type { TraceSettings, Tracing } from './trace-settings.js';
 
 /**
@@ -58,11 +58,6 @@ function samplerFor(settings: TraceSettings): Sampler {
 /** Integer nano-USD as an attribute: an int while a float holds it exactly, a decimal string beyond. */
 function nanoAttribute(nano: bigint): number | string {
   return nano <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(nano) : nano.toString();
-}
-
-/** Whole dollars and the fraction apart, as metrics export them. */
-function usdFloat(nano: bigint): number {
-  return Number(nano / NANO_PER_USD) + Number(nano % NANO_PER_USD) / 1e9;
 }
 
 function costAttributes(nano: bigint): Attributes {
@@ -262,12 +257,6 @@ class SessionTracer {
   }
 }
 
-/**
- * The SDK reports failed exports (and dropped spans) through its diagnostic
- * logger, silent by default. They become one warning at most every half
- * minute, cut short: a collector down must not flood the log, and its
- * answers are not the relay's to keep.
- */
 /** A failed export arrives as the error flattened to JSON, stack and all: its message is enough. */
 function reasonOf(message: unknown): string {
   const text = String(message);
@@ -280,13 +269,15 @@ function reasonOf(message: unknown): string {
   return text.slice(0, 200);
 }
 
+/**
+ * The SDK reports failed exports (and dropped spans) through its diagnostic
+ * logger, silent by default. They become one warning at most every half
+ * minute, cut short: a collector down must not flood the log, and its
+ * answers are not the relay's to keep.
+ */
 function exportProblemLog(log: Logger): DiagLogger {
-  let warnedAt = 0;
-  const warn = (message: string) => {
-    if (Date.now() - warnedAt < 30_000) return;
-    warnedAt = Date.now();
-    log.warn({ reason: reasonOf(message) }, 'spans could not be exported to the trace collector; sessions are not affected');
-  };
+  const warnSometimes = warnAtMostEveryHalfMinute(log);
+  const warn = (message: string) => warnSometimes({ reason: reasonOf(message) }, 'spans could not be exported to the trace collector; sessions are not affected');
   const ignore = () => undefined;
   return { error: warn, warn, info: ignore, debug: ignore, verbose: ignore };
 }

@@ -9,7 +9,7 @@ import { CANCEL_ERRORS, type SessionMachine } from '../machines/session.js';
 import { CallLink } from './call-link.js';
 import { isClientSecret } from '../protocol/client-secret.js';
 import type { ClientAddressOptions } from './client-address.js';
-import { bearer, clientAddressOf, isLoopback } from './handshake.js';
+import { bearer, clientAddressOf, isTrustedTransport } from './handshake.js';
 import type { Admission, Gatekeeper, SessionMeter } from './ports.js';
 import type { LinkTimings, SessionObserver } from './session-link.js';
 import { takesCalls, type CallOffer } from './upstream-call.js';
@@ -181,7 +181,7 @@ export function callRoutes(options: CallRoutesOptions): Hono<UpgradeEnv> {
           intent: undefined,
           ip: clientAddress,
           origin: c.req.header('origin'),
-          trustedTransport: Boolean((socket as { encrypted?: boolean }).encrypted) || isLoopback(clientAddress),
+          trustedTransport: isTrustedTransport(c.env.incoming, clientAddress),
         });
       } catch (error) {
         return refuseWith(c, error instanceof RelayError ? error : new RelayError('internal_error', undefined, { cause: error }));

@@ -44,6 +44,15 @@ export function clientAddressOf(incoming: IncomingMessage, options: ClientAddres
   return resolveClientAddress(peer, Array.isArray(header) ? header.join(', ') : header, options);
 }
 
+/**
+ * Whether a key may travel in the clear: over TLS, or from this machine.
+ * Loopback is judged on the client, not the peer: a balancer on this machine
+ * does not make every client local.
+ */
+export function isTrustedTransport(incoming: IncomingMessage, clientAddress: string): boolean {
+  return Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(clientAddress);
+}
+
 export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessage, clientAddresses?: ClientAddressOptions): Handshake {
   const protocols = parseOfferedProtocols(c.req.header('sec-websocket-protocol'));
   // A header key always wins: a subprotocol list must never override it.
@@ -51,8 +60,6 @@ export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessag
   const key = headerKey ?? protocols.key;
   const intent = c.req.query('intent') === 'transcription' ? 'transcription' : undefined;
   const ip = clientAddressOf(incoming, clientAddresses);
-  // Loopback is judged on the client, not the peer: a balancer on this machine does not make every client local.
-  const trustedTransport = Boolean((incoming.socket as { encrypted?: boolean }).encrypted) || isLoopback(ip);
   const betaHeader = (c.req.header('openai-beta') ?? '').split(',').some((v) => v.trim() === 'realtime=v1');
   return {
     protocols,
@@ -66,7 +73,7 @@ export function readHandshake(c: Context<HandshakeEnv>, incoming: IncomingMessag
       intent,
       ip,
       origin: c.req.header('origin'),
-      trustedTransport,
+      trustedTransport: isTrustedTransport(incoming, ip),
     },
   };
 }

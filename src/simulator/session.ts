@@ -203,7 +203,7 @@ export class SimulatedSession {
   receive(data: Buffer, isBinary: boolean): void {
     if (this.disposed) return;
     this.settings.tap?.received?.(data, isBinary);
-    if (this.silenced || this.disposed) return;
+    if (this.silenced) return;
     if (isBinary) {
       this.sendError('invalid_event', 'Expected a text WebSocket message; binary frames are not supported.', null, null);
       return;
