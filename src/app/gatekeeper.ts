@@ -59,7 +59,7 @@ export function createGatekeeper(billing: Billing, upstreams: UpstreamConfig, li
     const release = limits ? await limits.acquire({ keyId: key.id, maxSessions: key.maxSessions }) : () => undefined;
     let released = false;
     return {
-      caller: { keyId: key.id, keyName: key.name },
+      caller: grant ? { keyId: key.id, keyName: key.name, clientSecretId: grant.secret.id } : { keyId: key.id, keyName: key.name },
       model,
       intent,
       clientSecretSession: grant?.secret.session,
@@ -84,8 +84,10 @@ export function createGatekeeper(billing: Billing, upstreams: UpstreamConfig, li
       return admitted(await billing.authorizeId(keyId, model), model, undefined, undefined);
     },
     async identify(plaintextKey: string) {
-      const key = await billing.identify(plaintextKey);
-      return key ? { keyId: key.id, keyName: key.name } : null;
+      const found = await billing.identify(plaintextKey);
+      if (!found) return null;
+      const { key, clientSecretId } = found;
+      return clientSecretId === undefined ? { keyId: key.id, keyName: key.name } : { keyId: key.id, keyName: key.name, clientSecretId };
     },
   };
 }

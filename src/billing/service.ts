@@ -126,15 +126,17 @@ export class Billing {
 
   /**
    * The key with this plaintext, or the key a client secret was minted by
-   * (expired or not: it still speaks for its key's own sessions), disabled or
-   * not; null when there is none. Throws a RelayError when the ledger cannot tell.
+   * (expired or not: it still speaks for the session it opened) with that
+   * secret's id, disabled or not; null when there is none. Throws a
+   * RelayError when the ledger cannot tell.
    */
-  async identify(plaintext: string): Promise<KeyRecord | null> {
+  async identify(plaintext: string): Promise<{ key: KeyRecord; clientSecretId?: string } | null> {
     if (isClientSecret(plaintext)) {
       const grant = await this.options.ledger.authenticateClientSecret(plaintext).catch(unavailable);
-      return grant?.key ?? null;
+      return grant ? { key: grant.key, clientSecretId: grant.secret.id } : null;
     }
-    return this.options.ledger.authenticate(plaintext).catch(unavailable);
+    const key = await this.options.ledger.authenticate(plaintext).catch(unavailable);
+    return key ? { key } : null;
   }
 
   /**

@@ -10,6 +10,7 @@ import { CallLink } from './call-link.js';
 import { isClientSecret } from '../protocol/client-secret.js';
 import type { ClientAddressOptions } from './client-address.js';
 import { bearer, clientAddressOf, isTrustedTransport } from './handshake.js';
+import { mayControl } from './live-link.js';
 import type { Admission, Gatekeeper, SessionMeter } from './ports.js';
 import type { LinkTimings, SessionObserver } from './session-link.js';
 import { takesCalls, type CallOffer } from './upstream-call.js';
@@ -226,7 +227,7 @@ export function callRoutes(options: CallRoutesOptions): Hono<UpgradeEnv> {
     if (caller === null) return refuse(c, 'invalid_api_key');
     const live = options.findCall(c.req.param('callId'));
     // Another key's call is not told apart from no call at all.
-    if (!live || live.link.caller.keyId !== caller.keyId) return refuse(c, 'call_not_found');
+    if (!live || !mayControl(caller, live.link)) return refuse(c, 'call_not_found');
     live.link.client.hangUp();
     return c.body(null, 200);
   });

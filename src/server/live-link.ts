@@ -51,3 +51,11 @@ export function endedSummary(
     ...link.stats,
   };
 }
+
+/**
+ * Whether `caller` may act on this live session: a key on its own sessions;
+ * a client secret, which a browser holds, only on the session it opened.
+ */
+export function mayControl(caller: Caller, link: LiveLink): boolean {
+  return link.caller.keyId === caller.keyId && (caller.clientSecretId === undefined || caller.clientSecretId === link.caller.clientSecretId);
+}

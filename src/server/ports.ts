@@ -22,6 +22,8 @@ export interface HandshakeAttempt {
 export interface Caller {
   keyId: string;
   keyName: string;
+  /** The client secret that spoke for the key, if one did: it acts on its own sessions only. */
+  clientSecretId?: string;
 }
 
 export interface UsageRecord {

@@ -16,7 +16,7 @@ import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
 import { CallLink } from './call-link.js';
 import { callRoutes, sessionIdOfCall } from './calls.js';
 import { clientSecretRoutes } from './client-secrets.js';
-import type { LiveLink } from './live-link.js';
+import { mayControl, type LiveLink } from './live-link.js';
 import type { Admission, ClientSecretMinter, Gatekeeper, SessionMeter } from './ports.js';
 import { acceptProxyProtocol } from './proxy-protocol.js';
 import type { SessionPorts } from '../machines/session.js';
@@ -161,9 +161,11 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const caller = options.gatekeeper.identify ? await options.gatekeeper.identify(key).catch(() => undefined) : undefined;
     if (caller === undefined) return c.json(errorBody('billing_unavailable'), 503);
     if (caller === null) return c.json(errorBody('invalid_api_key'), 401);
+    // Joining a call's events takes the key itself, as OpenAI's sideband does: a client secret is a browser's.
+    if (caller.clientSecretId !== undefined) return c.json(errorBody('client_secret_not_allowed'), 403);
     const live = findCall(callId);
     // Another key's call is not told apart from no call at all.
-    if (!live || live.link.caller.keyId !== caller.keyId || !live.link.dialed) return c.json(errorBody('call_not_found'), 404);
+    if (!live || !mayControl(caller, live.link) || !live.link.dialed) return c.json(errorBody('call_not_found'), 404);
     const sideband = live.link.call.sidebandRequest();
     c.env.accept = (client) => joinSideband(client, sideband, timings.closeTimeoutMs);
     return c.body(null, 200);

@@ -4,6 +4,7 @@ import { readSqlite, sqliteLedgerFile } from '../helpers/ledger.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 import { openWebRtcCall, postOffer, type WebRtcCall } from '../helpers/webrtc-client.js';
 import { RTCPeerConnection } from 'werift';
+import WebSocket from 'ws';
 
 /** Asks over the data channel for one text response whose `response.done` reports exactly `u`. */
 async function respond(call: WebRtcCall, u: unknown): Promise<{ id: string; usage: RealtimeUsage }> {
@@ -139,6 +140,49 @@ describe('WebRTC calls through the relay', () => {
     // And a second call, hung up with the secret itself.
     const second = await open(secret, {}, '');
     expect((await hangUp(stack, second.location, secret)).status).toBe(200);
+    await expect.poll(() => stack.sim.activeCalls).toBe(0);
+  });
+
+  it('lets a client secret act on the call it opened only, and join no call\'s events', async () => {
+    const { key } = await stack.createKey();
+    const mint = async () => {
+      const minted = await fetch(`${stack.httpUrl}/v1/realtime/client_secrets`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ session: { type: 'realtime', model: 'gpt-realtime' } }),
+      });
+      return ((await minted.json()) as { value: string }).value;
+    };
+    // Two browsers of one application, each with its own secret of the same key.
+    const [mine, theirs] = [await mint(), await mint()];
+    const call = await open(mine, {}, '');
+    const refused = await hangUp(stack, call.location, theirs);
+    expect(refused.status).toBe(404);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('call_not_found');
+    // The sideband takes the key itself, as OpenAI's does.
+    const callId = call.location.split('/').pop()!;
+    const join = (bearer: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const socket = new WebSocket(stack.realtimeUrl({ call_id: callId }), { headers: { Authorization: `Bearer ${bearer}` } });
+        socket.once('unexpected-response', (_request, response) => {
+          let body = '';
+          response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+        });
+        socket.once('open', () => {
+          socket.close();
+          resolve({ status: 101, body: '' });
+        });
+        socket.once('error', reject);
+      });
+    const joinedWithSecret = await join(mine);
+    expect(joinedWithSecret.status).toBe(403);
+    expect((JSON.parse(joinedWithSecret.body) as { error: { code: string } }).error.code).toBe('client_secret_not_allowed');
+    // The key itself may join.
+    expect((await join(key)).status).toBe(101);
+    // The call goes on; its own secret ends it.
+    await respond(call, usage({ text: [1, 0], out: [1, 0] }));
+    expect((await hangUp(stack, call.location, mine)).status).toBe(200);
     await expect.poll(() => stack.sim.activeCalls).toBe(0);
   });
 
