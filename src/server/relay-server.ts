@@ -12,7 +12,7 @@ import { truncateCloseReason } from '../protocol/close-codes.js';
 import { sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import type { ClientAddressOptions } from './client-address.js';
-import { bearer, handshake, type Handshake, type HandshakeEnv } from './handshake.js';
+import { bearer, handshake, identifyCaller, type Handshake, type HandshakeEnv } from './handshake.js';
 import { CallLink } from './call-link.js';
 import { callRoutes, sessionIdOfCall } from './calls.js';
 import { clientSecretRoutes } from './client-secrets.js';
@@ -155,11 +155,8 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const callId = c.req.query('call_id');
     if (callId === undefined) return next();
     if ((c.req.header('upgrade') ?? '').toLowerCase() !== 'websocket') return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
-    const key = bearer(c.req.header('authorization')) ?? c.req.header('api-key');
-    if (!key) return c.json(errorBody('missing_api_key'), 401);
-    const caller = options.gatekeeper.identify ? await options.gatekeeper.identify(key).catch(() => undefined) : undefined;
-    if (caller === undefined) return c.json(errorBody('billing_unavailable'), 503);
-    if (caller === null) return c.json(errorBody('invalid_api_key'), 401);
+    const caller = await identifyCaller(options.gatekeeper, bearer(c.req.header('authorization')) ?? (c.req.header('api-key') || undefined));
+    if (caller instanceof RelayError) return c.json(caller.toBody(), caller.status as 401);
     const live = findCall(callId);
     // Another key's call is not told apart from no call at all.
     if (!live || live.link.caller.keyId !== caller.keyId || !live.link.dialed) return c.json(errorBody('call_not_found'), 404);

@@ -2,10 +2,10 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { RelayError, asRelayError } from '../../errors.js';
-import type { Admission, Caller } from '../ports.js';
+import type { Admission } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { CallDesk } from './call-desk.js';
-import { bearer } from '../handshake.js';
+import { bearer, identifyCaller } from '../handshake.js';
 import { jsonBody, refuse, refuseWith } from './http.js';
 import type { PendingCall } from './pending.js';
 import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
@@ -23,21 +23,12 @@ export function tenantCallControl(options: PhoneCallsOptions, desk: CallDesk): H
   const { statuses, events } = options;
   const { pending } = desk;
 
-  async function callerOf(c: Context): Promise<Caller | RelayError> {
-    const key = bearer(c.req.header('authorization'));
-    if (key === undefined) return new RelayError('missing_api_key');
-    if (!options.gatekeeper.identify) return new RelayError('billing_unavailable');
-    const caller = await options.gatekeeper.identify(key).catch(() => undefined);
-    if (caller === undefined) return new RelayError('billing_unavailable');
-    return caller ?? new RelayError('invalid_api_key');
-  }
-
   const controlApp = new Hono<UpgradeEnv>();
   controlApp.post(
     '/:callId/:action{accept|reject|refer}',
     bodyLimit({ maxSize: MAX_CONTROL_BYTES, onError: (c) => refuse(c, 'request_too_large') }),
     async (c) => {
-      const caller = await callerOf(c);
+      const caller = await identifyCaller(options.gatekeeper, bearer(c.req.header('authorization')));
       if (caller instanceof RelayError) return refuseWith(c, caller);
       const callId = c.req.param('callId');
       const action = c.req.param('action') as 'accept' | 'reject' | 'refer';
