@@ -103,7 +103,7 @@ function secretSession(admission: Admission): Record<string, unknown> {
 }
 
 /** How a call that never answered ended, as the HTTP error its caller gets. */
-export function failureOf(link: CallLink, actor: Actor<SessionMachine>): RelayError {
+function failureOf(link: CallLink, actor: Actor<SessionMachine>): RelayError {
   const { cause } = actor.getSnapshot().context;
   if (link.upstream.dialError) return link.upstream.dialError;
   if (cause?.kind === 'dial_failed') return new RelayError(cause.error.code, cause.error.message);
@@ -112,13 +112,13 @@ export function failureOf(link: CallLink, actor: Actor<SessionMachine>): RelayEr
   return new RelayError('upstream_timeout');
 }
 
-/** Resolves once the machine has left `connecting`: with the answer if the call is up, else with why not. */
-function answerOf(link: CallLink, actor: Actor<SessionMachine>): Promise<string | RelayError> {
+/** Resolves once the machine has left `connecting`: null if the call's sideband opened, else why not. */
+export function connectedOf(link: CallLink, actor: Actor<SessionMachine>): Promise<RelayError | null> {
   return new Promise((resolve) => {
     const decide = () => {
       const snapshot = actor.getSnapshot();
       if (snapshot.matches('connecting')) return false;
-      resolve(snapshot.context.upstreamOpened && link.call.answer ? link.call.answer : failureOf(link, actor));
+      resolve(snapshot.context.upstreamOpened ? null : failureOf(link, actor));
       return true;
     };
     if (decide()) return;
@@ -211,8 +211,9 @@ export function callRoutes(options: CallRoutesOptions): Hono<UpgradeEnv> {
         observer: options.observer,
       });
       const actor = options.run(link, admission);
-      const answer = await answerOf(link, actor);
-      if (answer instanceof RelayError) return refuseWith(c, answer);
+      const failure = await connectedOf(link, actor);
+      const answer = link.call.answer;
+      if (failure || !answer) return refuseWith(c, failure ?? failureOf(link, actor));
       // A caller that left while the call was placed will never connect to it: it is not left running.
       if (socket.destroyed) link.client.hangUp();
       return c.body(answer, 201, { 'Content-Type': 'application/sdp', Location: `/v1/realtime/calls/${callId}` });

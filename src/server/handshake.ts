@@ -5,7 +5,7 @@ import { ERRORS, RelayError, errorBody } from '../errors.js';
 import { isClientSecret } from '../protocol/client-secret.js';
 import { parseOfferedProtocols, type OfferedProtocols } from '../protocol/subprotocols.js';
 import { canonicalAddress, resolveClientAddress, type ClientAddressOptions } from './client-address.js';
-import type { Admission, Gatekeeper, HandshakeAttempt } from './ports.js';
+import type { Admission, Caller, Gatekeeper, HandshakeAttempt } from './ports.js';
 import { proxiedSource } from './proxy-protocol.js';
 import type { UpgradeEnv } from './upgrade.js';
 
@@ -31,6 +31,15 @@ export function bearer(header: string | undefined): string | undefined {
   if (!header) return undefined;
   const match = /^Bearer\s+(.+)$/i.exec(header.trim());
   return match ? match[1]!.trim() : undefined;
+}
+
+/** Whose relay key this is, for acts on what the key already opened; why not, when there is none or it cannot be told. */
+export async function identifyCaller(gatekeeper: Gatekeeper, key: string | undefined): Promise<Caller | RelayError> {
+  if (key === undefined) return new RelayError('missing_api_key');
+  if (!gatekeeper.identify) return new RelayError('billing_unavailable');
+  const caller = await gatekeeper.identify(key).catch(() => undefined);
+  if (caller === undefined) return new RelayError('billing_unavailable');
+  return caller ?? new RelayError('invalid_api_key');
 }
 
 /**

@@ -73,17 +73,28 @@ export function keepAlive(options: KeepAliveOptions): () => void {
       upstream.ping();
     }
   }, pingIntervalMs);
+  const stopIdleWatch = watchIdle(lastClientFrameAt, idleTimeoutMs, report);
+  return function stopKeepAlive() {
+    clearInterval(pingTimer);
+    stopIdleWatch();
+    client.off('pong', clientOnPong);
+    upstream.off('pong', upstreamOnPong);
+  };
+}
+
+/**
+ * Cancels the session as idle once `lastAt` is `idleTimeoutMs` old. One timer,
+ * re-armed only when it fires: nothing is done per frame. Returns its disposer.
+ */
+export function watchIdle(lastAt: () => number, idleTimeoutMs: number, report: (event: SessionEvent) => void): () => void {
   let idleTimer: NodeJS.Timeout;
   const checkIdle = () => {
-    const idleFor = Date.now() - lastClientFrameAt();
+    const idleFor = Date.now() - lastAt();
     if (idleFor >= idleTimeoutMs) report({ type: 'CANCEL', reason: 'idle_timeout' });
     else idleTimer = setTimeout(checkIdle, idleTimeoutMs - idleFor);
   };
-  idleTimer = setTimeout(checkIdle, Math.max(0, idleTimeoutMs - (Date.now() - lastClientFrameAt())));
-  return function stopKeepAlive() {
-    clearInterval(pingTimer);
+  idleTimer = setTimeout(checkIdle, Math.max(0, idleTimeoutMs - (Date.now() - lastAt())));
+  return function stopIdleWatch() {
     clearTimeout(idleTimer);
-    client.off('pong', clientOnPong);
-    upstream.off('pong', upstreamOnPong);
   };
 }

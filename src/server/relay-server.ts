@@ -9,10 +9,10 @@ import { createActor, type Actor, type InspectionEvent, type Observer } from 'xs
 import { ERRORS, RelayError, errorBody } from '../errors.js';
 import { hasEnded, sessionMachine, type SessionEvent, type SessionMachine } from '../machines/session.js';
 import { truncateCloseReason } from '../protocol/close-codes.js';
-import { sessionUpdateFor } from '../protocol/client-secret.js';
+import { isClientSecret, sessionUpdateFor } from '../protocol/client-secret.js';
 import { selectProtocol } from '../protocol/subprotocols.js';
 import type { ClientAddressOptions } from './client-address.js';
-import { handshake, type Handshake, type HandshakeEnv } from './handshake.js';
+import { bearer, handshake, identifyCaller, type Handshake, type HandshakeEnv } from './handshake.js';
 import { CallLink } from './call-link.js';
 import { callRoutes, sessionIdOfCall } from './calls.js';
 import { clientSecretRoutes } from './client-secrets.js';
@@ -22,7 +22,6 @@ import { acceptProxyProtocol } from './proxy-protocol.js';
 import type { SessionPorts } from '../machines/session.js';
 import { SessionRegistry } from './registry.js';
 import { joinSideband } from './sip/call-join.js';
-import { bearer } from './sip/http.js';
 import { phoneCalls, type PhoneCallsOptions } from './sip/phone-calls.js';
 import { SessionLink, type LinkTimings, type SessionObserver } from './session-link.js';
 import type { FrameTranslator } from './translators.js';
@@ -156,13 +155,11 @@ export function createRelayServer(options: RelayServerOptions): RelayServer {
     const callId = c.req.query('call_id');
     if (callId === undefined) return next();
     if ((c.req.header('upgrade') ?? '').toLowerCase() !== 'websocket') return c.json(errorBody('upgrade_required'), ERRORS.upgrade_required.status);
-    const key = bearer(c.req.header('authorization')) ?? c.req.header('api-key');
-    if (!key) return c.json(errorBody('missing_api_key'), 401);
-    const caller = options.gatekeeper.identify ? await options.gatekeeper.identify(key).catch(() => undefined) : undefined;
-    if (caller === undefined) return c.json(errorBody('billing_unavailable'), 503);
-    if (caller === null) return c.json(errorBody('invalid_api_key'), 401);
+    const key = bearer(c.req.header('authorization')) ?? (c.req.header('api-key') || undefined);
     // Joining a call's events takes the key itself, as OpenAI's sideband does: a client secret is a browser's.
-    if (caller.clientSecretId !== undefined) return c.json(errorBody('client_secret_not_allowed'), 403);
+    if (key !== undefined && isClientSecret(key)) return c.json(errorBody('client_secret_not_allowed'), ERRORS.client_secret_not_allowed.status);
+    const caller = await identifyCaller(options.gatekeeper, key);
+    if (caller instanceof RelayError) return c.json(caller.toBody(), caller.status as 401);
     const live = findCall(callId);
     // Another key's call is not told apart from no call at all.
     if (!live || !mayControl(caller, live.link) || !live.link.dialed) return c.json(errorBody('call_not_found'), 404);

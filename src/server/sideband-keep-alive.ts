@@ -1,5 +1,6 @@
 import type WebSocket from 'ws';
 import type { SessionEvent } from '../machines/session.js';
+import { watchIdle } from './keep-alive.js';
 
 export interface SidebandKeepAliveOptions {
   sideband: WebSocket;
@@ -31,16 +32,10 @@ export function sidebandKeepAlive(options: SidebandKeepAliveOptions): () => void
       sideband.ping();
     }
   }, pingIntervalMs);
-  let idleTimer: NodeJS.Timeout;
-  const checkIdle = () => {
-    const idleFor = Date.now() - lastEventAt();
-    if (idleFor >= idleTimeoutMs) report({ type: 'CANCEL', reason: 'idle_timeout' });
-    else idleTimer = setTimeout(checkIdle, idleTimeoutMs - idleFor);
-  };
-  idleTimer = setTimeout(checkIdle, Math.max(0, idleTimeoutMs - (Date.now() - lastEventAt())));
+  const stopIdleWatch = watchIdle(lastEventAt, idleTimeoutMs, report);
   return function stopSidebandKeepAlive() {
     clearInterval(pingTimer);
-    clearTimeout(idleTimer);
+    stopIdleWatch();
     sideband.off('pong', sidebandOnPong);
   };
 }

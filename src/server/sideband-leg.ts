@@ -8,6 +8,7 @@ import type { FailoverReport } from './failover.js';
 import type { Deferred, Outgoing } from './pipe.js';
 import type { UpstreamCall } from './upstream-call.js';
 import { takeUpstreamEvent, type EventSink, type UpstreamEventsOptions } from './upstream-events.js';
+import { errorInfo } from './upstream-leg.js';
 import { statusError, type Upstream } from './upstream.js';
 
 export interface SidebandLegOptions {
@@ -21,10 +22,6 @@ export interface SidebandLegOptions {
 
 function ignoreReport(): void {}
 function ignoreError(): void {}
-
-function errorInfo(error: RelayError) {
-  return { code: error.code, message: error.message, closeCode: error.closeCode };
-}
 
 /**
  * A WebRTC call's upstream side: the call is placed (the caller's offer

@@ -125,7 +125,8 @@ export class UpstreamCall {
         lastError = signal.aborted ? new RelayError('upstream_timeout') : asRelayError(error, 'upstream_error');
         if (signal.aborted) throw lastError;
         report.dialFailed?.(upstream.name, lastError, Date.now() - began);
-        if (!isFailoverable(lastError)) throw lastError;
+        // A call that exists upstream (its answer unreadable) is this one, to be hung up: another would replace its id.
+        if (!isFailoverable(lastError) || this.upstreamCallId !== null) throw lastError;
       }
     }
     throw lastError ?? new RelayError('upstream_unavailable');

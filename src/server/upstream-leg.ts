@@ -128,7 +128,8 @@ export class WebSocketUpstreamLeg implements UpstreamLeg {
   }
 }
 
-function errorInfo(error: RelayError) {
+/** A RelayError as the session machine's ERROR event carries it. */
+export function errorInfo(error: RelayError) {
   return { code: error.code, message: error.message, closeCode: error.closeCode };
 }
 

@@ -54,4 +54,38 @@ describe('an upstream refusing a call', () => {
     const error = await placeRefused(refusing.upstream);
     expect(error.toBody().error).toMatchObject({ code: 'upstream_rejected', type: 'server_error' });
   });
+
+  it('does not place the call elsewhere once an upstream has it: an answer without SDP fails the call, which is then hung up where it exists', async () => {
+    const hungUp: string[] = [];
+    const answering = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url?.endsWith('/hangup')) {
+          hungUp.push(req.url);
+          res.writeHead(200).end();
+        } else res.writeHead(201, { location: '/v1/realtime/calls/rtc_upstream0001' }).end();
+      });
+    });
+    await new Promise<void>((resolve) => answering.listen(0, '127.0.0.1', resolve));
+    server = answering;
+    const first: Upstream = { name: 'first', kind: 'openai', baseUrl: `http://127.0.0.1:${(answering.address() as AddressInfo).port}/v1`, apiKey: UPSTREAM_KEY, models: [], deployments: {}, priority: 0 };
+    let offersElsewhere = 0;
+    const second = await refusingUpstream(201, () => {
+      offersElsewhere++;
+      return 'v=0\r\n';
+    });
+    try {
+      const call = new UpstreamCall('gpt-realtime', { sdp: 'v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n', session: {} });
+      const error = await call.place([first, second.upstream], new AbortController().signal).then(
+        () => null,
+        (failure: RelayError) => failure,
+      );
+      expect(error?.code).toBe('upstream_error');
+      expect(offersElsewhere).toBe(0);
+      await call.hangUp(2_000);
+      expect(hungUp).toEqual(['/v1/realtime/calls/rtc_upstream0001/hangup']);
+    } finally {
+      await new Promise((resolve) => second.server.close(resolve));
+    }
+  });
 });

@@ -1,8 +1,6 @@
-import type { Actor } from 'xstate';
 import { RelayError, asRelayError } from '../../errors.js';
-import type { SessionMachine } from '../../machines/session.js';
 import { CallLink } from '../call-link.js';
-import { failureOf } from '../calls.js';
+import { connectedOf } from '../calls.js';
 import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
 import { PendingCalls, type PendingCall } from './pending.js';
 import { SipUpstreamCall, controlCall } from './upstream-control.js';
@@ -10,22 +8,6 @@ import type { Upstream } from '../upstream.js';
 
 /** How long one call control request to the upstream may take. */
 const CONTROL_TIMEOUT_MS = 10_000;
-
-/** Resolves once the machine has left `connecting`: null when the call was accepted and its sideband opened, else why not. */
-function acceptedOf(link: CallLink, actor: Actor<SessionMachine>): Promise<RelayError | null> {
-  return new Promise((resolve) => {
-    const decide = () => {
-      const snapshot = actor.getSnapshot();
-      if (snapshot.matches('connecting')) return false;
-      resolve(snapshot.context.upstreamOpened ? null : failureOf(link, actor));
-      return true;
-    };
-    if (decide()) return;
-    const watch = actor.subscribe(() => {
-      if (decide()) watch.unsubscribe();
-    });
-  });
-}
 
 /**
  * What the relay does to an incoming call, whoever decided it (a route, the
@@ -95,7 +77,7 @@ export class CallDesk {
       observer: options.observer,
     });
     const actor = options.run(link, admission);
-    return acceptedOf(link, actor);
+    return connectedOf(link, actor);
   }
 
   /** Rejects every call still waiting for its tenant (shutdown). */

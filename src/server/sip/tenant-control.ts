@@ -3,10 +3,11 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { RelayError, asRelayError } from '../../errors.js';
 import { isClientSecret } from '../../protocol/client-secret.js';
-import type { Admission, Caller } from '../ports.js';
+import type { Admission } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { CallDesk } from './call-desk.js';
-import { bearer, jsonBody, refuse, refuseWith } from './http.js';
+import { bearer, identifyCaller } from '../handshake.js';
+import { jsonBody, refuse, refuseWith } from './http.js';
 import type { PendingCall } from './pending.js';
 import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
 
@@ -23,25 +24,16 @@ export function tenantCallControl(options: PhoneCallsOptions, desk: CallDesk): H
   const { statuses, events } = options;
   const { pending } = desk;
 
-  /** The tenant's relay key, or the refusal to answer with. */
-  async function callerOf(c: Context): Promise<Caller | Response> {
-    const key = bearer(c.req.header('authorization'));
-    if (key === undefined) return refuse(c, 'missing_api_key');
-    // A client secret is handed to a browser: it must not answer, refuse or transfer its key's phone calls.
-    if (isClientSecret(key)) return refuse(c, 'client_secret_not_allowed');
-    if (!options.gatekeeper.identify) return refuse(c, 'billing_unavailable');
-    const caller = await options.gatekeeper.identify(key).catch(() => undefined);
-    if (caller === undefined) return refuse(c, 'billing_unavailable');
-    return caller ?? refuse(c, 'invalid_api_key');
-  }
-
   const controlApp = new Hono<UpgradeEnv>();
   controlApp.post(
     '/:callId/:action{accept|reject|refer}',
     bodyLimit({ maxSize: MAX_CONTROL_BYTES, onError: (c) => refuse(c, 'request_too_large') }),
     async (c) => {
-      const caller = await callerOf(c);
-      if (caller instanceof Response) return caller;
+      const key = bearer(c.req.header('authorization'));
+      // A client secret is handed to a browser: it must not answer, refuse or transfer its key's phone calls.
+      if (key !== undefined && isClientSecret(key)) return refuse(c, 'client_secret_not_allowed');
+      const caller = await identifyCaller(options.gatekeeper, key);
+      if (caller instanceof RelayError) return refuseWith(c, caller);
       const callId = c.req.param('callId');
       const action = c.req.param('action') as 'accept' | 'reject' | 'refer';
       const body = await jsonBody(c);
