@@ -10,11 +10,6 @@ export function refuseWith(c: Context, error: RelayError): Response {
   return c.json(error.toBody(), error.status as 400);
 }
 
-export function bearer(header: string | undefined): string | undefined {
-  const match = header ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
-  return match ? match[1]!.trim() : undefined;
-}
-
 /** The body's JSON object (empty when there is no body); null when it is not one. */
 export async function jsonBody(c: Context): Promise<Record<string, unknown> | null> {
   const text = await c.req.text();

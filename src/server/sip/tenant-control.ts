@@ -5,7 +5,8 @@ import { RelayError, asRelayError } from '../../errors.js';
 import type { Admission, Caller } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { CallDesk } from './call-desk.js';
-import { bearer, jsonBody, refuse, refuseWith } from './http.js';
+import { bearer } from '../handshake.js';
+import { jsonBody, refuse, refuseWith } from './http.js';
 import type { PendingCall } from './pending.js';
 import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
 
