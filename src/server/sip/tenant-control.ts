@@ -2,11 +2,12 @@ import type { Context } from 'hono';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { RelayError, asRelayError } from '../../errors.js';
+import { refuse, refuseWith } from '../calls.js';
+import { bearer } from '../handshake.js';
 import type { Admission, Caller } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { CallDesk } from './call-desk.js';
-import { bearer } from '../handshake.js';
-import { jsonBody, refuse, refuseWith } from './http.js';
+import { jsonBody } from './http.js';
 import type { PendingCall } from './pending.js';
 import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
 
