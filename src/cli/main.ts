@@ -126,7 +126,7 @@ async function routesCommand(settings: Settings, args: string[]): Promise<void> 
     switch (action) {
       case 'add': {
         const fields = { number: values.number, header: values.header, key: values.key, model: values.model, session: values.session, webhook_url: values['webhook-url'], webhook_secret: values['webhook-secret'] };
-        const route = await ledger.addRoute(parseNewRoute(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined))));
+        const route = await ledger.addRoute(parseNewRoute(fields));
         process.stdout.write(`${JSON.stringify(routeView(route), null, 2)}\n`);
         return;
       }

@@ -1,5 +1,6 @@
 import { Webhook } from 'standardwebhooks';
 import { pruneInBatches, type Ledger, type UsageEvent } from '../billing/ledger/index.js';
+import { signedWebhookHeaders } from '../protocol/standard-webhooks.js';
 import { CLOUD_EVENT_CONTENT_TYPE, toCloudEvent, USAGE_EVENT_SOURCE } from './cloud-event.js';
 
 /**
@@ -105,15 +106,9 @@ export function startUsageDelivery(options: UsageDeliveryOptions): UsageDelivery
     let reason: string;
     try {
       const body = JSON.stringify(toCloudEvent(event, source));
-      const sentAt = new Date();
       const response = await fetch(options.url, {
         method: 'POST',
-        headers: {
-          'content-type': CLOUD_EVENT_CONTENT_TYPE,
-          'webhook-id': event.id,
-          'webhook-timestamp': String(Math.floor(sentAt.getTime() / 1000)),
-          'webhook-signature': webhook.sign(event.id, sentAt, body),
-        },
+        headers: { 'content-type': CLOUD_EVENT_CONTENT_TYPE, ...signedWebhookHeaders(webhook, event.id, body) },
         body,
         // A redirect could take the signed usage elsewhere: it counts as a failure.
         redirect: 'manual',

@@ -37,12 +37,12 @@ export interface CallRoutesOptions {
 }
 
 /** A refusal of the request itself (its shape, its origin, its key), in OpenAI's error envelope. */
-function refuse(c: Context, code: AnyErrorCode, message?: string): Response {
+export function refuse(c: Context, code: AnyErrorCode, message?: string): Response {
   return c.json(errorBody(code, message), ERRORS[code].status as 400);
 }
 
 /** A refusal of admission or of the call's placement, with `Retry-After` where retrying later helps. */
-function refuseWith(c: Context, error: RelayError): Response {
+export function refuseWith(c: Context, error: RelayError): Response {
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined || error.status === 429) headers['Retry-After'] = String(error.retryAfterSeconds ?? 1);
   return c.json(error.toBody(), error.status as 400, headers);

@@ -337,7 +337,7 @@ function present(value: unknown): boolean {
   return value !== undefined && value !== null;
 }
 
-function rejectUnknown(fields: object, known: Set<string>): void {
+export function rejectUnknown(fields: object, known: Set<string>): void {
   for (const name of Object.keys(fields)) {
     if (!known.has(name)) throw new InputError('unknown_parameter', name, `is not a known parameter (expected: ${[...known].join(', ')})`);
   }

@@ -29,3 +29,12 @@ export function sessionId(c: Context): string {
   if (!SESSION_ID.test(id)) throw new AdminError('invalid_session_id', undefined, 'id');
   return id;
 }
+
+const ROUTE_ID = /^route_[0-9a-f]{32}$/;
+
+/** A phone call route's id from the path; anything else names no route. */
+export function routeId(c: Context): string {
+  const id = c.req.param('id') ?? '';
+  if (!ROUTE_ID.test(id)) throw new AdminError('route_not_found', undefined, 'id');
+  return id;
+}

@@ -1,5 +1,5 @@
 import type { NewSipRoute, SipRoute } from '../../billing/ledger/index.js';
-import { InputError } from './operations.js';
+import { InputError, rejectUnknown } from './operations.js';
 
 /**
  * Phone call routes as an operator sees them. `relay routes` and
@@ -28,7 +28,7 @@ function text(value: unknown, param: string): string | undefined {
 }
 
 export function parseNewRoute(fields: NewRouteFields): NewSipRoute {
-  for (const name of Object.keys(fields)) if (!KNOWN.has(name)) throw new InputError('unknown_parameter', name, 'is not a route field');
+  rejectUnknown(fields, KNOWN);
   const number = text(fields.number, 'number');
   const header = text(fields.header, 'header');
   if ((number === undefined) === (header === undefined)) throw new InputError('invalid_input', 'number', 'or header (Name=Value) is required, not both');

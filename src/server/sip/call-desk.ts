@@ -85,6 +85,7 @@ export class CallDesk {
     await Promise.all(
       this.pending.takeAll().map((call) => {
         call.admission.release();
+        this.decided(call, 'refused', this.options.statuses.refused, 'server_shutting_down');
         return this.reject(call.upstream, call.upstreamCallId, this.options.statuses.refused);
       }),
     );

@@ -1,13 +1,8 @@
 import WebSocket from 'ws';
-import { truncateCloseReason } from '../../protocol/close-codes.js';
+import { INTERNAL_ERROR, isSendableCloseCode, truncateCloseReason } from '../../protocol/close-codes.js';
 
 /** Frames a joining client sends before the upstream sideband is open; more closes the join. */
 const MAX_EARLY_FRAMES = 64;
-
-function closeCodeFor(code: number): number {
-  // 1005/1006 and other reserved codes cannot be sent in a close frame.
-  return code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999) ? code : 1011;
-}
 
 /**
  * A tenant's socket joined to its call's events: one more sideband of the
@@ -20,7 +15,7 @@ export function joinSideband(client: WebSocket, request: { url: string; headers:
   const early: Array<{ data: WebSocket.RawData; isBinary: boolean }> = [];
   let ended = false;
   const end = (target: WebSocket, code: number, reason: string) => {
-    if (target.readyState === WebSocket.OPEN) target.close(closeCodeFor(code), truncateCloseReason(reason));
+    if (target.readyState === WebSocket.OPEN) target.close(isSendableCloseCode(code) ? code : INTERNAL_ERROR, truncateCloseReason(reason));
     else if (target.readyState === WebSocket.CONNECTING) target.terminate();
     setTimeout(() => target.terminate(), closeTimeoutMs).unref();
   };

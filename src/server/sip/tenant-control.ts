@@ -3,11 +3,12 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { RelayError, asRelayError } from '../../errors.js';
 import { isClientSecret } from '../../protocol/client-secret.js';
+import { refuse, refuseWith } from '../calls.js';
+import { bearer, identifyCaller } from '../handshake.js';
 import type { Admission } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { CallDesk } from './call-desk.js';
-import { bearer, identifyCaller } from '../handshake.js';
-import { jsonBody, refuse, refuseWith } from './http.js';
+import { jsonBody } from './http.js';
 import type { PendingCall } from './pending.js';
 import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
 
@@ -21,7 +22,7 @@ const TARGET_URI = /^(sips?|tel):[^\s\u0000-\u001f\u007f<>"]{1,250}$/i;
  * call does not exist. Accepting starts the call's metered session.
  */
 export function tenantCallControl(options: PhoneCallsOptions, desk: CallDesk): Hono<UpgradeEnv> {
-  const { statuses, events } = options;
+  const { statuses } = options;
   const { pending } = desk;
 
   const controlApp = new Hono<UpgradeEnv>();
@@ -60,9 +61,7 @@ export function tenantCallControl(options: PhoneCallsOptions, desk: CallDesk): H
   }
 
   async function decide(c: Context, waiting: PendingCall, action: 'accept' | 'reject' | 'refer', body: Record<string, unknown>): Promise<Response> {
-    const keyName = waiting.admission.caller.keyName;
-    const decided = (outcome: PhoneCallOutcome, sipStatus: number | null, reason: string | null = null) =>
-      events?.decided?.({ upstreamCallId: waiting.upstreamCallId, callId: waiting.callId, keyName, outcome, sipStatus, reason });
+    const decided = (outcome: PhoneCallOutcome, sipStatus: number | null, reason: string | null = null) => desk.decided(waiting, outcome, sipStatus, reason);
     if (action === 'reject') {
       const status = body.status_code ?? statuses.refused;
       if (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 699) return refuse(c, 'invalid_call_control', '"status_code" is a SIP status from 400 to 699.');

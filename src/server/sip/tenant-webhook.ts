@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
+import { signedWebhookHeaders } from '../../protocol/standard-webhooks.js';
 import type { SipHeader } from './headers.js';
 
 export interface IncomingCallEvent {
@@ -23,18 +24,11 @@ export async function forwardIncomingCall(url: string, secret: string, event: In
     created_at: event.createdAt,
     data: { call_id: event.callId, sip_headers: event.sipHeaders },
   });
-  const messageId = `msg_${randomBytes(16).toString('hex')}`;
-  const now = new Date();
-  const signature = new Webhook(secret).sign(messageId, now, body);
+  const headers = signedWebhookHeaders(new Webhook(secret), `msg_${randomBytes(16).toString('hex')}`, body);
   try {
     const response = await fetch(url, {
       method: 'POST',
-      headers: {
-        'Content-Type': 'application/json',
-        'webhook-id': messageId,
-        'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
-        'webhook-signature': signature,
-      },
+      headers: { 'Content-Type': 'application/json', ...headers },
       body,
       redirect: 'manual',
       signal: AbortSignal.timeout(timeoutMs),

@@ -3,14 +3,14 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Webhook } from 'standardwebhooks';
 import { RelayError, asRelayError } from '../../errors.js';
+import { refuse, refuseWith } from '../calls.js';
 import type { Admission, PhoneRoute } from '../ports.js';
 import type { UpgradeEnv } from '../upgrade.js';
 import type { Upstream } from '../upstream.js';
 import type { CallDesk } from './call-desk.js';
 import { readSipHeaders, type SipHeader } from './headers.js';
-import { refuse, refuseWith } from './http.js';
 import type { PendingCall } from './pending.js';
-import type { PhoneCallOutcome, PhoneCallsOptions } from './phone-calls.js';
+import type { PhoneCallsOptions } from './phone-calls.js';
 import { routeFor } from './routing.js';
 import { forwardIncomingCall } from './tenant-webhook.js';
 
@@ -47,18 +47,16 @@ export function sipWebhook(options: PhoneCallsOptions, desk: CallDesk): Hono<Upg
 
   /** Decides one first-seen incoming call; never rejects. */
   async function ring(incoming: Extract<Incoming, { kind: 'call' }>, upstream: Upstream): Promise<void> {
-    const decided = (outcome: PhoneCallOutcome, extra: { callId?: string; keyName?: string; sipStatus?: number; reason?: string } = {}) =>
-      events?.decided?.({ upstreamCallId: incoming.upstreamCallId, callId: extra.callId ?? null, keyName: extra.keyName ?? null, outcome, sipStatus: extra.sipStatus ?? null, reason: extra.reason ?? null });
     let route: PhoneRoute | undefined;
     try {
       route = routeFor(await options.directory.routes(), incoming.headers);
     } catch (error) {
-      decided('refused', { sipStatus: statuses.refused, reason: `the routes could not be read: ${(error as Error).message}` });
+      desk.decided(incoming, 'refused', statuses.refused, `the routes could not be read: ${(error as Error).message}`);
       await desk.reject(upstream, incoming.upstreamCallId, statuses.refused);
       return;
     }
     if (!route) {
-      decided('unrouted', { sipStatus: statuses.unrouted, reason: 'no route matches the call' });
+      desk.decided(incoming, 'unrouted', statuses.unrouted, 'no route matches the call');
       await desk.reject(upstream, incoming.upstreamCallId, statuses.unrouted);
       return;
     }
@@ -70,25 +68,24 @@ export function sipWebhook(options: PhoneCallsOptions, desk: CallDesk): Hono<Upg
     } catch (error) {
       const failure = asRelayError(error, 'billing_unavailable');
       const sipStatus = statusFor(failure);
-      decided(sipStatus === statuses.busy ? 'busy' : 'refused', { sipStatus, reason: failure.code });
+      desk.decided(incoming, sipStatus === statuses.busy ? 'busy' : 'refused', sipStatus, failure.code);
       await desk.reject(upstream, incoming.upstreamCallId, sipStatus);
       return;
     }
     const call: PendingCall = { callId: `rtc_${randomBytes(16).toString('hex')}`, upstream, upstreamCallId: incoming.upstreamCallId, route, admission };
-    const keyName = admission.caller.keyName;
     if (!route.webhookUrl || !route.webhookSecret) {
       const failure = await desk.start(call, route.session);
-      decided(failure ? 'accept_failed' : 'accepted', { callId: call.callId, keyName, reason: failure?.code });
+      desk.decided(call, failure ? 'accept_failed' : 'accepted', null, failure?.code ?? null);
       return;
     }
     desk.pending.add(call);
-    decided('forwarded', { callId: call.callId, keyName });
+    desk.decided(call, 'forwarded');
     const problem = await forwardIncomingCall(route.webhookUrl, route.webhookSecret, { id: incoming.id, createdAt: incoming.createdAt, callId: call.callId, sipHeaders: incoming.headers }, options.tenantTimeoutMs);
     if (problem === null) return;
     // The tenant never heard of the call: nobody will answer it.
     if (!desk.pending.take(call.callId)) return;
     admission.release();
-    decided('forward_failed', { callId: call.callId, keyName, sipStatus: statuses.refused, reason: problem });
+    desk.decided(call, 'forward_failed', statuses.refused, problem);
     await desk.reject(upstream, incoming.upstreamCallId, statuses.refused);
   }
 
