@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+
 /** The body's JSON object (empty when there is no body); null when it is not one. */
 export async function jsonBody(c: Context): Promise<Record<string, unknown> | null> {
   const text = await c.req.text();
