@@ -1,12 +1,10 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { realtimeInvoice, usage, type RealtimeUsage } from '../billing/invoice.js';
-import { HAVE_CHROMIUM, WEBRTC_ARGS, openChromium, type OpenChromium } from '../helpers/chromium.js';
+import { HAVE_CHROMIUM, WEBRTC_ARGS, openChromium, servePages, type OpenChromium, type ServedPages } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /**
@@ -36,8 +34,7 @@ window.run = async (callsUrl, clientSecret, simUsage) => {
 
 describe.skipIf(!HAVE_CHROMIUM)('the Agents SDK\'s WebRTC transport in a browser, through the relay', () => {
   let stack: LedgerTestRelay;
-  let pages: Server;
-  let pagesUrl: string;
+  let pages: ServedPages;
   let chromium: OpenChromium;
   let bundleDir: string;
 
@@ -47,20 +44,18 @@ describe.skipIf(!HAVE_CHROMIUM)('the Agents SDK\'s WebRTC transport in a browser
     const bundle = join(bundleDir, 'page.js');
     await build({ stdin: { contents: ENTRY, resolveDir: process.cwd(), loader: 'js' }, bundle: true, platform: 'browser', format: 'iife', outfile: bundle, logLevel: 'silent' });
     const script = readFileSync(bundle, 'utf8');
-    pages = createServer((req, res) => {
+    // localhost, not 127.0.0.1: another origin than the relay's, so the SDK's requests are CORS ones.
+    pages = await servePages((req, res) => {
       if (req.url === '/page.js') res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' }).end(script);
       else res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end('<!doctype html><meta charset="utf-8"><title>agents sdk call</title><script src="/page.js"></script>');
-    });
-    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
-    // localhost, not 127.0.0.1: another origin than the relay's, so the SDK's requests are CORS ones.
-    pagesUrl = `http://localhost:${(pages.address() as AddressInfo).port}/`;
+    }, 'localhost');
     chromium = await openChromium(undefined, WEBRTC_ARGS);
     chromium.page.setDefaultTimeout(15_000);
   });
 
   afterAll(async () => {
     await chromium?.close();
-    await new Promise((resolve) => pages?.close(resolve));
+    await pages?.close();
     if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
     await stack?.close();
   });
@@ -76,7 +71,7 @@ describe.skipIf(!HAVE_CHROMIUM)('the Agents SDK\'s WebRTC transport in a browser
     const secret = ((await minted.json()) as { value: string }).value;
     expect(secret).toMatch(/^ek_/);
     const u = usage({ text: [70, 0], audio: [900, 300], out: [30, 60] });
-    await chromium.page.goto(pagesUrl);
+    await chromium.page.goto(pages.url);
     const result = (await chromium.page.evaluate(([url, s, sim]) => (globalThis as unknown as { run(a: string, b: string, c: string): Promise<unknown> }).run(url!, s!, sim!), [
       `${stack.httpUrl}/v1/realtime/calls`,
       secret,

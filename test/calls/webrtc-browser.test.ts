@@ -1,9 +1,7 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { realtimeInvoice, usage, type RealtimeUsage } from '../billing/invoice.js';
-import { CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM } from '../helpers/chromium.js';
+import { CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, WEBRTC_ARGS, servePages, type ServedPages } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /**
@@ -57,26 +55,23 @@ const PAGE = `<!doctype html>
 
 describe.skipIf(!HAVE_CHROMIUM)('a real browser (chromium) calling through the relay over WebRTC', () => {
   let stack: LedgerTestRelay;
-  let pages: Server;
-  let pagesUrl: string;
+  let pages: ServedPages;
   let browser: Browser;
 
   beforeAll(async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
-    pages = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE));
-    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
     // localhost, not 127.0.0.1: the page's origin differs from the relay's, so every request is a CORS one.
-    pagesUrl = `http://localhost:${(pages.address() as AddressInfo).port}/`;
+    pages = await servePages(PAGE, 'localhost');
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: [...CHROMIUM_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
+      args: [...CHROMIUM_ARGS, ...WEBRTC_ARGS],
       timeout: 20_000,
     });
   });
 
   afterAll(async () => {
     await browser?.close();
-    await new Promise((resolve) => pages?.close(resolve));
+    await pages?.close();
     await stack?.close();
   });
 
@@ -85,7 +80,7 @@ describe.skipIf(!HAVE_CHROMIUM)('a real browser (chromium) calling through the r
     const u = usage({ text: [80, 0], audio: [1200, 400], out: [25, 90] });
     const page = await browser.newPage();
     try {
-      await page.goto(pagesUrl);
+      await page.goto(pages.url);
       const result = (await page.evaluate(([url, k, sim]) => (globalThis as unknown as { run(a: string, b: string, c: string): Promise<unknown> }).run(url!, k!, sim!), [
         `${stack.httpUrl}/v1/realtime/calls?model=gpt-realtime`,
         key,

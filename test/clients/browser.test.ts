@@ -1,8 +1,6 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM } from '../helpers/chromium.js';
+import { CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM, servePages, type ServedPages } from '../helpers/chromium.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
 
 /**
@@ -50,27 +48,24 @@ if (!HAVE_CHROMIUM) {
 
 describe.skipIf(!HAVE_CHROMIUM)('a real browser (chromium) with the WebSocket API', () => {
   let stack: LedgerTestRelay;
-  let pages: Server;
-  let pagesUrl: string;
+  let pages: ServedPages;
   let browser: Browser;
 
   beforeAll(async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
-    pages = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE));
-    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
-    pagesUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/`;
+    pages = await servePages(PAGE);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 20_000 });
   });
 
   afterAll(async () => {
     await browser?.close();
-    await new Promise((resolve) => pages?.close(resolve));
+    await pages?.close();
     await stack?.close();
   });
 
   async function openPage(key: string): Promise<Page> {
     const page = await browser.newPage();
-    await page.goto(`${pagesUrl}?${new URLSearchParams({ url: stack.realtimeUrl(), key })}`);
+    await page.goto(`${pages.url}?${new URLSearchParams({ url: stack.realtimeUrl(), key })}`);
     await page.locator('#close').filter({ hasText: /\d/ }).waitFor({ timeout: 10_000 });
     return page;
   }

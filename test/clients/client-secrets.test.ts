@@ -5,13 +5,11 @@
  * PostgreSQL when one answers), the upstream simulator, real Chromium.
  */
 import { createHash } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { respond } from '../billing/session-bill.js';
 import { realtimeInvoice, usage, usdToNano } from '../billing/invoice.js';
-import { HAVE_CHROMIUM, openChromium } from '../helpers/chromium.js';
+import { HAVE_CHROMIUM, openChromium, servePages, type ServedPages } from '../helpers/chromium.js';
 import { TestClient } from '../helpers/client.js';
 import { createScratchSchema, POSTGRES_REQUIRED, probePostgres, type ScratchSchema } from '../helpers/postgres.js';
 import { startTestRelay, type LedgerTestRelay } from '../helpers/relay.js';
@@ -368,14 +366,13 @@ const PAGE = `<!doctype html>
 
 describe.skipIf(!HAVE_CHROMIUM)('a client secret in Chromium', () => {
   let stack: LedgerTestRelay;
-  let pages: Server;
+  let pages: ServedPages;
   beforeAll(async () => {
     stack = await startTestRelay({ simulator: { chunkIntervalMs: 1 } });
-    pages = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE));
-    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
+    pages = await servePages(PAGE);
   });
   afterAll(async () => {
-    await new Promise((resolve) => pages?.close(resolve));
+    await pages?.close();
     await stack?.close();
   });
 
@@ -384,8 +381,7 @@ describe.skipIf(!HAVE_CHROMIUM)('a client secret in Chromium', () => {
     const minted = await sdk(stack, key).realtime.clientSecrets.create({ session: { type: 'realtime', model: 'gpt-realtime' } });
     const browser = await openChromium();
     try {
-      const pagesUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/`;
-      await browser.page.goto(`${pagesUrl}?${new URLSearchParams({ url: stack.realtimeUrl(''), secret: minted.value })}`);
+      await browser.page.goto(`${pages.url}?${new URLSearchParams({ url: stack.realtimeUrl(''), secret: minted.value })}`);
       await browser.page.locator('#close').filter({ hasText: /\d/ }).waitFor({ timeout: 10_000 });
       const events = (await browser.page.textContent('#events'))!.split(' ');
       expect(events[0]).toBe('session.created');

@@ -1,4 +1,6 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -50,4 +52,21 @@ export async function openChromium(viewport?: { width: number; height: number },
       rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+export interface ServedPages {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves a test page (its HTML, or a handler for more than one file) on
+ * loopback. `host` names it in the URL: `localhost` makes its origin another
+ * than a relay's on 127.0.0.1, so the page's requests are cross-origin ones.
+ */
+export async function servePages(page: string | RequestListener, host: 'localhost' | '127.0.0.1' = '127.0.0.1'): Promise<ServedPages> {
+  const server = createServer(typeof page === 'string' ? (_req, res) => res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(page) : page);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://${host}:${port}/`, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }

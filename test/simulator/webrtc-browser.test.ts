@@ -1,10 +1,8 @@
-import { createServer } from 'node:http';
-import type { Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startSimulator } from '../../src/simulator/index.js';
 import type { Simulator } from '../../src/simulator/index.js';
-import { CHROMIUM, HAVE_CHROMIUM, WEBRTC_ARGS, openChromium } from '../helpers/chromium.js';
-import type { OpenChromium } from '../helpers/chromium.js';
+import { CHROMIUM, HAVE_CHROMIUM, WEBRTC_ARGS, openChromium, servePages } from '../helpers/chromium.js';
+import type { OpenChromium, ServedPages } from '../helpers/chromium.js';
 import { TestClient } from '../helpers/client.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -22,14 +20,14 @@ if (!HAVE_CHROMIUM && !process.env.CI) {
 const KEY = 'sk-browser-call';
 
 let sim: Simulator | undefined;
-let page: Server | undefined;
+let page: ServedPages | undefined;
 let browser: OpenChromium | undefined;
 let sideband: TestClient | undefined;
 afterEach(async () => {
   sideband?.close();
   await browser?.close();
   await sim?.close();
-  if (page !== undefined) await new Promise((resolve) => page!.close(resolve));
+  await page?.close();
   sim = undefined;
   page = undefined;
   browser = undefined;
@@ -72,11 +70,8 @@ const PAGE_SCRIPT = `
 /** A page on its own origin (another port), so the call is a cross-origin request as in an app. */
 async function servePage(): Promise<string> {
   const html = `<!doctype html><title>call</title><script>${PAGE_SCRIPT}</script>`;
-  page = createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end(html));
-  await new Promise<void>((resolve) => page!.listen(0, '127.0.0.1', resolve));
-  const address = page.address();
-  if (address === null || typeof address === 'string') throw new Error('page server has no port');
-  return `http://127.0.0.1:${address.port}/`;
+  page = await servePages(html);
+  return page.url;
 }
 
 interface PageCall {
